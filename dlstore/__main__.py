@@ -1,0 +1,3 @@
+from dlstore.cli import main
+
+main()

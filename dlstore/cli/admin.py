@@ -1,0 +1,147 @@
+"""Admin commands: db upgrade|current, add, list, status, retry, cancel."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+
+from dlstore import db, migrate
+from dlstore.cli import ConfigOption, DbOption, command, db_app, load_env
+from dlstore.cli.format import format_task, format_table
+from dlstore.errors import DlstoreError
+from dlstore.models import Status
+from dlstore.store import Task, tasks_json
+from dlstore.validate import check_task_metadata, check_url, parse_header
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+
+
+@command(db_app, name="upgrade")
+def db_upgrade(database: DbOption = None, config: ConfigOption = None) -> None:
+    """Create or update the download_tasks schema (idempotent; adopts the app's table)."""
+    with load_env(config, database) as env:
+        env.engine()  # creates the default database's folder
+        migrate.upgrade(env.database_url)
+    typer.echo(f"{db.describe(db.normalize_url(env.database_url))}: at schema "
+               f"{migrate.head_revision()} (head)")
+
+
+@command(db_app, name="current")
+def db_current(database: DbOption = None, config: ConfigOption = None) -> None:
+    """Print the database's dlstore schema revision."""
+    with load_env(config, database) as env:
+        revision = db.current_revision(env.engine())
+    head = migrate.head_revision()
+    if revision is None:
+        typer.echo("none (not migrated: run `dlstore db upgrade`)")
+    else:
+        typer.echo(f"{revision}{' (head)' if revision == head else f' (head is {head})'}")
+
+
+@command()
+def add(
+    url: Annotated[str, typer.Argument(help="M3U8 playlist URL (http or https).")],
+    name: Annotated[str, typer.Option("--name", help="Name of the video (and its file).")],
+    quality: Annotated[
+        str | None, typer.Option(help='"1080p", "720p", …, "best" or "worst".')
+    ] = None,
+    output_dir: Annotated[
+        str | None, typer.Option("--output-dir", help="Folder under the output root.")
+    ] = None,
+    header: Annotated[
+        list[str] | None, typer.Option("--header", help="Extra HTTP header 'Name: value'.")
+    ] = None,
+    output_format: Annotated[
+        str | None, typer.Option("--format", help='"mp4" (default) or "ts".')
+    ] = None,
+    profile: Annotated[str | None, typer.Option(help="fast, stable or low_bandwidth.")] = None,
+    database: DbOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Queue a download (a pending row); prints its id."""
+    metadata: dict[str, Any] = {
+        "quality": quality,
+        "output_dir": output_dir,
+        "headers": dict(parse_header(h) for h in header) if header else None,
+        "format": output_format,
+        "profile": profile,
+    }
+    if not name.strip():
+        raise DlstoreError("--name must not be empty.")
+    with load_env(config, database) as env:
+        metadata = check_task_metadata(
+            {k: v for k, v in metadata.items() if v is not None}, env.settings.profiles
+        )
+        task = env.store().create(name=name, url=check_url(url), metadata=metadata)
+    typer.echo(task.id)
+
+
+@command(name="list")
+def list_tasks(
+    status: Annotated[
+        str | None, typer.Option(help="Only tasks with this status.")
+    ] = None,
+    limit: Annotated[int | None, typer.Option(help="At most this many, newest first.")] = None,
+    as_json: JsonOption = False,
+    database: DbOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """List tasks, newest first."""
+    if status is not None and status not in {s.value for s in Status}:
+        raise DlstoreError(
+            f"Unknown status {status!r}; use one of {', '.join(s.value for s in Status)}."
+        )
+    with load_env(config, database) as env:
+        tasks = env.store().list(status=status, limit=limit)
+    if as_json:
+        typer.echo(json.dumps(tasks_json(tasks), indent=2))
+    elif tasks:
+        typer.echo(format_table(tasks))
+    else:
+        typer.echo("No tasks." if status is None else f"No {status} tasks.")
+
+
+@command()
+def status(
+    task_id: Annotated[str, typer.Argument(metavar="ID")],
+    as_json: JsonOption = False,
+    database: DbOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Show one task: status, progress, speed, ETA, error."""
+    with load_env(config, database) as env:
+        task = env.store().get(task_id)
+    _print(task, as_json)
+
+
+@command()
+def retry(
+    task_id: Annotated[str, typer.Argument(metavar="ID")],
+    database: DbOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Put a failed or cancelled task back in the queue; it resumes where it stopped."""
+    with load_env(config, database) as env:
+        task = env.store().retry(task_id)
+    typer.echo(f"{task.id}: {task.status}")
+
+
+@command()
+def cancel(
+    task_id: Annotated[str, typer.Argument(metavar="ID")],
+    database: DbOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Cancel a pending or downloading task."""
+    with load_env(config, database) as env:
+        task = env.store().cancel(task_id)
+    typer.echo(f"{task.id}: {task.status}")
+
+
+def _print(task: Task, as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(task.to_json(), indent=2))
+    else:
+        typer.echo(format_task(task))

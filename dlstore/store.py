@@ -1,0 +1,567 @@
+"""Every state transition of a download task, each one guarded statement.
+
+This module is the only code that writes ``download_tasks``. The Rust API writes
+the same rows with plain SQL (CONTRACT.md §2), so each transition states in its
+WHERE clause the status it starts from, and a worker's writes are fenced on the
+claim it holds (``worker_id`` and ``attempts``): a write that touches no row
+means the row was cancelled, retried or taken over meanwhile, and the caller must
+stop. No write here ever turns a ``cancelled`` row into anything else, except
+:meth:`TaskStore.retry`, which is the user asking for exactly that.
+
+    pending ──claim──▶ downloading ──complete──▶ completed
+       ▲                 │  │  │ └──fail──▶ failed ──retry──▶ pending
+       │                 │  │  └──requeue (transient, run_after later)──▶ pending
+       │                 │  └──release (daemon shutdown)──▶ pending
+       └──reclaim (lease expired or holder dead)─┘
+    pending | downloading ──cancel──▶ cancelled ──retry──▶ pending
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Engine, and_, func, or_, select, update
+from sqlalchemy.exc import DBAPIError as SADBAPIError
+
+from dlstore import db
+from dlstore.errors import (
+    DatabaseError,
+    DlstoreError,
+    InvalidTransitionError,
+    NotMigratedError,
+    TaskNotFoundError,
+)
+from dlstore.models import Status, download_tasks
+from dlstore.timeutil import format_ts, now_ts, parse_ts, utcnow
+
+T = download_tasks.c
+
+#: Keys a caller (the Rust API, `dlstore add`, a batch file) may set in ``metadata``.
+CALLER_METADATA_KEYS = ("quality", "output_dir", "headers", "format", "profile")
+
+
+@dataclass(frozen=True)
+class Task:
+    """One row of ``download_tasks``, as read. ``metadata`` stays the raw text."""
+
+    id: str
+    name: str
+    url: str
+    status: str
+    progress: int | None
+    total_segments: int | None
+    downloaded_segments: int | None
+    output_path: str | None
+    created_at: str
+    started_at: str | None
+    completed_at: str | None
+    error_message: str | None
+    metadata: str | None
+    updated_at: str | None
+    attempts: int | None
+    worker_id: str | None
+    heartbeat_at: str | None
+    downloaded_bytes: int | None
+    speed_bps: int | None
+    eta_seconds: int | None
+    current_file: str | None
+    message: str | None
+    run_after: str | None
+    auto_retries: int | None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Task:
+        return cls(**{f.name: row[f.name] for f in fields(cls)})
+
+    def metadata_dict(self) -> dict[str, Any]:
+        """The metadata object; raises DlstoreError if it is not a JSON object."""
+        return parse_metadata(self.metadata)
+
+    def to_json(self) -> dict[str, Any]:
+        """The row keyed by column name, ``metadata`` parsed (left as text if it isn't JSON)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        if self.metadata is None:
+            return out
+        try:
+            out["metadata"] = self.metadata_dict()
+        except DlstoreError:
+            pass
+        return out
+
+    def created(self) -> datetime | None:
+        return _parse_or_none(self.created_at)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What a worker holds: the fence on every write it makes to the row."""
+
+    task_id: str
+    worker_id: str
+    attempt: int
+
+
+@dataclass(frozen=True)
+class ProgressUpdate:
+    progress: int
+    downloaded_segments: int
+    total_segments: int | None
+    downloaded_bytes: int
+    speed_bps: int | None
+    eta_seconds: int | None
+    current_file: str | None
+    message: str | None
+
+
+def parse_metadata(text: str | None) -> dict[str, Any]:
+    if text is None or not text.strip():
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise DlstoreError(
+            f"The task's metadata is not valid JSON ({exc.msg} at position {exc.pos}); "
+            "fix it to a JSON object such as {\"quality\": \"720p\"}."
+        ) from exc
+    if not isinstance(value, dict):
+        raise DlstoreError(
+            "The task's metadata must be a JSON object such as {\"quality\": \"720p\"}, "
+            f"not {type(value).__name__}."
+        )
+    return value
+
+
+def merge_metadata(existing: Mapping[str, Any], learned: Mapping[str, Any]) -> dict[str, Any]:
+    """``existing`` with what dlstore learned merged in; the caller's keys always win."""
+    merged = dict(existing)
+    for key, value in learned.items():
+        if key in CALLER_METADATA_KEYS and key in existing:
+            continue
+        merged[key] = value
+    return merged
+
+
+def _parse_or_none(text: str | None) -> datetime | None:
+    try:
+        return parse_ts(text)
+    except ValueError:
+        return None
+
+
+class TaskStore:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._postgres = engine.dialect.name == "postgresql"
+
+    # --- plumbing ----------------------------------------------------------------
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        with self._errors(), db.write_tx(self.engine) as conn:
+            yield conn
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        with self._errors(), db.read_tx(self.engine) as conn:
+            yield conn
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except SADBAPIError as exc:
+            text = str(exc.orig)
+            if "no such table" in text or ("relation" in text and "does not exist" in text):
+                raise NotMigratedError(
+                    f"The database {db.describe(str(self.engine.url))} has no download_tasks "
+                    "table: run `dlstore db upgrade`."
+                ) from exc
+            raise DatabaseError(f"Database error: {db.first_line(exc.orig)}") from exc
+
+    def _guarded(self, claim: Claim):  # type: ignore[no-untyped-def]
+        return and_(
+            T.id == claim.task_id,
+            T.status == Status.DOWNLOADING.value,
+            T.worker_id == claim.worker_id,
+            T.attempts == claim.attempt,
+        )
+
+    # --- reads -------------------------------------------------------------------
+
+    def get(self, task_id: str) -> Task:
+        with self._read() as conn:
+            row = conn.execute(select(download_tasks).where(T.id == task_id)).mappings().first()
+        if row is None:
+            raise TaskNotFoundError(f"No download task has the id {task_id!r}.")
+        return Task.from_row(row)
+
+    def list(self, status: str | None = None, limit: int | None = None) -> list[Task]:
+        query = select(download_tasks).order_by(T.created_at.desc(), T.id.desc())
+        if status is not None:
+            query = query.where(T.status == status)
+        if limit is not None:
+            query = query.limit(limit)
+        with self._read() as conn:
+            return [Task.from_row(r) for r in conn.execute(query).mappings()]
+
+    def counts(self) -> dict[str, int]:
+        query = select(T.status, func.count()).group_by(T.status)
+        with self._read() as conn:
+            return {status: count for status, count in conn.execute(query)}
+
+    def next_due(self) -> str | None:
+        """When the earliest pending row becomes due ('' if one is due now, None if none)."""
+        query = select(func.min(func.coalesce(T.run_after, ""))).where(
+            T.status == Status.PENDING.value
+        )
+        with self._read() as conn:
+            return conn.execute(query).scalar()
+
+    # --- transitions ---------------------------------------------------------------
+
+    def create(
+        self,
+        *,
+        name: str,
+        url: str,
+        metadata: Mapping[str, Any] | None = None,
+        task_id: str | None = None,
+    ) -> Task:
+        now = now_ts()
+        values = {
+            "id": task_id or str(uuid.uuid4()),
+            "name": name,
+            "url": url,
+            "status": Status.PENDING.value,
+            "created_at": now,
+            "updated_at": now,
+            "metadata": json.dumps(dict(metadata)) if metadata else None,
+        }
+        with self._write() as conn:
+            row = conn.execute(
+                download_tasks.insert().values(**values).returning(*download_tasks.c)
+            ).mappings().one()
+        return Task.from_row(row)
+
+    def claim(self, worker_id: str, *, now: str | None = None) -> tuple[Task, Claim] | None:
+        """Take the oldest due pending row for ``worker_id``; None if there is none.
+
+        One statement. On PostgreSQL the inner SELECT skips rows other claimers hold
+        (``FOR UPDATE SKIP LOCKED``); on SQLite the IMMEDIATE transaction serialises
+        claimers and the outer ``status = 'pending'`` guard makes a stale pick a no-op.
+        """
+        now = now or now_ts()
+        pick = (
+            select(T.id)
+            .where(T.status == Status.PENDING.value, or_(T.run_after.is_(None), T.run_after <= now))
+            .order_by(T.created_at, T.id)
+            .limit(1)
+        )
+        if self._postgres:
+            pick = pick.with_for_update(skip_locked=True)
+        statement = (
+            update(download_tasks)
+            .where(T.id == pick.scalar_subquery(), T.status == Status.PENDING.value)
+            .values(
+                status=Status.DOWNLOADING.value,
+                worker_id=worker_id,
+                attempts=func.coalesce(T.attempts, 0) + 1,
+                started_at=now,
+                completed_at=None,
+                heartbeat_at=now,
+                updated_at=now,
+                run_after=None,
+                error_message=None,
+                speed_bps=None,
+                eta_seconds=None,
+                message="Starting download",
+            )
+            .returning(*download_tasks.c)
+        )
+        with self._write() as conn:
+            row = conn.execute(statement).mappings().first()
+        if row is None:
+            return None
+        task = Task.from_row(row)
+        return task, Claim(task.id, worker_id, int(task.attempts or 0))
+
+    def report_progress(self, claim: Claim, update_: ProgressUpdate) -> bool:
+        """Progress and heartbeat in one write; False means the claim is lost: stop."""
+        now = now_ts()
+        values: dict[str, Any] = {
+            "progress": max(0, min(100, update_.progress)),
+            "downloaded_segments": update_.downloaded_segments,
+            "downloaded_bytes": update_.downloaded_bytes,
+            "speed_bps": update_.speed_bps,
+            "eta_seconds": update_.eta_seconds,
+            "current_file": update_.current_file,
+            "message": update_.message,
+            "heartbeat_at": now,
+            "updated_at": now,
+        }
+        if update_.total_segments is not None:
+            values["total_segments"] = update_.total_segments
+        return self._fenced(claim, values)
+
+    def heartbeat(self, claim: Claim, message: str | None = None) -> bool:
+        now = now_ts()
+        values: dict[str, Any] = {"heartbeat_at": now, "updated_at": now}
+        if message is not None:
+            values["message"] = message
+        return self._fenced(claim, values)
+
+    def record_metadata(self, claim: Claim, learned: Mapping[str, Any]) -> bool:
+        """Merge what dlstore learned (e.g. the chosen variant) into the row's metadata."""
+        return self._finish(claim, {}, learned)
+
+    def complete(
+        self,
+        claim: Claim,
+        *,
+        output_path: str,
+        learned: Mapping[str, Any],
+        downloaded_bytes: int | None = None,
+    ) -> bool:
+        now = now_ts()
+        values: dict[str, Any] = {
+            "status": Status.COMPLETED.value,
+            "progress": 100,
+            "downloaded_segments": func.coalesce(T.total_segments, T.downloaded_segments),
+            "output_path": output_path,
+            "completed_at": now,
+            "updated_at": now,
+            "heartbeat_at": None,
+            "error_message": None,
+            "speed_bps": None,
+            "eta_seconds": 0,
+            "current_file": None,
+            "run_after": None,
+            "auto_retries": 0,
+            "message": "Download complete",
+        }
+        if downloaded_bytes is not None:
+            values["downloaded_bytes"] = downloaded_bytes
+        return self._finish(claim, values, learned)
+
+    def fail(self, claim: Claim, error_message: str) -> bool:
+        """``failed`` for good; the automatic-retry budget starts afresh for a manual retry."""
+        now = now_ts()
+        return self._fenced(
+            claim,
+            {
+                "status": Status.FAILED.value,
+                "error_message": error_message,
+                "message": "Download failed",
+                "updated_at": now,
+                "heartbeat_at": None,
+                "speed_bps": None,
+                "eta_seconds": None,
+                "run_after": None,
+                "auto_retries": 0,
+            },
+        )
+
+    def requeue(self, claim: Claim, error_message: str, *, run_after: str) -> bool:
+        """A transient failure: back to ``pending``, due at ``run_after``."""
+        now = now_ts()
+        return self._fenced(
+            claim,
+            {
+                "status": Status.PENDING.value,
+                "run_after": run_after,
+                "auto_retries": func.coalesce(T.auto_retries, 0) + 1,
+                "message": f"Will retry after {run_after}: {error_message}",
+                "updated_at": now,
+                "heartbeat_at": None,
+                "speed_bps": None,
+                "eta_seconds": None,
+                "worker_id": None,
+            },
+        )
+
+    def release(self, claim: Claim, message: str = "Daemon stopped; waiting to resume") -> bool:
+        """Daemon shutdown: back to ``pending``, progress kept, the attempt not counted."""
+        return self._fenced(
+            claim,
+            {
+                "status": Status.PENDING.value,
+                # A claim counted the attempt; one that ended by shutdown doesn't count.
+                "attempts": func.coalesce(T.attempts, 1) - 1,
+                "message": message,
+                "updated_at": now_ts(),
+                "heartbeat_at": None,
+                "speed_bps": None,
+                "eta_seconds": None,
+                "worker_id": None,
+            },
+        )
+
+    def fail_unclaimed(self, task_id: str, error_message: str, *, from_status: str) -> bool:
+        """Fail a row dlstore cannot even start (e.g. a status it does not know).
+
+        Guarded on the row still having ``from_status``; never touches cancelled rows.
+        """
+        if from_status == Status.CANCELLED.value:
+            return False
+        with self._write() as conn:
+            result = conn.execute(
+                update(download_tasks)
+                .where(T.id == task_id, T.status == from_status)
+                .values(
+                    status=Status.FAILED.value,
+                    error_message=error_message,
+                    message="Download failed",
+                    updated_at=now_ts(),
+                )
+            )
+        return result.rowcount == 1
+
+    def cancel(self, task_id: str) -> Task:
+        """The Rust API's cancel, with dlstore's bookkeeping columns."""
+        statement = (
+            update(download_tasks)
+            .where(
+                T.id == task_id,
+                T.status.in_([Status.PENDING.value, Status.DOWNLOADING.value]),
+            )
+            .values(
+                status=Status.CANCELLED.value,
+                message="Cancelled",
+                updated_at=now_ts(),
+                run_after=None,
+            )
+            .returning(*download_tasks.c)
+        )
+        return self._user_transition(task_id, statement, "cancelled", "pending or downloading")
+
+    def retry(self, task_id: str) -> Task:
+        """The Rust API's retry: back to ``pending``; what was fetched is kept for resume."""
+        statement = (
+            update(download_tasks)
+            .where(
+                T.id == task_id,
+                T.status.in_([Status.FAILED.value, Status.CANCELLED.value]),
+            )
+            .values(
+                status=Status.PENDING.value,
+                error_message=None,
+                run_after=None,
+                message="Queued for retry",
+                updated_at=now_ts(),
+            )
+            .returning(*download_tasks.c)
+        )
+        return self._user_transition(task_id, statement, "retried", "failed or cancelled")
+
+    def reclaim_expired(self, lease_seconds: float, *, now: datetime | None = None) -> list[str]:
+        """Put back to ``pending`` every ``downloading`` row whose heartbeat is older than
+        the lease: its daemon died or hung. The old holder's writes no longer match."""
+        moment = now or utcnow()
+        cutoff = format_ts(moment - timedelta(seconds=lease_seconds))
+        statement = (
+            update(download_tasks)
+            .where(
+                T.status == Status.DOWNLOADING.value,
+                or_(T.heartbeat_at.is_(None), T.heartbeat_at < cutoff),
+            )
+            .values(
+                status=Status.PENDING.value,
+                worker_id=None,
+                heartbeat_at=None,
+                speed_bps=None,
+                eta_seconds=None,
+                message=f"Its daemon stopped responding for over {lease_seconds:g} s; "
+                "waiting to resume",
+                updated_at=format_ts(moment),
+            )
+            .returning(T.id)
+        )
+        with self._write() as conn:
+            return [r[0] for r in conn.execute(statement)]
+
+    def held_by(self, worker_prefix: str) -> list[Task]:
+        """``downloading`` rows whose worker_id starts with ``worker_prefix`` (e.g. a host)."""
+        query = select(download_tasks).where(
+            T.status == Status.DOWNLOADING.value,
+            T.worker_id.startswith(worker_prefix, autoescape=True),
+        )
+        with self._read() as conn:
+            return [Task.from_row(r) for r in conn.execute(query).mappings()]
+
+    def reclaim(self, task: Task, message: str) -> bool:
+        """Put back to ``pending`` a row whose holder is known to be dead."""
+        if task.worker_id is None or task.attempts is None:
+            return False
+        return self._fenced(
+            Claim(task.id, task.worker_id, task.attempts),
+            {
+                "status": Status.PENDING.value,
+                "worker_id": None,
+                "heartbeat_at": None,
+                "speed_bps": None,
+                "eta_seconds": None,
+                "message": message,
+                "updated_at": now_ts(),
+            },
+        )
+
+    def status_of(self, task_id: str) -> str | None:
+        with self._read() as conn:
+            return conn.execute(select(T.status).where(T.id == task_id)).scalar()
+
+    # --- helpers -------------------------------------------------------------------
+
+    def _fenced(self, claim: Claim, values: Mapping[str, Any]) -> bool:
+        with self._write() as conn:
+            result = conn.execute(
+                update(download_tasks).where(self._guarded(claim)).values(**values)
+            )
+        return result.rowcount == 1
+
+    def _finish(
+        self, claim: Claim, values: Mapping[str, Any], learned: Mapping[str, Any]
+    ) -> bool:
+        """A fenced write that also merges ``learned`` into metadata, in one transaction."""
+        with self._write() as conn:
+            query = select(T.metadata).where(self._guarded(claim))
+            if self._postgres:
+                query = query.with_for_update()
+            found = conn.execute(query).first()
+            if found is None:
+                return False
+            values = dict(values)
+            try:
+                existing = parse_metadata(found[0])
+            except DlstoreError:
+                pass  # never overwrite what the caller wrote, even if it is not JSON
+            else:
+                values["metadata"] = json.dumps(merge_metadata(existing, learned))
+            result = conn.execute(
+                update(download_tasks).where(self._guarded(claim)).values(**values)
+            )
+        return result.rowcount == 1
+
+    def _user_transition(
+        self, task_id: str, statement: Any, verb: str, allowed: str
+    ) -> Task:
+        with self._write() as conn:
+            row = conn.execute(statement).mappings().first()
+            if row is None:
+                status = conn.execute(select(T.status).where(T.id == task_id)).scalar()
+        if row is not None:
+            return Task.from_row(row)
+        if status is None:
+            raise TaskNotFoundError(f"No download task has the id {task_id!r}.")
+        raise InvalidTransitionError(
+            f"Task {task_id} is {status}; only {allowed} tasks can be {verb}."
+        )
+
+
+def tasks_json(tasks: Iterable[Task]) -> list[dict[str, Any]]:
+    return [t.to_json() for t in tasks]
