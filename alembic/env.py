@@ -9,7 +9,6 @@ SQLite runs in batch mode and is put in WAL mode.
 from __future__ import annotations
 
 from alembic import context
-
 from dlstore import db
 from dlstore.migrate import include_name, include_object
 from dlstore.models import SQLModel

@@ -268,7 +268,9 @@ def _validate(settings: Settings) -> None:
             f"default_profile: unknown profile {settings.default_profile!r}; known: {known}."
         )
     if settings.log_level.upper() not in LOG_LEVELS:
-        raise ConfigError(f"log_level: {settings.log_level!r} is not one of {', '.join(LOG_LEVELS)}.")
+        raise ConfigError(
+            f"log_level: {settings.log_level!r} is not one of {', '.join(LOG_LEVELS)}."
+        )
     positive = ("default_threads", "max_threads", "max_concurrent_tasks", "chunk_size",
                 "poll_interval", "lease_seconds", "connect_timeout", "read_timeout")  # fmt: skip
     for key in positive:

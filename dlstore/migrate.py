@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError as SADBAPIError
 
+from alembic import command
 from dlstore import db
 from dlstore.errors import DatabaseError
 from dlstore.models import TABLE_NAME

@@ -18,6 +18,7 @@ stop. No write here ever turns a ``cancelled`` row into anything else, except
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
@@ -88,10 +89,8 @@ class Task:
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         if self.metadata is None:
             return out
-        try:
+        with contextlib.suppress(DlstoreError):  # not JSON: shown as the text it is
             out["metadata"] = self.metadata_dict()
-        except DlstoreError:
-            pass
         return out
 
     def created(self) -> datetime | None:
@@ -127,11 +126,11 @@ def parse_metadata(text: str | None) -> dict[str, Any]:
     except ValueError as exc:
         raise DlstoreError(
             f"The task's metadata is not valid JSON ({exc.msg} at position {exc.pos}); "
-            "fix it to a JSON object such as {\"quality\": \"720p\"}."
+            'fix it to a JSON object such as {"quality": "720p"}.'
         ) from exc
     if not isinstance(value, dict):
         raise DlstoreError(
-            "The task's metadata must be a JSON object such as {\"quality\": \"720p\"}, "
+            'The task\'s metadata must be a JSON object such as {"quality": "720p"}, '
             f"not {type(value).__name__}."
         )
     return value
@@ -244,9 +243,11 @@ class TaskStore:
             "metadata": json.dumps(dict(metadata)) if metadata else None,
         }
         with self._write() as conn:
-            row = conn.execute(
-                download_tasks.insert().values(**values).returning(*download_tasks.c)
-            ).mappings().one()
+            row = (
+                conn.execute(download_tasks.insert().values(**values).returning(*download_tasks.c))
+                .mappings()
+                .one()
+            )
         return Task.from_row(row)
 
     def claim(self, worker_id: str, *, now: str | None = None) -> tuple[Task, Claim] | None:
@@ -524,9 +525,7 @@ class TaskStore:
             )
         return result.rowcount == 1
 
-    def _finish(
-        self, claim: Claim, values: Mapping[str, Any], learned: Mapping[str, Any]
-    ) -> bool:
+    def _finish(self, claim: Claim, values: Mapping[str, Any], learned: Mapping[str, Any]) -> bool:
         """A fenced write that also merges ``learned`` into metadata, in one transaction."""
         with self._write() as conn:
             query = select(T.metadata).where(self._guarded(claim))
@@ -547,9 +546,7 @@ class TaskStore:
             )
         return result.rowcount == 1
 
-    def _user_transition(
-        self, task_id: str, statement: Any, verb: str, allowed: str
-    ) -> Task:
+    def _user_transition(self, task_id: str, statement: Any, verb: str, allowed: str) -> Task:
         with self._write() as conn:
             row = conn.execute(statement).mappings().first()
             if row is None:

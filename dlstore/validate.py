@@ -42,8 +42,8 @@ def check_url(url: str) -> str:
 def check_quality(quality: Any) -> str:
     if not isinstance(quality, str) or not _QUALITY.match(quality.strip().lower()):
         raise InvalidInputError(
-            f"Unknown quality {quality!r}; use a height such as \"1080p\" or \"720p\", "
-            "or \"best\" or \"worst\"."
+            f'Unknown quality {quality!r}; use a height such as "1080p" or "720p", '
+            'or "best" or "worst".'
         )
     return quality.strip().lower()
 

@@ -14,19 +14,27 @@ ROWS = 200
 CLAIMERS = 4
 
 
-def test_each_row_claimed_exactly_once_oldest_first_and_api_never_locked(store: TaskStore,
-                                                                       migrated_url):  # fmt: skip
+def test_each_row_claimed_exactly_once_oldest_first_and_api_never_locked(
+    store: TaskStore, migrated_url
+):
     api = RustApi(migrated_url)
     for i in range(ROWS):
         api.execute(
             "INSERT INTO download_tasks (id, name, url, status, created_at) "
             "VALUES (?, ?, ?, 'pending', ?)",
-            (f"row-{i:03d}", f"video {i}", f"https://e/{i}.m3u8", f"2025-01-13T10:{i // 60:02d}:{i % 60:02d}Z"),
-        )  # fmt: skip
+            (
+                f"row-{i:03d}",
+                f"video {i}",
+                f"https://e/{i}.m3u8",
+                f"2025-01-13T10:{i // 60:02d}:{i % 60:02d}Z",
+            ),
+        )
 
     ctx = multiprocessing.get_context("spawn")
     results = ctx.Queue()
-    procs = [ctx.Process(target=drain, args=(migrated_url, f"w{n}", results)) for n in range(CLAIMERS)]
+    procs = [
+        ctx.Process(target=drain, args=(migrated_url, f"w{n}", results)) for n in range(CLAIMERS)
+    ]
     stop = threading.Event()
     api_errors: list[str] = []
     api_statements = Counter()

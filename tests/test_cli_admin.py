@@ -21,8 +21,15 @@ def run(*args: str, code: int = 0):
 
 
 def test_every_command_has_help():
-    for command in (["db", "upgrade"], ["db", "current"], ["add"], ["list"], ["status"],
-                    ["retry"], ["cancel"]):  # fmt: skip
+    for command in (
+        ["db", "upgrade"],
+        ["db", "current"],
+        ["add"],
+        ["list"],
+        ["status"],
+        ["retry"],
+        ["cancel"],
+    ):
         assert "Usage" in run(*command, "--help").stdout
 
 
@@ -57,20 +64,58 @@ def test_database_url_from_environment_and_config(tmp_path, monkeypatch):
 
 def test_add_list_status_cancel_retry(migrated_url):
     db = ["--db", migrated_url]
-    task_id = run("add", "https://e/a.m3u8", "--name", "Holiday", "--quality", "720p",
-                  "--output-dir", "trips/2025", "--header", "Referer: https://e/",
-                  "--format", "ts", "--profile", "fast", *db).stdout.strip()  # fmt: skip
+    task_id = run(
+        "add",
+        "https://e/a.m3u8",
+        "--name",
+        "Holiday",
+        "--quality",
+        "720p",
+        "--output-dir",
+        "trips/2025",
+        "--header",
+        "Referer: https://e/",
+        "--format",
+        "ts",
+        "--profile",
+        "fast",
+        *db,
+    ).stdout.strip()
     listing = run("list", *db).stdout
-    assert listing.splitlines()[0].split() == ["ID", "STATUS", "PROGRESS", "CREATED", "(UTC)", "NAME"]
+    assert listing.splitlines()[0].split() == [
+        "ID",
+        "STATUS",
+        "PROGRESS",
+        "CREATED",
+        "(UTC)",
+        "NAME",
+    ]
     assert task_id in listing and "pending" in listing and "Holiday" in listing
 
     status = json.loads(run("status", task_id, "--json", *db).stdout)
-    assert status["metadata"] == {"quality": "720p", "output_dir": "trips/2025",
-                                  "headers": {"Referer": "https://e/"}, "format": "ts",
-                                  "profile": "fast"}  # fmt: skip
-    for key in ("progress", "total_segments", "downloaded_segments", "downloaded_bytes",
-                "speed_bps", "eta_seconds", "current_file", "message", "error_message",
-                "status", "created_at", "started_at", "completed_at", "output_path"):  # fmt: skip
+    assert status["metadata"] == {
+        "quality": "720p",
+        "output_dir": "trips/2025",
+        "headers": {"Referer": "https://e/"},
+        "format": "ts",
+        "profile": "fast",
+    }
+    for key in (
+        "progress",
+        "total_segments",
+        "downloaded_segments",
+        "downloaded_bytes",
+        "speed_bps",
+        "eta_seconds",
+        "current_file",
+        "message",
+        "error_message",
+        "status",
+        "created_at",
+        "started_at",
+        "completed_at",
+        "output_path",
+    ):
         assert key in status
     human = run("status", task_id, *db).stdout
     assert "status" in human and "pending" in human and "0%" in human
@@ -88,8 +133,12 @@ def test_status_shows_live_progress_fields(store: TaskStore, migrated_url):
 
     task = store.create(name="n", url="https://e/a.m3u8")
     _, claim = store.claim("host:1:x")
-    store.report_progress(claim, ProgressUpdate(45, 9, 20, 3 * 1024 * 1024, 1024 * 1024, 11,
-                                                "seg-009.ts", "Downloading segments"))  # fmt: skip
+    store.report_progress(
+        claim,
+        ProgressUpdate(
+            45, 9, 20, 3 * 1024 * 1024, 1024 * 1024, 11, "seg-009.ts", "Downloading segments"
+        ),
+    )
     out = run("status", task.id, "--db", migrated_url).stdout
     for text in ("45% (9/20)", "3.0 MiB", "1.0 MiB/s", "11s", "seg-009.ts", "Downloading segments"):
         assert text in out

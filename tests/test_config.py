@@ -105,7 +105,9 @@ def test_bad_environment_value_names_the_variable(var, value, tmp_path, monkeypa
 
 
 def test_flags_override_everything(tmp_path):
-    settings = load_settings(write(tmp_path, MANAGER_YAML), environ={"DOWNLOADER_MAX_CONCURRENT": "5"})
+    settings = load_settings(
+        write(tmp_path, MANAGER_YAML), environ={"DOWNLOADER_MAX_CONCURRENT": "5"}
+    )
     assert settings.replace(max_concurrent_tasks=7, database_url=None).max_concurrent_tasks == 7
     with pytest.raises(ConfigError, match="max_concurrent_tasks"):
         settings.replace(max_concurrent_tasks=0)

@@ -33,7 +33,9 @@ def test_api_statements_verbatim(store: TaskStore, migrated_url):
 
 def test_minimal_insert_is_a_valid_task(store: TaskStore, migrated_url):
     api = RustApi(migrated_url)
-    api.execute("INSERT INTO download_tasks (id, name, url) VALUES (?, ?, ?)", ("m1", "n", "https://e/x"))
+    api.execute(
+        "INSERT INTO download_tasks (id, name, url) VALUES (?, ?, ?)", ("m1", "n", "https://e/x")
+    )
     row = api.status("m1")
     assert row["status"] == "pending"
     assert parse_ts(row["created_at"]) is not None and row["created_at"].endswith("Z")
@@ -45,9 +47,10 @@ def test_minimal_insert_is_a_valid_task(store: TaskStore, migrated_url):
 def test_api_timestamps_in_other_rfc3339_forms_are_read(store: TaskStore, migrated_url):
     api = RustApi(migrated_url)
     api.execute(
-        "INSERT INTO download_tasks (id, name, url, status, created_at) VALUES (?, ?, ?, 'pending', ?)",
+        "INSERT INTO download_tasks (id, name, url, status, created_at) "
+        "VALUES (?, ?, ?, 'pending', ?)",
         ("t1", "n", "https://e/x", "2025-01-13T12:00:00.123456789+02:00"),
-    )  # fmt: skip
+    )
     created = store.get("t1").created()
     assert created is not None and created.isoformat() == "2025-01-13T10:00:00.123456+00:00"
     api.close()

@@ -99,7 +99,9 @@ def test_upgrade_is_idempotent(db_url):
 def test_contract_indexes_have_contract_names(migrated_url):
     engine = db.make_engine(migrated_url)
     with engine.connect() as conn:
-        indexes = {i["name"]: i["column_names"] for i in inspect(conn).get_indexes("download_tasks")}
+        indexes = {
+            i["name"]: i["column_names"] for i in inspect(conn).get_indexes("download_tasks")
+        }
     engine.dispose()
     assert indexes["idx_download_status"] == ["status"]
     assert indexes["idx_download_created"] == ["created_at"]
@@ -125,7 +127,9 @@ def test_adopts_seed_table_keeping_rows_and_leaves_foreign_tables(db_url):
     assert snapshot(db_url, "_sqlx_migrations") == sqlx
     assert schema_diff(db_url) == []
     # The contract's minimal INSERT now works on the adopted table too.
-    run_script(db_url, "INSERT INTO download_tasks (id, name, url) VALUES ('new', 'n', 'https://e/n')")
+    run_script(
+        db_url, "INSERT INTO download_tasks (id, name, url) VALUES ('new', 'n', 'https://e/n')"
+    )
     engine = db.make_engine(db_url)
     with engine.connect() as conn:
         status, created = conn.execute(
@@ -173,8 +177,12 @@ def test_alembic_command_from_repo_root(tmp_path):
     env = {**os.environ, "DOWNLOADER_DATABASE_URL": str(target)}
     result = subprocess.run(
         [sys.executable, "-m", "alembic", "upgrade", "head"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert schema_diff(str(target)) == []
     assert "alembic_version" not in table_names(str(target))
@@ -183,9 +191,21 @@ def test_alembic_command_from_repo_root(tmp_path):
 def test_wheel_ships_migrations_and_upgrades_from_any_directory(tmp_path):
     """A non-editable install: the wheel alone, run from an unrelated folder."""
     built = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path / "w"), str(ROOT)],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "-q",
+            "-w",
+            str(tmp_path / "w"),
+            str(ROOT),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert built.returncode == 0, built.stderr
     (wheel,) = (tmp_path / "w").glob("dlstore-*.whl")
     with zipfile.ZipFile(wheel) as zf:
@@ -195,17 +215,28 @@ def test_wheel_ships_migrations_and_upgrades_from_any_directory(tmp_path):
         zf.extractall(tmp_path / "site")
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    code = "import sys; from dlstore.cli import main; sys.argv = ['dlstore', 'db', 'upgrade', '--db', 'x.sqlite']; main()"
+    code = (
+        "import sys; from dlstore.cli import main; "
+        "sys.argv = ['dlstore', 'db', 'upgrade', '--db', 'x.sqlite']; main()"
+    )
     env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
     result = subprocess.run(
         [sys.executable, "-c", code],
-        cwd=elsewhere, env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        cwd=elsewhere,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert "(head)" in result.stdout
     probe = subprocess.run(
         [sys.executable, "-c", "import dlstore, sys; print(dlstore.__file__)"],
-        cwd=elsewhere, env=env, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        cwd=elsewhere,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert probe.stdout.startswith(str(tmp_path / "site"))
     assert schema_diff(str(elsewhere / "x.sqlite")) == []

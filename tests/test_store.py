@@ -15,9 +15,15 @@ from dlstore.timeutil import parse_ts, ts_after, utcnow
 
 def progress(n: int = 1) -> ProgressUpdate:
     return ProgressUpdate(
-        progress=n * 10, downloaded_segments=n, total_segments=10, downloaded_bytes=n * 1000,
-        speed_bps=500, eta_seconds=9 - n, current_file=f"seg-{n:03d}.ts", message="Downloading",
-    )  # fmt: skip
+        progress=n * 10,
+        downloaded_segments=n,
+        total_segments=10,
+        downloaded_bytes=n * 1000,
+        speed_bps=500,
+        eta_seconds=9 - n,
+        current_file=f"seg-{n:03d}.ts",
+        message="Downloading",
+    )
 
 
 def claim_one(store: TaskStore, worker: str = "host:1:a"):
@@ -92,8 +98,12 @@ def test_complete_merges_metadata_keeping_callers_keys(store):
     assert row.downloaded_segments == row.total_segments == 10
     assert row.completed_at and row.output_path == "/out/a.mp4" and row.error_message is None
     assert row.metadata_dict() == {
-        "quality": "720p", "custom": 1, "duration": 12.5, "width": 1280, "variant": {"height": 720}
-    }  # fmt: skip
+        "quality": "720p",
+        "custom": 1,
+        "duration": 12.5,
+        "width": 1280,
+        "variant": {"height": 720},
+    }
 
 
 def test_fail_records_reason(store):
@@ -209,8 +219,9 @@ def test_fail_unclaimed_never_touches_cancelled(store):
 def test_complete_leaves_non_json_metadata_alone(store, migrated_url):
     task = store.create(name="a", url="https://e/1.m3u8")
     with store.engine.begin() as conn:
-        conn.execute(text("UPDATE download_tasks SET metadata = 'not json' WHERE id = :id"),
-                     {"id": task.id})  # fmt: skip
+        conn.execute(
+            text("UPDATE download_tasks SET metadata = 'not json' WHERE id = :id"), {"id": task.id}
+        )
     _, claim = claim_one(store)
     assert store.complete(claim, output_path="/o", learned={"duration": 1})
     assert store.get(task.id).metadata == "not json"

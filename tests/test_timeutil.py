@@ -16,15 +16,19 @@ from dlstore.timeutil import format_ts, parse_ts
         ("2025-01-13T12:30:00+02:30", datetime(2025, 1, 13, 10, tzinfo=timezone.utc)),
         ("2025-01-13T05:00:00-0500", datetime(2025, 1, 13, 10, tzinfo=timezone.utc)),
         ("2025-01-13T10:00:00.5Z", datetime(2025, 1, 13, 10, 0, 0, 500000, tzinfo=timezone.utc)),
-        ("2025-01-13T10:00:00.123456789Z",
-         datetime(2025, 1, 13, 10, 0, 0, 123456, tzinfo=timezone.utc)),
+        (
+            "2025-01-13T10:00:00.123456789Z",
+            datetime(2025, 1, 13, 10, 0, 0, 123456, tzinfo=timezone.utc),
+        ),
     ],
-)  # fmt: skip
+)
 def test_parse_any_rfc3339(text, expected):
     assert parse_ts(text) == expected
 
 
-@pytest.mark.parametrize("text", ["yesterday", "2025-13-01", "2025-01-13T10:00", "2025-01-13T10:00:00+2"])
+@pytest.mark.parametrize(
+    "text", ["yesterday", "2025-13-01", "2025-01-13T10:00", "2025-01-13T10:00:00+2"]
+)
 def test_parse_rejects_non_timestamps(text):
     with pytest.raises(ValueError):
         parse_ts(text)

@@ -15,6 +15,7 @@ too, so dlstore never drops it.
 from __future__ import annotations
 
 import sqlalchemy as sa
+
 from alembic import op
 
 revision = "0001"

@@ -57,7 +57,9 @@ ConfigOption = Annotated[
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def command(typer_app: typer.Typer = app, name: str | None = None, **kwargs: Any) -> Callable[[F], F]:
+def command(
+    typer_app: typer.Typer = app, name: str | None = None, **kwargs: Any
+) -> Callable[[F], F]:
     """Register a command whose DlstoreErrors become one stderr line and exit code 1."""
 
     def decorate(func: F) -> F:

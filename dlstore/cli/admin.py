@@ -9,7 +9,7 @@ import typer
 
 from dlstore import db, migrate
 from dlstore.cli import ConfigOption, DbOption, command, db_app, load_env
-from dlstore.cli.format import format_task, format_table
+from dlstore.cli.format import format_table, format_task
 from dlstore.errors import DlstoreError
 from dlstore.models import Status
 from dlstore.store import Task, tasks_json
@@ -24,8 +24,10 @@ def db_upgrade(database: DbOption = None, config: ConfigOption = None) -> None:
     with load_env(config, database) as env:
         env.engine()  # creates the default database's folder
         migrate.upgrade(env.database_url)
-    typer.echo(f"{db.describe(db.normalize_url(env.database_url))}: at schema "
-               f"{migrate.head_revision()} (head)")
+    typer.echo(
+        f"{db.describe(db.normalize_url(env.database_url))}: at schema "
+        f"{migrate.head_revision()} (head)"
+    )
 
 
 @command(db_app, name="current")
@@ -80,9 +82,7 @@ def add(
 
 @command(name="list")
 def list_tasks(
-    status: Annotated[
-        str | None, typer.Option(help="Only tasks with this status.")
-    ] = None,
+    status: Annotated[str | None, typer.Option(help="Only tasks with this status.")] = None,
     limit: Annotated[int | None, typer.Option(help="At most this many, newest first.")] = None,
     as_json: JsonOption = False,
     database: DbOption = None,

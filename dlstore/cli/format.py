@@ -45,9 +45,7 @@ def format_progress(task: Task) -> str:
 
 def format_table(tasks: list[Task]) -> str:
     header = ("ID", "STATUS", "PROGRESS", "CREATED (UTC)", "NAME")
-    rows = [
-        (t.id, t.status, format_progress(t), format_when(t.created_at), t.name) for t in tasks
-    ]
+    rows = [(t.id, t.status, format_progress(t), format_when(t.created_at), t.name) for t in tasks]
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header) - 1)]
     lines = []
     for row in [header, *rows]:

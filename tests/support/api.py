@@ -45,9 +45,11 @@ class RustApi:
         self.sqlite = full.get_backend_name() == "sqlite"
         if self.sqlite:
             self.conn: Any = sqlite3.connect(
-                full.database, timeout=BUSY_TIMEOUT_S, isolation_level=None,
+                full.database,
+                timeout=BUSY_TIMEOUT_S,
+                isolation_level=None,
                 check_same_thread=False,
-            )  # fmt: skip
+            )
             self.conn.row_factory = sqlite3.Row
         else:
             import psycopg
@@ -63,8 +65,9 @@ class RustApi:
     def execute(self, statement: str, params: tuple = ()) -> Any:
         return self.conn.execute(self._sql(statement), params)
 
-    def create(self, name: str, url: str, metadata: dict | str | None = None,
-               task_id: str | None = None) -> str:  # fmt: skip
+    def create(
+        self, name: str, url: str, metadata: dict | str | None = None, task_id: str | None = None
+    ) -> str:
         task_id = task_id or str(uuid.uuid4())
         meta = metadata if isinstance(metadata, str) or metadata is None else json.dumps(metadata)
         self.execute(CREATE, (task_id, name, url, rfc3339_now(), meta))

@@ -1,0 +1,267 @@
+"""dlstore.http: URL checks, retries, status and exception mapping (fake transport + local server)."""
+
+from __future__ import annotations
+
+import io
+import random
+import threading
+
+import pytest
+import requests
+from requests.adapters import HTTPAdapter
+
+from dlstore.errors import (
+    CancelledError,
+    DownloadError,
+    TransientDownloadError,
+    UnsupportedStreamError,
+)
+from dlstore.http import Retry, _retry_after, check_url, fetch_small, make_session
+from dlstore.options import DownloadOptions
+from dlstore.playlist import ByteRange
+
+OPTIONS = DownloadOptions(max_retries=3, retry_delay=0.5, headers={"Referer": "https://site/"})
+
+
+class FakeAdapter(HTTPAdapter):
+    """Answers from a script: (status, headers, body) tuples or exceptions to raise."""
+
+    def __init__(self, script):
+        super().__init__()
+        self.script = list(script)
+        self.requests: list[requests.PreparedRequest] = []
+
+    def send(self, request, **kwargs):
+        self.requests.append(request)
+        item = self.script.pop(0)
+        if isinstance(item, BaseException):
+            raise item
+        status, headers, body = item
+        response = requests.Response()
+        response.status_code = status
+        response.reason = {200: "OK", 206: "Partial Content"}.get(status, "Error")
+        response.headers.update(headers)
+        response.raw = io.BytesIO(body)
+        response.url = request.url
+        response.request = request
+        return response
+
+
+class Waits:
+    """A Retry.wait that records delays instead of sleeping."""
+
+    def __init__(self, stop_after: int | None = None):
+        self.delays: list[float] = []
+        self.stop_after = stop_after
+
+    def __call__(self, delay: float) -> bool:
+        self.delays.append(delay)
+        return self.stop_after is not None and len(self.delays) >= self.stop_after
+
+
+def session_with(script, options=OPTIONS):
+    session = make_session(options)
+    adapter = FakeAdapter(script)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    return session, adapter
+
+
+def retry(waits: Waits, attempts: int = 4) -> Retry:
+    return Retry(attempts=attempts, base_delay=0.5, wait=waits, rng=random.Random(0))
+
+
+def get(session, waits, url="https://h.example/a.m3u8", **kw):
+    return fetch_small(
+        session, url, options=OPTIONS, what="the playlist", max_bytes=kw.pop("max_bytes", 1000),
+        retry=retry(waits), **kw,
+    )
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["file:///etc/passwd", "ftp://h/x.m3u8", "/local/path.m3u8", "javascript:alert(1)",
+     "data:text/plain,hi", "", "http://"],
+)
+def test_check_url_accepts_only_http_and_https(url):
+    with pytest.raises(UnsupportedStreamError):
+        check_url(url)
+
+
+def test_check_url_returns_a_good_url():
+    assert check_url(" https://h.example/x.m3u8 ") == "https://h.example/x.m3u8"
+
+
+def test_headers_go_on_every_request_and_cookies_via_the_jar():
+    options = DownloadOptions(headers={"Referer": "https://site/", "Cookie": "sid=42; theme=dark"})
+    session, adapter = session_with([(200, {}, b"#EXTM3U\n")] * 2, options)
+    for _ in range(2):
+        fetch_small(session, "https://h.example/a", options=options, what="x", max_bytes=100,
+                    retry=retry(Waits()))
+    for request in adapter.requests:
+        assert request.headers["Referer"] == "https://site/"
+        assert request.headers["Cookie"] == "sid=42; theme=dark"
+        assert "dlstore" in request.headers["User-Agent"]
+
+
+def test_pool_is_sized_to_threads():
+    session = make_session(DownloadOptions(threads=16))
+    assert session.get_adapter("https://x/")._pool_maxsize >= 16
+
+
+def test_5xx_is_retried_with_growing_backoff_then_succeeds():
+    session, adapter = session_with(
+        [(503, {}, b""), (502, {}, b""), (500, {}, b""), (200, {}, b"#EXTM3U\n")]
+    )
+    waits = Waits()
+    fetched = get(session, waits)
+    assert fetched.body == b"#EXTM3U\n"
+    assert len(adapter.requests) == 4
+    assert len(waits.delays) == 3
+    # base 0.5 s doubling, with ±50 % jitter
+    for attempt, delay in enumerate(waits.delays):
+        assert 0.5 * 2**attempt * 0.5 <= delay <= 0.5 * 2**attempt * 1.5
+
+
+def test_retries_run_out_with_a_transient_error():
+    session, adapter = session_with([(503, {}, b"")] * 4)
+    with pytest.raises(TransientDownloadError, match="HTTP 503"):
+        get(session, Waits())
+    assert len(adapter.requests) == 4
+
+
+def test_429_honours_retry_after():
+    session, _ = session_with([(429, {"Retry-After": "7"}, b""), (200, {}, b"#EXTM3U\n")])
+    waits = Waits()
+    get(session, waits)
+    assert waits.delays == [pytest.approx(7.0)]
+
+
+def test_retry_after_is_capped():
+    session, _ = session_with([(503, {"Retry-After": "86400"}, b""), (200, {}, b"ok")])
+    waits = Waits()
+    get(session, waits)
+    assert waits.delays == [60.0]
+
+
+def test_retry_after_http_date():
+    assert _retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # in the past
+    assert _retry_after("12") == 12.0
+    assert _retry_after("soon") is None
+
+
+@pytest.mark.parametrize(
+    ("status", "match"),
+    [(404, "HTTP 404.*expired"), (403, "Referer"), (401, "Cookie"), (400, "HTTP 400")],
+)
+def test_other_4xx_fail_fast(status, match):
+    session, adapter = session_with([(status, {}, b"no")] * 4)
+    with pytest.raises(DownloadError, match=match) as info:
+        get(session, Waits())
+    assert not isinstance(info.value, TransientDownloadError)
+    assert len(adapter.requests) == 1
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        requests.exceptions.ConnectionError("reset by peer"),
+        requests.exceptions.ReadTimeout("slow"),
+        requests.exceptions.ChunkedEncodingError("broken"),
+    ],
+)
+def test_network_exceptions_are_transient_and_retried(exc):
+    session, adapter = session_with([exc, (200, {}, b"#EXTM3U\n")])
+    assert get(session, Waits()).body == b"#EXTM3U\n"
+    assert len(adapter.requests) == 2
+
+
+def test_network_exception_keeps_its_cause():
+    session, _ = session_with([requests.exceptions.ConnectionError("boom")] * 4)
+    with pytest.raises(TransientDownloadError) as info:
+        get(session, Waits())
+    assert isinstance(info.value.__cause__, requests.exceptions.ConnectionError)
+
+
+def test_tls_failure_is_not_transient():
+    session, adapter = session_with([requests.exceptions.SSLError("bad cert")] * 4)
+    with pytest.raises(DownloadError, match="certificate") as info:
+        get(session, Waits())
+    assert not isinstance(info.value, TransientDownloadError)
+    assert len(adapter.requests) == 1
+
+
+def test_truncated_body_is_retried():
+    session, adapter = session_with(
+        [(200, {"Content-Length": "100"}, b"#EXTM3U\n"), (200, {}, b"#EXTM3U\nfull")]
+    )
+    assert get(session, Waits()).body == b"#EXTM3U\nfull"
+    assert len(adapter.requests) == 2
+
+
+def test_size_cap():
+    session, _ = session_with([(200, {"Content-Length": "5000"}, b"x" * 5000)])
+    with pytest.raises(DownloadError, match="over the limit"):
+        get(session, Waits())
+    session, _ = session_with([(200, {}, b"x" * 5000)])
+    with pytest.raises(DownloadError, match="larger than the limit"):
+        get(session, Waits())
+
+
+def test_byte_range_is_requested_and_cut_when_ignored():
+    session, adapter = session_with([(200, {}, b"0123456789")])
+    fetched = get(session, Waits(), byte_range=ByteRange(length=3, offset=4))
+    assert adapter.requests[0].headers["Range"] == "bytes=4-6"
+    assert fetched.body == b"456"
+
+
+def test_cancel_during_backoff():
+    session, adapter = session_with([(503, {}, b"")] * 4)
+    with pytest.raises(CancelledError):
+        get(session, Waits(stop_after=1))
+    assert len(adapter.requests) == 1
+
+
+def test_retry_from_options_waits_on_the_stop_event():
+    stop = threading.Event()
+    stop.set()
+    r = Retry.from_options(DownloadOptions(max_retries=2, retry_delay=5.0), stop)
+    assert r.attempts == 3
+    calls = []
+
+    def action(attempt):
+        calls.append(attempt)
+        raise TransientDownloadError("flaky")
+
+    with pytest.raises(CancelledError):
+        r.run(action)  # the stop event is already set: no 5 s sleep
+    assert calls == [0]
+
+
+# --------------------------------------------------------------------------- real server
+
+
+def test_redirect_to_another_scheme_is_refused(hls_server):
+    hls_server.redirects["/go.m3u8"] = "file:///etc/passwd"
+    session = make_session(OPTIONS)
+    with pytest.raises(UnsupportedStreamError):
+        get(session, Waits(), url=hls_server.url("/go.m3u8"))
+
+
+def test_redirects_are_followed_and_the_final_url_returned(hls_server):
+    hls_server.redirects["/moved.m3u8"] = "/plain/index.m3u8"
+    session = make_session(OPTIONS)
+    fetched = get(session, Waits(), url=hls_server.url("/moved.m3u8"), max_bytes=10_000)
+    assert fetched.url == hls_server.url("/plain/index.m3u8")
+    assert fetched.body.startswith(b"#EXTM3U")
+
+
+def test_connection_resets_and_truncation_from_a_real_server_are_retried(hls_server):
+    hls_server.fail_times("/plain/index.m3u8", 1, "reset")
+    session = make_session(OPTIONS)
+    assert get(session, Waits(), url=hls_server.url("/plain/index.m3u8"), max_bytes=10_000).body
+    hls_server.fail_times("/plain/seg-000.ts", 1, "truncate")
+    body = get(session, Waits(), url=hls_server.url("/plain/seg-000.ts"), max_bytes=10**7).body
+    assert len(body) % 188 == 0 and body[0] == 0x47
+    assert hls_server.hits["/plain/index.m3u8"] == 2
+    assert hls_server.hits["/plain/seg-000.ts"] == 2
