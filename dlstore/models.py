@@ -67,6 +67,7 @@ class DownloadTask(SQLModel, table=True):
         Index(
             "idx_download_pending",
             "created_at",
+            "id",
             sqlite_where=PENDING_WHERE,
             postgresql_where=PENDING_WHERE,
         ),

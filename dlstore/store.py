@@ -38,7 +38,7 @@ from dlstore.errors import (
     NotMigratedError,
     TaskNotFoundError,
 )
-from dlstore.models import Status, download_tasks
+from dlstore.models import PENDING_WHERE, Status, download_tasks
 from dlstore.timeutil import format_ts, now_ts, parse_ts, utcnow
 
 T = download_tasks.c
@@ -260,7 +260,8 @@ class TaskStore:
         now = now or now_ts()
         pick = (
             select(T.id)
-            .where(T.status == Status.PENDING.value, or_(T.run_after.is_(None), T.run_after <= now))
+            # A literal predicate, so the partial index idx_download_pending applies.
+            .where(PENDING_WHERE, or_(T.run_after.is_(None), T.run_after <= now))
             .order_by(T.created_at, T.id)
             .limit(1)
         )

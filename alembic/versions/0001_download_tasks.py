@@ -76,7 +76,7 @@ def _create_indexes() -> None:
     op.create_index(
         "idx_download_pending",
         TABLE,
-        ["created_at"],
+        ["created_at", "id"],
         sqlite_where=PENDING_WHERE,
         postgresql_where=PENDING_WHERE,
         if_not_exists=True,
