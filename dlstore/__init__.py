@@ -1,3 +1,3 @@
-"""dlstore: the download queue and HLS downloader behind the video manager's download_tasks table."""
+"""dlstore: the download queue and HLS downloader behind the download_tasks table."""
 
 __version__ = "0.1.0"

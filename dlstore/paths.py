@@ -34,8 +34,8 @@ def sanitize_filename(name: str, default: str = DEFAULT_NAME) -> str:
     characters Windows forbids become ``_``; leading dots and trailing dots or spaces
     go; overlong names are cut (at a character boundary) to MAX_NAME_BYTES."""
     text = unicodedata.normalize("NFC", str(name))
-    text = _UNSAFE_CHARS.sub("_", text)
     text = re.sub(r"\s+", " ", text).strip()
+    text = _UNSAFE_CHARS.sub("_", text)
     text = text.lstrip(".").rstrip(". ")
     if text.split(".", 1)[0].lower() in _WINDOWS_RESERVED:
         text = "_" + text

@@ -26,16 +26,19 @@ class InvalidInputError(DlstoreError):
 
 
 def check_url(url: str) -> str:
-    """``url`` if it is an absolute http(s) URL with a host."""
-    url = (url or "").strip()
+    """``url`` if it is an absolute http(s) URL with a host, else an error saying why not."""
+    if not isinstance(url, str) or not url.strip():
+        raise UnsupportedStreamError("The URL is empty.")
+    url = url.strip()
     parts = urlsplit(url)
-    if parts.scheme.lower() not in ("http", "https"):
-        shown = f"{parts.scheme}://" if parts.scheme else "no scheme"
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https"):
+        shown = f"{scheme}://" if scheme else "no scheme"
         raise UnsupportedStreamError(
-            f"Only http:// and https:// URLs can be downloaded, not {shown} ({url!r})."
+            f"Only http:// and https:// URLs can be downloaded, not {shown} ({url[:200]!r})."
         )
     if not parts.hostname:
-        raise UnsupportedStreamError(f"The URL {url!r} has no host name.")
+        raise UnsupportedStreamError(f"The URL {url[:200]!r} has no host name.")
     return url
 
 

@@ -1,4 +1,7 @@
-"""dlstore.http: URL checks, retries, status and exception mapping (fake transport + local server)."""
+"""dlstore.http: URL checks, retries, status and exception mapping.
+
+Mostly through a fake transport mounted on the session; a few against the local server.
+"""
 
 from __future__ import annotations
 
@@ -16,9 +19,10 @@ from dlstore.errors import (
     TransientDownloadError,
     UnsupportedStreamError,
 )
-from dlstore.http import Retry, _retry_after, check_url, fetch_small, make_session
+from dlstore.http import Retry, _retry_after, fetch_small, make_session
 from dlstore.options import DownloadOptions
 from dlstore.playlist import ByteRange
+from dlstore.validate import check_url
 
 OPTIONS = DownloadOptions(max_retries=3, retry_delay=0.5, headers={"Referer": "https://site/"})
 
@@ -73,15 +77,27 @@ def retry(waits: Waits, attempts: int = 4) -> Retry:
 
 def get(session, waits, url="https://h.example/a.m3u8", **kw):
     return fetch_small(
-        session, url, options=OPTIONS, what="the playlist", max_bytes=kw.pop("max_bytes", 1000),
-        retry=retry(waits), **kw,
+        session,
+        url,
+        options=OPTIONS,
+        what="the playlist",
+        max_bytes=kw.pop("max_bytes", 1000),
+        retry=retry(waits),
+        **kw,
     )
 
 
 @pytest.mark.parametrize(
     "url",
-    ["file:///etc/passwd", "ftp://h/x.m3u8", "/local/path.m3u8", "javascript:alert(1)",
-     "data:text/plain,hi", "", "http://"],
+    [
+        "file:///etc/passwd",
+        "ftp://h/x.m3u8",
+        "/local/path.m3u8",
+        "javascript:alert(1)",
+        "data:text/plain,hi",
+        "",
+        "http://",
+    ],
 )
 def test_check_url_accepts_only_http_and_https(url):
     with pytest.raises(UnsupportedStreamError):
@@ -96,8 +112,14 @@ def test_headers_go_on_every_request_and_cookies_via_the_jar():
     options = DownloadOptions(headers={"Referer": "https://site/", "Cookie": "sid=42; theme=dark"})
     session, adapter = session_with([(200, {}, b"#EXTM3U\n")] * 2, options)
     for _ in range(2):
-        fetch_small(session, "https://h.example/a", options=options, what="x", max_bytes=100,
-                    retry=retry(Waits()))
+        fetch_small(
+            session,
+            "https://h.example/a",
+            options=options,
+            what="x",
+            max_bytes=100,
+            retry=retry(Waits()),
+        )
     for request in adapter.requests:
         assert request.headers["Referer"] == "https://site/"
         assert request.headers["Cookie"] == "sid=42; theme=dark"

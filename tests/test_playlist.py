@@ -109,7 +109,7 @@ def test_unsupported_streams_say_why(name, match):
 
 
 def test_sample_aes_without_keyformat_is_unsupported():
-    text = "#EXTM3U\n#EXT-X-KEY:METHOD=SAMPLE-AES,URI=\"k\"\n#EXTINF:4,\na.ts\n#EXT-X-ENDLIST\n"
+    text = '#EXTM3U\n#EXT-X-KEY:METHOD=SAMPLE-AES,URI="k"\n#EXTINF:4,\na.ts\n#EXT-X-ENDLIST\n'
     with pytest.raises(UnsupportedStreamError, match="SAMPLE-AES"):
         parse_playlist(text, BASE + "x.m3u8")
 
@@ -212,7 +212,11 @@ def test_unknown_quality_word():
 
 
 def test_variants_without_resolution_rank_by_bandwidth():
-    variants = [Variant("https://x/a", 100), Variant("https://x/b", 300), Variant("https://x/c", 200)]
+    variants = [
+        Variant("https://x/a", 100),
+        Variant("https://x/b", 300),
+        Variant("https://x/c", 200),
+    ]
     assert choose_variant(variants, "best").uri == "https://x/b"
     assert choose_variant(variants, "worst").uri == "https://x/a"
 
@@ -242,14 +246,30 @@ def test_master_with_bad_resolution_is_malformed():
 # --------------------------------------------------------------------------- properties
 
 TAGS = [
-    "#EXTM3U", "#EXT-X-VERSION:3", "#EXT-X-TARGETDURATION:4", "#EXT-X-ENDLIST",
-    "#EXT-X-MEDIA-SEQUENCE:", "#EXTINF:", "#EXT-X-BYTERANGE:", "#EXT-X-KEY:METHOD=",
-    "#EXT-X-KEY:METHOD=AES-128,URI=\"k\",IV=", "#EXT-X-MAP:URI=\"i.mp4\",BYTERANGE=",
-    "#EXT-X-STREAM-INF:BANDWIDTH=", "#EXT-X-STREAM-INF:RESOLUTION=",
-    "#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"a\",URI=", "#EXT-X-DISCONTINUITY",
-    "#EXT-X-PLAYLIST-TYPE:", "#EXT-X-PROGRAM-DATE-TIME:", "#EXT-X-I-FRAMES-ONLY",
-    "#EXT-X-PART:URI=", "#EXT-X-DATERANGE:", "a.ts", "http://h/x.ts", "file:///x",
-    "../../x.ts", "",
+    "#EXTM3U",
+    "#EXT-X-VERSION:3",
+    "#EXT-X-TARGETDURATION:4",
+    "#EXT-X-ENDLIST",
+    "#EXT-X-MEDIA-SEQUENCE:",
+    "#EXTINF:",
+    "#EXT-X-BYTERANGE:",
+    "#EXT-X-KEY:METHOD=",
+    '#EXT-X-KEY:METHOD=AES-128,URI="k",IV=',
+    '#EXT-X-MAP:URI="i.mp4",BYTERANGE=',
+    "#EXT-X-STREAM-INF:BANDWIDTH=",
+    "#EXT-X-STREAM-INF:RESOLUTION=",
+    '#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID="a",URI=',
+    "#EXT-X-DISCONTINUITY",
+    "#EXT-X-PLAYLIST-TYPE:",
+    "#EXT-X-PROGRAM-DATE-TIME:",
+    "#EXT-X-I-FRAMES-ONLY",
+    "#EXT-X-PART:URI=",
+    "#EXT-X-DATERANGE:",
+    "a.ts",
+    "http://h/x.ts",
+    "file:///x",
+    "../../x.ts",
+    "",
 ]
 line = st.one_of(
     st.sampled_from(TAGS),

@@ -1,0 +1,290 @@
+"""``dlstore download`` (one URL to one file, no database) and ``dlstore batch`` (a JSON list).
+
+Both call :func:`dlstore.engine.download`; ``batch --enqueue`` inserts rows through
+:class:`dlstore.store.TaskStore` instead, for the daemon to fetch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+import typer
+from tqdm import tqdm
+
+from dlstore.cli import ConfigOption, DbOption, command, fail, load_env
+from dlstore.cli.format import format_bytes
+from dlstore.config import Settings
+from dlstore.engine import DownloadResult, Progress, download
+from dlstore.errors import DlstoreError
+from dlstore.options import OUTPUT_FORMATS, DownloadOptions
+from dlstore.paths import check_name, resolve_output, sanitize_filename
+from dlstore.validate import InvalidInputError, check_task_metadata, check_url, parse_header
+
+BATCH_KEYS = ("name", "url", "quality", "output_dir", "headers", "format", "profile")
+INTERRUPTED_EXIT = 130
+
+Quality = Annotated[
+    str | None,
+    typer.Option(
+        help='"1080p", "720p", …: that height or the nearest lower; "best" (default) or "worst".'
+    ),  # fmt: skip
+]
+Threads = Annotated[
+    int | None, typer.Option(help="Parallel segment downloads (default: the profile's).")
+]
+ProfileOpt = Annotated[
+    str | None, typer.Option("--profile", help="fast, stable or low_bandwidth (or the config's).")
+]
+Header = Annotated[
+    list[str] | None,
+    typer.Option("--header", help="Extra HTTP header 'Name: value' (repeatable)."),
+]
+Format = Annotated[
+    str | None,
+    typer.Option("--format", help='"mp4" (default) or "ts"; default follows -o\'s suffix.'),
+]
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace an existing file.")]
+
+
+@command(name="download")
+def download_command(
+    url: Annotated[str, typer.Argument(help="M3U8 playlist URL (http or https).")],
+    output: Annotated[
+        Path,
+        typer.Option("-o", "--output", help="File to write, or an existing folder to write into."),
+    ],
+    quality: Quality = None,
+    threads: Threads = None,
+    profile: ProfileOpt = None,
+    header: Header = None,
+    output_format: Format = None,
+    overwrite: Overwrite = False,
+    work_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--work-dir",
+            help="Folder for the segments (default: beside the output). Running the same "
+            "command again resumes from it.",
+        ),
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Download one HLS stream to a file (no database involved)."""
+    url = check_url(url)
+    headers = dict(parse_header(h) for h in header) if header else None
+    fmt = output_format or _format_from_suffix(output)
+    target = _output_file(output, url, fmt)
+    with load_env(config) as env:
+        options = env.settings.download_options(
+            profile=profile, quality=quality, headers=headers, output_format=fmt, threads=threads
+        )
+    work = work_dir or target.parent / f".{target.name}.parts"
+    result = _run(url, target, work, options, overwrite=overwrite, quiet=quiet)
+    typer.echo(_summary(result))
+
+
+@command()
+def batch(
+    tasks_file: Annotated[
+        Path, typer.Argument(metavar="TASKS.json", help="JSON array of tasks.", dir_okay=False)
+    ],
+    enqueue: Annotated[
+        bool, typer.Option("--enqueue", help="Insert pending rows for the daemon instead.")
+    ] = False,
+    overwrite: Overwrite = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    database: DbOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Download every task in TASKS.json into the output folder, or queue them (--enqueue).
+
+    Each task is {"name", "url", "quality"?, "output_dir"?, "headers"?, "format"?,
+    "profile"?}. The whole file is checked before anything starts.
+    """
+    with load_env(config, database) as env:
+        tasks = read_batch(tasks_file, env.settings)
+        if enqueue:
+            store = env.store()
+            for task in tasks:
+                row = store.create(name=task.name, url=task.url, metadata=task.metadata)
+                typer.echo(f"{row.id}\t{task.name}")
+            return
+        settings = env.settings
+    failures = 0
+    for number, task in enumerate(tasks, 1):
+        prefix = f"[{number}/{len(tasks)}] {task.name}"
+        try:
+            options, target = task.plan(settings, overwrite=overwrite)
+            work = Path(settings.temp_dir) / f"batch-{_digest(task.url, str(target))}"
+            result = _run(task.url, target, work, options, overwrite=overwrite, quiet=quiet)
+        except DlstoreError as exc:
+            failures += 1
+            typer.echo(f"{prefix}: failed: {' '.join(str(exc).split())}", err=True)
+            continue
+        typer.echo(f"{prefix}: {_summary(result)}")
+    if failures:
+        fail(f"{failures} of {len(tasks)} downloads failed.")
+
+
+# --------------------------------------------------------------------------- batch file
+
+
+@dataclass(frozen=True)
+class BatchTask:
+    name: str
+    url: str
+    metadata: dict[str, Any]  # the caller's optional keys, checked
+
+    def plan(self, settings: Settings, *, overwrite: bool) -> tuple[DownloadOptions, Path]:
+        meta = self.metadata
+        fmt = meta.get("format") or "mp4"
+        options = settings.download_options(
+            profile=meta.get("profile"),
+            quality=meta.get("quality"),
+            headers=meta.get("headers"),
+            output_format=fmt,
+        )
+        target = resolve_output(
+            Path(settings.output_dir), meta.get("output_dir"), self.name, fmt, overwrite=overwrite
+        )
+        return options, target
+
+
+def read_batch(path: Path, settings: Settings) -> list[BatchTask]:
+    """The tasks in ``path``, all checked; an InvalidInputError naming every bad entry."""
+    try:
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InvalidInputError(f"The tasks file {path} does not exist.") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInputError(f"The tasks file {path} cannot be read: {exc}.") from exc
+    except json.JSONDecodeError as exc:
+        raise InvalidInputError(
+            f"The tasks file {path} is not valid JSON (line {exc.lineno}: {exc.msg})."
+        ) from exc
+    if not isinstance(raw, list):
+        raise InvalidInputError(
+            f"The tasks file {path} must hold a JSON array of tasks, not a {type(raw).__name__}."
+        )
+    if not raw:
+        raise InvalidInputError(f"The tasks file {path} holds no tasks.")
+    tasks, problems = [], []
+    for number, entry in enumerate(raw, 1):
+        try:
+            tasks.append(_batch_task(entry, settings))
+        except DlstoreError as exc:
+            label = entry.get("name") if isinstance(entry, Mapping) else None
+            where = f"task {number}" + (f" ({label!r})" if isinstance(label, str) else "")
+            problems.append(f"{where}: {exc}")
+    if problems:
+        raise InvalidInputError(f"{path}: " + " | ".join(problems))
+    return tasks
+
+
+def _batch_task(entry: Any, settings: Settings) -> BatchTask:
+    if not isinstance(entry, Mapping):
+        raise InvalidInputError('each task must be an object like {"name": …, "url": …}.')
+    unknown = sorted(set(entry) - set(BATCH_KEYS))
+    if unknown:
+        raise InvalidInputError(
+            f"unknown key {', '.join(map(repr, unknown))}; allowed: {', '.join(BATCH_KEYS)}."
+        )
+    for key in ("name", "url"):
+        if not isinstance(entry.get(key), str) or not entry[key].strip():
+            raise InvalidInputError(f'"{key}" is required and must be non-empty text.')
+    name = entry["name"].strip()
+    url = check_url(entry["url"])
+    metadata = {k: entry[k] for k in BATCH_KEYS[2:] if entry.get(k) is not None}
+    metadata = check_task_metadata(metadata, settings.profiles)
+    check_name(name)
+    return BatchTask(name=name, url=url, metadata=metadata)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _format_from_suffix(output: Path) -> str:
+    suffix = output.suffix.lower().lstrip(".")
+    return suffix if suffix in OUTPUT_FORMATS else "mp4"
+
+
+def _output_file(output: Path, url: str, fmt: str) -> Path:
+    """``-o`` as a file path: a folder gets a name from the URL; the suffix follows the format."""
+    if output.is_dir() or str(output).endswith(("/", "\\")):
+        stem = Path(urlsplit(url).path).stem or "video"
+        return output / f"{sanitize_filename(stem)}.{fmt}"
+    if output.suffix.lower().lstrip(".") != fmt:
+        return output.with_name(f"{output.name}.{fmt}")
+    return output
+
+
+def _digest(*parts: str) -> str:
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+def _run(
+    url: str,
+    target: Path,
+    work: Path,
+    options: DownloadOptions,
+    *,
+    overwrite: bool,
+    quiet: bool,
+) -> DownloadResult:
+    bar = _Bar(target.name, disabled=quiet)
+    cancel = threading.Event()
+    try:
+        return download(
+            url,
+            target,
+            work_dir=work,
+            options=options,
+            on_progress=bar.update,
+            cancel=cancel,
+            overwrite=overwrite,
+        )
+    except KeyboardInterrupt:
+        cancel.set()
+        bar.close()
+        fail("Interrupted; run the same command again to resume.", INTERRUPTED_EXIT)
+        raise AssertionError("unreachable") from None  # fail() raises typer.Exit
+    finally:
+        bar.close()
+
+
+class _Bar:
+    """A tqdm bar over segments, fed from engine Progress snapshots."""
+
+    def __init__(self, label: str, disabled: bool) -> None:
+        self._bar = tqdm(
+            total=0, unit="seg", desc=label[:40], disable=True if disabled else None, leave=False
+        )
+
+    def update(self, progress: Progress) -> None:
+        bar = self._bar
+        if progress.segments_total and bar.total != progress.segments_total:
+            bar.total = progress.segments_total
+        bar.n = progress.segments_done
+        speed = f"{format_bytes(progress.speed_bps)}/s" if progress.speed_bps else "-"
+        bar.set_postfix_str(f"{format_bytes(progress.bytes_done)} {speed}", refresh=False)
+        bar.refresh()
+
+    def close(self) -> None:
+        self._bar.close()
+
+
+def _summary(result: DownloadResult) -> str:
+    media = result.media
+    resolution = f"{media.width}x{media.height}, " if media.width and media.height else ""
+    return (
+        f"saved {result.output_path} ({media.duration:.1f} s, {resolution}"
+        f"{format_bytes(media.size_bytes)})"
+    )

@@ -1,0 +1,268 @@
+"""One download, from an M3U8 URL to a playable file. Used by the CLI and the daemon alike.
+
+    playlist fetched → parsed (variant and audio chosen) → segments fetched and
+    decrypted into the work folder → joined and remuxed beside the output →
+    renamed into place → work folder removed
+
+The engine knows nothing of the database: progress goes out through
+``on_progress`` (at most about four times a second, plus once at the end),
+cancellation comes in through ``cancel``. Everything that fails raises a
+:class:`~dlstore.errors.DlstoreError` subclass whose message a user can act on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import requests
+
+from dlstore.crypto import KeyStore
+from dlstore.errors import DownloadError, PlaylistError
+from dlstore.http import (
+    Retry,
+    call_cancellable,
+    describe,
+    fetch_small,
+    make_session,
+)
+from dlstore.options import OUTPUT_FORMATS, DownloadOptions
+from dlstore.paths import ensure_absent, place_file, temp_path_for
+from dlstore.playlist import (
+    AudioRendition,
+    MasterPlaylist,
+    MediaPlan,
+    Variant,
+    choose_audio,
+    choose_variant,
+    decode_playlist,
+    parse_playlist,
+)
+from dlstore.progress import Progress, ProgressTracker, Throttle
+from dlstore.remux import MediaInfo, concat, make_poster, probe, remux
+from dlstore.segments import Track, WorkFolder, fetch_all, jobs_for, track_files
+from dlstore.validate import check_url
+
+__all__ = [
+    "DownloadPlan",
+    "DownloadResult",
+    "MediaInfo",
+    "Progress",
+    "download",
+    "make_poster",
+    "probe",
+    "resolve_plan",
+]
+
+MAX_KEY_BYTES = 4096
+
+
+@dataclass(frozen=True)
+class DownloadPlan:
+    """What will be fetched: the video (or only) track, and a separate audio track if any."""
+
+    url: str
+    video: MediaPlan
+    audio: MediaPlan | None = None
+    variant: Variant | None = None
+    audio_rendition: AudioRendition | None = None
+
+    @property
+    def tracks(self) -> list[Track]:
+        tracks = [Track("video", self.video)]
+        if self.audio is not None:
+            tracks.append(Track("audio", self.audio))
+        return tracks
+
+    def variant_metadata(self) -> dict | None:
+        if self.variant is None:
+            return None
+        data = self.variant.as_metadata()
+        data["audio"] = self.audio_rendition.as_metadata() if self.audio_rendition else None
+        return data
+
+    def identity(self) -> dict:
+        """What the work folder's files belong to (query strings dropped: tokens rotate)."""
+        return {
+            "url": self.url,
+            "variant": _no_query(self.variant.uri) if self.variant else None,
+            "audio": _no_query(self.audio_rendition.uri) if self.audio_rendition else None,
+            "segments": [len(t.plan.segments) for t in self.tracks],
+        }
+
+
+@dataclass(frozen=True)
+class DownloadResult:
+    output_path: Path
+    media: MediaInfo
+    variant: dict | None  # resolution, bandwidth, codecs, uri, audio; None for a media playlist
+    segments: int
+    bytes_downloaded: int  # fetched over the network by this run
+
+    def as_metadata(self) -> dict:
+        data = {"media": self.media.as_metadata(), "segments": self.segments}
+        if self.variant is not None:
+            data["variant"] = self.variant
+        return data
+
+
+def download(
+    url: str,
+    output_path: Path,
+    *,
+    work_dir: Path,
+    options: DownloadOptions,
+    on_progress: Callable[[Progress], None] | None = None,
+    cancel: threading.Event | None = None,
+    overwrite: bool = False,
+) -> DownloadResult:
+    """Download the HLS stream at ``url`` into ``output_path``.
+
+    ``work_dir`` holds the fetched segments; running the same download with the
+    same ``work_dir`` again resumes it. It is removed on success and kept on
+    failure or cancel. ``output_path`` never holds a partial file, and an existing
+    file there is an error unless ``overwrite``.
+    """
+    url = check_url(url)
+    output_path = Path(output_path)
+    if options.output_format not in OUTPUT_FORMATS:
+        raise DownloadError(
+            f"Unknown output format {options.output_format!r}; use one of "
+            f"{', '.join(OUTPUT_FORMATS)}."
+        )
+    if not overwrite:
+        ensure_absent(output_path)
+    cancel = cancel if cancel is not None else threading.Event()
+    emit = Throttle(on_progress)
+    tracker = ProgressTracker(total=0)
+    emit(tracker.snapshot("Fetching the playlist"), force=True)
+    work = WorkFolder(Path(work_dir))
+
+    with make_session(options) as session:
+        plan = resolve_plan(session, url, options, cancel)
+        jobs = [job for track in plan.tracks for job in jobs_for(track)]
+        tracker.total = len(jobs)
+        work.prepare(plan.identity())
+        key_retry = Retry.from_options(options, cancel)
+        keys = KeyStore(
+            lambda uri: fetch_small(
+                session, uri, options=options, what=f"the AES key {describe(uri)}",
+                max_bytes=MAX_KEY_BYTES, retry=key_retry,
+            ).body
+        )  # fmt: skip
+        label = plan.variant.label if plan.variant else "the stream"
+
+        def report() -> None:
+            emit(tracker.snapshot(f"Downloading {label}: {tracker.done}/{tracker.total} segments"))
+
+        fetch_all(
+            jobs,
+            session=session,
+            options=options,
+            work=work,
+            keys=keys,
+            tracker=tracker,
+            report=report,
+            cancel=cancel,
+        )
+
+    fmt = options.output_format
+    emit(tracker.snapshot(f"Joining {tracker.total} segments into {fmt.upper()}"), force=True)
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path_for(output_path, uuid.uuid4().hex[:8])
+    try:
+        video_files = track_files(work, plan.tracks[0])
+        if plan.audio is None and fmt == "ts" and not plan.video.is_fmp4:
+            concat(video_files, tmp, cancel)
+        else:
+            audio_files = track_files(work, plan.tracks[1]) if plan.audio is not None else None
+            remux(video_files, tmp, audio_files=audio_files, output_format=fmt, cancel=cancel)
+        media = probe(tmp)
+        place_file(tmp, output_path, overwrite=overwrite)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    media = MediaInfo(**{**media.__dict__, "size_bytes": output_path.stat().st_size})
+    work.remove()
+    final = tracker.snapshot(f"Done: {output_path.name}")
+    emit(Progress(**{**final.__dict__, "speed_bps": None, "eta_seconds": 0}), force=True)
+    return DownloadResult(
+        output_path=output_path,
+        media=media,
+        variant=plan.variant_metadata(),
+        segments=tracker.total,
+        bytes_downloaded=tracker.fetched_bytes,
+    )
+
+
+def resolve_plan(
+    session: requests.Session,
+    url: str,
+    options: DownloadOptions,
+    cancel: threading.Event | None = None,
+) -> DownloadPlan:
+    """Fetch the playlist at ``url`` (and the chosen variant's and audio's) into a plan."""
+    retry = Retry.from_options(options, cancel)
+    parsed = _fetch_playlist(session, url, options, retry, cancel)
+    if isinstance(parsed, MediaPlan):
+        return DownloadPlan(url=url, video=parsed)
+    variant = choose_variant(parsed.variants, options.quality)
+    video = _fetch_media(session, variant.uri, options, retry, cancel, "variant")
+    rendition = choose_audio(parsed, variant)
+    audio = None
+    if rendition is not None and _no_query(rendition.uri) != _no_query(variant.uri):
+        audio = _fetch_media(session, rendition.uri, options, retry, cancel, "audio")
+    else:
+        rendition = None
+    return DownloadPlan(
+        url=url, video=video, audio=audio, variant=variant, audio_rendition=rendition
+    )
+
+
+def _fetch_playlist(
+    session: requests.Session,
+    url: str,
+    options: DownloadOptions,
+    retry: Retry,
+    cancel: threading.Event | None,
+) -> MasterPlaylist | MediaPlan:
+    fetched = call_cancellable(
+        lambda: fetch_small(
+            session,
+            url,
+            options=options,
+            what=f"the playlist {describe(url)}",
+            max_bytes=options.max_playlist_bytes,
+            retry=retry,
+        ),
+        cancel,
+    )
+    text = decode_playlist(fetched.body, fetched.url, fetched.content_type)
+    return parse_playlist(text, fetched.url, max_segments=options.max_segments)
+
+
+def _fetch_media(
+    session: requests.Session,
+    url: str,
+    options: DownloadOptions,
+    retry: Retry,
+    cancel: threading.Event | None,
+    what: str,
+) -> MediaPlan:
+    parsed = _fetch_playlist(session, url, options, retry, cancel)
+    if not isinstance(parsed, MediaPlan):
+        raise PlaylistError(
+            f"The {what} playlist {describe(url)} is itself a master playlist; "
+            "nested master playlists are not supported."
+        )
+    return parsed
+
+
+def _no_query(url: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))

@@ -1,0 +1,393 @@
+"""Join fetched segments into one video file with PyAV, and describe video files.
+
+``remux`` reads each track's files as one continuous stream (a reader that
+opens one file at a time, so thousands of segments never hit the open-file
+limit), copies the packets (no re-encoding) into MP4 with the ``moov`` atom at
+the front, or into MPEG-TS, and muxes a separate audio track in. Timestamps are
+shifted so the output starts at zero and never goes backwards, which is what
+an ``EXT-X-DISCONTINUITY`` (or a sloppy encoder) would otherwise cause.
+
+``concat`` is the plain byte concatenation used for ``.ts`` output of TS
+streams. ``probe`` and ``make_poster`` describe a finished file.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import heapq
+import io
+import itertools
+import os
+import shutil
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+
+from dlstore.errors import CancelledError, RemuxError
+
+READ_BUFFER = 1 << 20
+NS = 1_000_000_000
+JUMP_NS = 10 * NS  # a forward timestamp jump larger than this counts as a discontinuity
+PRESCAN_PACKETS = 64  # packets read to find where each input's timeline starts
+CANCEL_CHECK_PACKETS = 256
+POSTER_POSITION = 0.10
+OUTPUT_FORMATS = {"mp4": "mp4", "ts": "mpegts"}
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    duration: float
+    width: int | None
+    height: int | None
+    video_codec: str | None
+    audio_codec: str | None
+    size_bytes: int
+    streams: int
+
+    def as_metadata(self) -> dict:
+        data = asdict(self)
+        data["duration"] = round(self.duration, 3)
+        data["resolution"] = f"{self.width}x{self.height}" if self.width and self.height else None
+        return data
+
+
+class ConcatReader(io.RawIOBase):
+    """A read-only, seekable file over several files back to back; one is open at a time."""
+
+    def __init__(self, paths: Sequence[Path]) -> None:
+        super().__init__()
+        self._paths = list(paths)
+        self._starts = []
+        total = 0
+        for path in self._paths:
+            self._starts.append(total)
+            total += Path(path).stat().st_size
+        self._size = total
+        self._pos = 0
+        self._index = -1
+        self._file: io.FileIO | None = None
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_SET:
+            pos = offset
+        elif whence == io.SEEK_CUR:
+            pos = self._pos + offset
+        elif whence == io.SEEK_END:
+            pos = self._size + offset
+        else:
+            raise ValueError(f"bad whence {whence}")
+        if pos < 0:
+            raise ValueError("negative seek position")
+        self._pos = pos
+        return pos
+
+    def read(self, size: int | None = -1) -> bytes:
+        """Up to ``size`` bytes from one file (a short read at a file boundary); one copy."""
+        if size is None or size < 0:
+            return b"".join(iter(lambda: self.read(READ_BUFFER), b""))
+        if size == 0 or self._pos >= self._size:
+            return b""
+        index = bisect.bisect_right(self._starts, self._pos) - 1
+        if index != self._index:
+            self._open(index)
+        assert self._file is not None
+        offset = self._pos - self._starts[index]
+        if self._file.tell() != offset:
+            self._file.seek(offset)
+        end = self._starts[index + 1] if index + 1 < len(self._starts) else self._size
+        data = self._file.read(min(size, end - self._pos))
+        if not data:
+            raise RemuxError(f"The segment file {self._paths[index]} shrank while reading.")
+        self._pos += len(data)
+        return data
+
+    def readinto(self, buffer) -> int:
+        view = memoryview(buffer).cast("B")
+        filled = 0
+        while filled < len(view) and self._pos < self._size:
+            index = bisect.bisect_right(self._starts, self._pos) - 1
+            if index != self._index:
+                self._open(index)
+            assert self._file is not None
+            self._file.seek(self._pos - self._starts[index])
+            count = self._file.readinto(view[filled:])
+            if not count:
+                raise RemuxError(f"The segment file {self._paths[index]} shrank while reading.")
+            filled += count
+            self._pos += count
+        return filled
+
+    def _open(self, index: int) -> None:
+        if self._file is not None:
+            self._file.close()
+        self._file = open(self._paths[index], "rb", buffering=0)  # noqa: SIM115 - kept open
+        self._index = index
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        super().close()
+
+
+def concat(paths: Sequence[Path], dest: Path, cancel: threading.Event | None = None) -> None:
+    """Write the files back to back into ``dest``."""
+    with open(dest, "wb") as out:
+        for path in paths:
+            if cancel is not None and cancel.is_set():
+                raise CancelledError()
+            with open(path, "rb") as src:
+                shutil.copyfileobj(src, out, READ_BUFFER)
+
+
+class _Timeline:
+    """Offsets one input's timestamps so each stream's DTS keeps increasing.
+
+    Times are integer nanoseconds (exact enough, and cheap per packet). When a
+    stream jumps backwards (or far forwards), the input's offset moves so the
+    packet lands where the input's streams had got to.
+    """
+
+    def __init__(self, start_ns: int) -> None:
+        self.offset = -start_ns  # ns added to every timestamp of this input
+        self.last_t: dict[int, int] = {}  # per stream: last output DTS, ns
+        self.last_ticks: dict[int, int] = {}  # per stream: last output DTS, stream ticks
+        self.end: dict[int, int] = {}  # per stream: where its last packet ended, ns
+        self.scales: dict[int, tuple[int, int]] = {}  # per stream: ns per tick as (num, den)
+
+    def place(self, packet: av.Packet) -> int:
+        """Rewrite the packet's DTS/PTS; return its output DTS in ns (for interleaving)."""
+        index = packet.stream_index
+        scale = self.scales.get(index)
+        if scale is None:
+            tb = packet.time_base
+            scale = self.scales[index] = (tb.numerator * NS, tb.denominator)
+        num, den = scale
+        pts = packet.pts
+        dts = packet.dts if packet.dts is not None else pts
+        t = dts * num // den + self.offset
+        last = self.last_t.get(index)
+        if last is not None and (t < last or t > self.end[index] + JUMP_NS):
+            new_t = max(self.end.values())
+            self.offset += new_t - t
+            t = new_t
+        shift = self.offset * den // num
+        new_dts = dts + shift
+        last_ticks = self.last_ticks.get(index)
+        if last_ticks is not None and new_dts <= last_ticks:
+            new_dts = last_ticks + 1
+            shift = new_dts - dts
+        packet.dts = new_dts
+        packet.pts = max(new_dts, (pts if pts is not None else dts) + shift)
+        self.last_ticks[index] = new_dts
+        self.last_t[index] = t
+        end = t + (packet.duration or 0) * num // den
+        if end > self.end.get(index, end - 1):
+            self.end[index] = end
+        return t
+
+
+class _Input:
+    """One track's files opened as a container, with the streams we keep from it."""
+
+    def __init__(self, files: Sequence[Path], kinds: tuple[str, ...], label: str) -> None:
+        self.label = label
+        self.reader = ConcatReader(files)
+        try:
+            self.container = av.open(self.reader, "r", buffer_size=READ_BUFFER)
+        except av.FFmpegError as exc:
+            self.reader.close()
+            raise RemuxError(
+                f"The downloaded {label} could not be read as video ({exc}); "
+                "the server may have sent something other than the stream's segments."
+            ) from exc
+        self.streams = [s for s in self.container.streams if s.type in kinds]
+        self.packets = self._demux()  # one generator: _head reads ahead, _placed goes on
+
+    def _demux(self) -> Iterator[av.Packet]:
+        for packet in self.container.demux(self.streams):
+            if packet.dts is None and packet.pts is None:
+                continue  # flush packets and timestamp-less junk
+            yield packet
+
+    def close(self) -> None:
+        self.container.close()
+        self.reader.close()
+
+
+def remux(
+    video_files: Sequence[Path],
+    dest: Path,
+    *,
+    audio_files: Sequence[Path] | None = None,
+    output_format: str = "mp4",
+    cancel: threading.Event | None = None,
+) -> None:
+    """Copy the streams of the joined files into ``dest`` (MP4 with faststart, or MPEG-TS)."""
+    if output_format not in OUTPUT_FORMATS:
+        raise RemuxError(f"Unknown output format {output_format!r}; use mp4 or ts.")
+    inputs: list[_Input] = []
+    try:
+        with contextlib.ExitStack() as stack:
+            if audio_files:
+                inputs.append(_Input(video_files, ("video",), "video"))
+                inputs.append(_Input(audio_files, ("audio",), "audio"))
+            else:
+                inputs.append(_Input(video_files, ("video", "audio"), "video"))
+            for item in inputs:
+                stack.callback(item.close)
+            if not any(item.streams for item in inputs):
+                raise RemuxError("The downloaded segments contain no video or audio stream.")
+            _mux(inputs, dest, output_format, cancel)
+    except av.FFmpegError as exc:
+        raise RemuxError(
+            f"The segments could not be joined into {output_format.upper()}: {exc}."
+            + (" Try --format ts." if output_format == "mp4" else "")
+        ) from exc
+
+
+def _mux(inputs: list[_Input], dest: Path, output_format: str, cancel) -> None:
+    options = {"movflags": "+faststart"} if output_format == "mp4" else {}
+    out = av.open(str(dest), "w", format=OUTPUT_FORMATS[output_format], options=options)
+    try:
+        mapping = {}
+        for number, item in enumerate(inputs):
+            for stream in item.streams:
+                try:
+                    mapping[(number, stream.index)] = out.add_stream_from_template(stream)
+                except ValueError as exc:
+                    raise RemuxError(
+                        f"The stream's {stream.codec_context.name} {stream.type} cannot be "
+                        f"stored in {output_format.upper()}: {exc}."
+                    ) from exc
+        # Each input's timeline starts where the earliest of them starts (they share a clock).
+        heads = [_head(item) for item in inputs]
+        starts = [_start_ns(head) for head in heads if head]
+        start = min(starts) if starts else 0
+        streams = [
+            _placed(number, item, head, _Timeline(start))
+            for number, (item, head) in enumerate(zip(inputs, heads))
+        ]
+        ordered = streams[0] if len(streams) == 1 else heapq.merge(*streams)
+        count = 0
+        for _, _, number, packet in ordered:
+            packet.stream = mapping[(number, packet.stream_index)]
+            out.mux_one(packet)
+            count += 1
+            if count % CANCEL_CHECK_PACKETS == 0 and cancel is not None and cancel.is_set():
+                raise CancelledError()
+        if count == 0:
+            raise RemuxError("The downloaded segments contain no video or audio packets.")
+    finally:
+        out.close()
+
+
+def _head(item: _Input) -> list[av.Packet]:
+    """The first packets of an input (read ahead to find where its timeline starts)."""
+    return list(itertools.islice(item.packets, PRESCAN_PACKETS))
+
+
+def _start_ns(head: list[av.Packet]) -> int:
+    return min(
+        (p.dts if p.dts is not None else p.pts)
+        * p.time_base.numerator
+        * NS
+        // p.time_base.denominator
+        for p in head
+    )
+
+
+def _placed(number: int, item: _Input, head: list[av.Packet], timeline: _Timeline):
+    """(output DTS ns, sequence, input number, packet) for every packet, in input order."""
+    place = timeline.place
+    for seq, packet in enumerate(itertools.chain(head, item.packets)):
+        yield (place(packet), seq, number, packet)
+
+
+# --------------------------------------------------------------------------- facts
+
+
+def probe(path: Path) -> MediaInfo:
+    """Duration, size and codecs of a finished video file."""
+    path = Path(path)
+    try:
+        with av.open(str(path)) as container:
+            video = container.streams.video[0] if container.streams.video else None
+            audio = container.streams.audio[0] if container.streams.audio else None
+            duration = (container.duration or 0) / av.time_base
+            if not duration:
+                duration = max(
+                    (float(s.duration * s.time_base) for s in container.streams if s.duration),
+                    default=0.0,
+                )
+            return MediaInfo(
+                duration=float(duration),
+                width=video.codec_context.width if video is not None else None,
+                height=video.codec_context.height if video is not None else None,
+                video_codec=video.codec_context.name if video is not None else None,
+                audio_codec=audio.codec_context.name if audio is not None else None,
+                size_bytes=path.stat().st_size,
+                streams=len(container.streams),
+            )
+    except av.FFmpegError as exc:
+        raise RemuxError(f"The file {path.name} could not be read as video: {exc}.") from exc
+
+
+def make_poster(video_path: Path, jpeg_path: Path, position: float = POSTER_POSITION) -> Path:
+    """Write a JPEG of the frame about ``position`` (a fraction) into the video."""
+    video_path, jpeg_path = Path(video_path), Path(jpeg_path)
+    try:
+        with av.open(str(video_path)) as container:
+            if not container.streams.video:
+                raise RemuxError(f"{video_path.name} has no video to take a poster frame from.")
+            stream = container.streams.video[0]
+            duration = (container.duration or 0) / av.time_base
+            target = duration * position
+            if target > 0:
+                container.seek(int(target * av.time_base), backward=True)
+            frame = None
+            for candidate in container.decode(stream):
+                frame = candidate
+                if candidate.time is None or candidate.time >= target:
+                    break
+            if frame is None:
+                raise RemuxError(f"{video_path.name} has no decodable video frame.")
+            data = _encode_jpeg(frame)
+    except av.FFmpegError as exc:
+        raise RemuxError(f"No poster could be made from {video_path.name}: {exc}.") from exc
+    tmp = jpeg_path.with_name(f".{jpeg_path.name}.{os.getpid()}.part")
+    tmp.write_bytes(data)
+    os.replace(tmp, jpeg_path)
+    return jpeg_path
+
+
+def _encode_jpeg(frame: av.VideoFrame) -> bytes:
+    codec = av.CodecContext.create("mjpeg", "w")
+    codec.width = frame.width
+    codec.height = frame.height
+    codec.pix_fmt = "yuvj420p"
+    codec.time_base = Fraction(1, 25)
+    image = frame.reformat(format="yuvj420p")
+    image.pts = 0
+    packets = list(codec.encode(image)) + list(codec.encode(None))
+    if not packets:
+        raise RemuxError("The poster frame could not be encoded as JPEG.")
+    return bytes(packets[0])

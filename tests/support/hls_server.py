@@ -1,0 +1,332 @@
+"""A threaded HTTP/1.1 server on 127.0.0.1 that serves a folder, and misbehaves on request.
+
+    with HlsServer(folder) as server:
+        server.faults = Faults(rate=0.2, seed=1)          # 503 / reset / truncate on 20%
+        server.fail_always["/plain/seg-003.ts"] = 404      # a segment that is gone
+        server.fail_times("/aes_iv/key.bin", 2, "503")     # fail twice, then serve
+        server.required_headers = {"Referer": "https://site/"}  # 403 without it
+        server.redirects["/old.m3u8"] = "/plain/index.m3u8"
+        server.bodies["/page.m3u8"] = Body(b"<html>…", "text/html")
+        server.latency = 0.05                              # per request, seconds
+        server.rate_limit_bps = 1 << 20                    # per connection
+        requests.get(server.url("/plain/index.m3u8"))
+        server.hits["/plain/seg-000.ts"]                    # how often it was asked for
+
+Range requests (``bytes=a-b``) get 206 with Content-Range. Keep-alive is on, as
+with real CDNs. Nothing is printed for each request.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import random
+import socket
+import struct
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+FAULT_KINDS = ("503", "reset", "truncate")
+WRITE_CHUNK = 16 * 1024
+CONTENT_TYPES = {
+    ".m3u8": "application/vnd.apple.mpegurl",
+    ".ts": "video/mp2t",
+    ".m4s": "video/iso.segment",
+    ".mp4": "video/mp4",
+    ".bin": "application/octet-stream",
+}
+
+
+@dataclass
+class Faults:
+    """Fail a share of requests: ``rate`` of them, picking among ``kinds``, reproducibly."""
+
+    rate: float = 0.2
+    kinds: tuple[str, ...] = FAULT_KINDS
+    seed: int = 1
+    applies_to: Callable[[str], bool] = field(default=lambda path: True)
+
+    def __post_init__(self) -> None:
+        self._rng = random.Random(self.seed)
+        self._lock = threading.Lock()
+        self.injected: Counter[str] = Counter()
+
+    def pick(self, path: str) -> str | None:
+        if not self.applies_to(path):
+            return None
+        with self._lock:
+            if self._rng.random() >= self.rate:
+                return None
+            kind = self._rng.choice(self.kinds)
+            self.injected[kind] += 1
+            return kind
+
+
+@dataclass(frozen=True)
+class Body:
+    data: bytes
+    content_type: str = "application/octet-stream"
+    status: int = 200
+
+
+class HlsServer:
+    def __init__(self, root: Path | None = None, host: str = "127.0.0.1") -> None:
+        self.root = Path(root) if root is not None else None
+        self.hits: Counter[str] = Counter()
+        self.request_headers: list[dict[str, str]] = []
+        self.faults: Faults | None = None
+        self.fail_always: dict[str, int | str] = {}
+        self._fail_counts: dict[str, tuple[int, str]] = {}
+        self.required_headers: dict[str, str] = {}
+        self.redirects: dict[str, str] = {}
+        self.bodies: dict[str, Body] = {}
+        self.latency: float = 0.0
+        self.rate_limit_bps: int | None = None
+        self.retry_after: str | None = None  # sent with injected 503s
+        self.bytes_sent = 0
+        self._lock = threading.Lock()
+        self._httpd = _Server((host, 0), _Handler)
+        self._httpd.app = self
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle
+    @property
+    def port(self) -> int:
+        return self._httpd.server_address[1]
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def url(self, path: str) -> str:
+        return self.base_url + (path if path.startswith("/") else "/" + path)
+
+    def start(self) -> HlsServer:
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> HlsServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- configuration helpers
+    def fail_times(self, path: str, times: int, kind: str = "503") -> None:
+        """Fail the next ``times`` requests for ``path`` with ``kind``, then serve it."""
+        with self._lock:
+            self._fail_counts[path] = (times, kind)
+
+    def reset_counters(self) -> None:
+        with self._lock:
+            self.hits.clear()
+            self.request_headers.clear()
+            self.bytes_sent = 0
+
+    # -- used by the handler
+    def _record(self, path: str, headers: dict[str, str]) -> None:
+        with self._lock:
+            self.hits[path] += 1
+            self.request_headers.append(headers)
+
+    def _fault_for(self, path: str) -> int | str | None:
+        if path in self.fail_always:
+            return self.fail_always[path]
+        with self._lock:
+            if path in self._fail_counts:
+                times, kind = self._fail_counts[path]
+                if times > 0:
+                    self._fail_counts[path] = (times - 1, kind)
+                    return kind
+        if self.faults is not None:
+            return self.faults.pick(path)
+        return None
+
+    def _count_sent(self, count: int) -> None:
+        with self._lock:
+            self.bytes_sent += count
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+    app: HlsServer
+
+    def handle_error(self, request, client_address) -> None:
+        pass  # clients that go away mid-body are expected here
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def do_HEAD(self) -> None:
+        self._serve(head=True)
+
+    def do_GET(self) -> None:
+        self._serve(head=False)
+
+    def _serve(self, head: bool) -> None:
+        app = self.server.app
+        path = unquote(urlsplit(self.path).path)
+        app._record(path, {k: v for k, v in self.headers.items()})
+        if app.latency:
+            time.sleep(app.latency)
+        for name, value in app.required_headers.items():
+            if self.headers.get(name) != value:
+                return self._plain(403, b"forbidden: missing header\n")
+        if path in app.redirects:
+            return self._redirect(app.redirects[path])
+        fault = app._fault_for(path)
+        if isinstance(fault, int):
+            return self._plain(fault, f"error {fault}\n".encode())
+        if fault == "503":
+            extra = {"Retry-After": app.retry_after} if app.retry_after else {}
+            return self._plain(503, b"busy\n", extra)
+        if fault == "429":
+            return self._plain(429, b"slow down\n", {"Retry-After": app.retry_after or "0"})
+        if fault == "reset":
+            return self._reset()
+        data = self._load(path)
+        if data is None:
+            return self._plain(404, b"not found\n")
+        body, content_type, status = data
+        self._send_body(body, content_type, status, head, truncate=fault == "truncate")
+
+    def _load(self, path: str):
+        app = self.server.app
+        if path in app.bodies:
+            b = app.bodies[path]
+            return b.data, b.content_type, b.status
+        if app.root is None:
+            return None
+        target = (app.root / path.lstrip("/")).resolve()
+        root = app.root.resolve()
+        if root not in target.parents or not target.is_file():
+            return None
+        suffix = target.suffix.lower()
+        ctype = CONTENT_TYPES.get(suffix) or mimetypes.guess_type(target.name)[0]
+        return target, ctype or "application/octet-stream", 200
+
+    def _send_body(self, body, content_type: str, status: int, head: bool, truncate: bool):
+        size = body.stat().st_size if isinstance(body, Path) else len(body)
+        start, end = 0, size - 1
+        range_header = self.headers.get("Range")
+        if range_header and status == 200 and size:
+            parsed = _parse_range(range_header, size)
+            if parsed is None:
+                return self._plain(416, b"bad range\n", {"Content-Range": f"bytes */{size}"})
+            start, end = parsed
+            status = 206
+        length = max(0, end - start + 1)
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(length))
+        self.send_header("Accept-Ranges", "bytes")
+        if status == 206:
+            self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
+        self.end_headers()
+        if head:
+            return
+        to_send = length // 2 if truncate else length
+        if isinstance(body, Path):
+            with open(body, "rb") as fh:
+                fh.seek(start)
+                self._write(fh.read, to_send)
+        else:
+            view = memoryview(body)[start : start + to_send]
+            pos = 0
+
+            def read(n: int) -> bytes:
+                nonlocal pos
+                chunk = bytes(view[pos : pos + n])
+                pos += len(chunk)
+                return chunk
+
+            self._write(read, to_send)
+        if truncate:
+            self.wfile.flush()
+            self._reset()
+
+    def _write(self, read, count: int) -> None:
+        app = self.server.app
+        rate = app.rate_limit_bps
+        started = time.monotonic()
+        sent = 0
+        while sent < count:
+            chunk = read(min(WRITE_CHUNK, count - sent))
+            if not chunk:
+                break
+            try:
+                self.wfile.write(chunk)
+            except OSError:
+                self.close_connection = True
+                return
+            sent += len(chunk)
+            app._count_sent(len(chunk))
+            if rate:
+                ahead = sent / rate - (time.monotonic() - started)
+                if ahead > 0:
+                    time.sleep(ahead)
+
+    def _plain(self, status: int, text: bytes, extra: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(text)))
+        for name, value in (extra or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(text)
+
+    def _redirect(self, location: str) -> None:
+        self.send_response(302)
+        self.send_header("Location", location)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def _reset(self) -> None:
+        """Abort the connection with a TCP RST."""
+        self.close_connection = True
+        try:
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.connection.close()
+        except OSError:
+            pass
+
+
+def _parse_range(value: str, size: int) -> tuple[int, int] | None:
+    unit, _, spec = value.partition("=")
+    if unit.strip() != "bytes" or "," in spec:
+        return None
+    first, _, last = spec.strip().partition("-")
+    try:
+        if first == "":
+            count = int(last)
+            start, end = max(0, size - count), size - 1
+        else:
+            start = int(first)
+            end = int(last) if last else size - 1
+    except ValueError:
+        return None
+    end = min(end, size - 1)
+    if start > end or start >= size:
+        return None
+    return start, end

@@ -1,0 +1,352 @@
+"""Real test media made with PyAV: a test-pattern video with a sine tone, as HLS.
+
+``build_library(root)`` writes every stream the tests need under ``root`` (a few
+seconds each, 1 s segments) and returns a :class:`MediaLibrary` that says where
+each one is and what a correct download of it looks like. ``decode_check``
+decodes a file completely and reports what is in it.
+
+Layout under ``root`` (URL paths are the same, relative to the server root)::
+
+    plain/index.m3u8        MPEG-TS, H.264 + AAC, 8 segments
+    fmp4/index.m3u8         fragmented MP4 with EXT-X-MAP
+    aes_iv/index.m3u8       AES-128 with an IV attribute
+    aes_seq/index.m3u8      AES-128 without IV, media sequence starting at 7
+    byterange/index.m3u8    one file, EXT-X-BYTERANGE with implicit offsets
+    discontinuity/index.m3u8  two encodings back to back, timestamps restarting
+    master/master.m3u8      3 video-only variants + a separate audio rendition
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import av
+from cryptography.hazmat.primitives import padding
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+FPS = 25
+SEGMENT_SECONDS = 1
+AES_KEY = bytes(range(16))
+AES_IV = bytes.fromhex("000102030405060708090a0b0c0d0e0f")[::-1]
+
+
+@dataclass(frozen=True)
+class StreamFacts:
+    """What a correct download of a stream decodes to."""
+
+    path: str  # URL path of the playlist, e.g. "/plain/index.m3u8"
+    duration: float
+    width: int
+    height: int
+    streams: int  # video + audio streams in the output
+    segments: int  # media segments to fetch (all tracks)
+    segment_paths: tuple[str, ...] = ()  # URL paths of the media segments
+
+
+@dataclass
+class MediaLibrary:
+    root: Path
+    streams: dict[str, StreamFacts] = field(default_factory=dict)
+
+    def __getitem__(self, name: str) -> StreamFacts:
+        return self.streams[name]
+
+
+# --------------------------------------------------------------------------- encoding
+
+
+def encode_source(
+    path: Path,
+    *,
+    duration: float,
+    width: int = 320,
+    height: int = 180,
+    video: bool = True,
+    audio: bool = True,
+    tone: int = 440,
+) -> Path:
+    """An MP4 with H.264 (a keyframe every second, B-frames) and mono AAC."""
+    out = av.open(str(path), "w", format="mp4")
+    try:
+        vstream = astream = None
+        if video:
+            vstream = out.add_stream(
+                "libx264",
+                rate=FPS,
+                options={
+                    "preset": "superfast",
+                    "g": str(FPS * SEGMENT_SECONDS),
+                    "keyint_min": str(FPS * SEGMENT_SECONDS),
+                    "sc_threshold": "0",
+                    "bf": "2",
+                },
+            )
+            vstream.width = width
+            vstream.height = height
+            vstream.pix_fmt = "yuv420p"
+        if audio:
+            astream = out.add_stream("aac", rate=48000, layout="mono")
+        if vstream is not None:
+            with av.open(
+                f"testsrc=size={width}x{height}:rate={FPS}:duration={duration}", format="lavfi"
+            ) as src:
+                for frame in src.decode(video=0):
+                    out.mux(vstream.encode(frame.reformat(format="yuv420p")))
+            out.mux(vstream.encode(None))
+        if astream is not None:
+            with av.open(
+                f"sine=frequency={tone}:sample_rate=48000:duration={duration}", format="lavfi"
+            ) as src:
+                for frame in src.decode(audio=0):
+                    frame.pts = None
+                    out.mux(astream.encode(frame))
+            out.mux(astream.encode(None))
+    finally:
+        out.close()
+    return path
+
+
+def write_hls(source: Path, folder: Path, *, kind: str = "mpegts", single_file: bool = False):
+    """Cut ``source`` into HLS (stream copy) in ``folder``; returns the playlist path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    suffix = "ts" if kind == "mpegts" else "m4s"
+    options = {
+        "hls_time": str(SEGMENT_SECONDS),
+        "hls_list_size": "0",
+        "hls_playlist_type": "vod",
+        "hls_segment_type": kind,
+    }
+    if single_file:
+        options["hls_flags"] = "single_file"
+        options["hls_segment_filename"] = str(folder / f"all.{suffix}")
+    else:
+        options["hls_segment_filename"] = str(folder / f"seg-%03d.{suffix}")
+    if kind == "fmp4":
+        options["hls_fmp4_init_filename"] = "init.mp4"
+    playlist = folder / "index.m3u8"
+    with av.open(str(source)) as src:
+        out = av.open(str(playlist), "w", format="hls", options=options)
+        try:
+            mapping = {s.index: out.add_stream_from_template(s) for s in src.streams}
+            for packet in src.demux():
+                if packet.dts is None:
+                    continue
+                packet.stream = mapping[packet.stream.index]
+                out.mux(packet)
+        finally:
+            out.close()
+    return playlist
+
+
+def segment_uris(playlist_text: str) -> list[str]:
+    return [line for line in playlist_text.splitlines() if line and not line.startswith("#")]
+
+
+def aes_encrypt(data: bytes, key: bytes, iv: bytes) -> bytes:
+    padder = padding.PKCS7(128).padder()
+    padded = padder.update(data) + padder.finalize()
+    enc = Cipher(algorithms.AES(key), modes.CBC(iv)).encryptor()
+    return enc.update(padded) + enc.finalize()
+
+
+def write_aes(plain: Path, folder: Path, *, with_iv: bool, media_sequence: int) -> Path:
+    """Encrypt the segments of the TS stream in ``plain`` into ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "key.bin").write_bytes(AES_KEY)
+    text = (plain / "index.m3u8").read_text()
+    lines = ["#EXTM3U", "#EXT-X-VERSION:3", "#EXT-X-TARGETDURATION:1"]
+    lines.append(f"#EXT-X-MEDIA-SEQUENCE:{media_sequence}")
+    lines.append(
+        '#EXT-X-KEY:METHOD=AES-128,URI="key.bin"' + (f",IV=0x{AES_IV.hex()}" if with_iv else "")
+    )
+    durations = [line for line in text.splitlines() if line.startswith("#EXTINF")]
+    for number, (extinf, uri) in enumerate(zip(durations, segment_uris(text))):
+        iv = AES_IV if with_iv else (media_sequence + number).to_bytes(16, "big")
+        (folder / uri).write_bytes(aes_encrypt((plain / uri).read_bytes(), AES_KEY, iv))
+        lines += [extinf, uri]
+    lines.append("#EXT-X-ENDLIST")
+    playlist = folder / "index.m3u8"
+    playlist.write_text("\n".join(lines) + "\n")
+    return playlist
+
+
+def implicit_byteranges(playlist: Path) -> None:
+    """Rewrite ``len@offset`` as plain ``len`` wherever the offset continues the previous range."""
+    out = []
+    next_offset = None
+    for line in playlist.read_text().splitlines():
+        if line.startswith("#EXT-X-BYTERANGE:"):
+            length, _, offset = line.split(":", 1)[1].partition("@")
+            if offset and next_offset is not None and int(offset) == next_offset:
+                line = f"#EXT-X-BYTERANGE:{length}"
+            next_offset = (int(offset) if offset else next_offset) + int(length)
+        out.append(line)
+    playlist.write_text("\n".join(out) + "\n")
+
+
+def write_discontinuity(a: Path, b: Path, folder: Path) -> Path:
+    """Segments of TS stream ``a`` then ``b`` (timestamps restart) with EXT-X-DISCONTINUITY."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = ["#EXTM3U", "#EXT-X-VERSION:3", "#EXT-X-TARGETDURATION:1", "#EXT-X-PLAYLIST-TYPE:VOD"]
+    for part, src in (("a", a), ("b", b)):
+        text = (src / "index.m3u8").read_text()
+        if part == "b":
+            lines.append("#EXT-X-DISCONTINUITY")
+        durations = [line for line in text.splitlines() if line.startswith("#EXTINF")]
+        for extinf, uri in zip(durations, segment_uris(text)):
+            os.link(src / uri, folder / f"{part}-{uri}")
+            lines += [extinf, f"{part}-{uri}"]
+    lines.append("#EXT-X-ENDLIST")
+    playlist = folder / "index.m3u8"
+    playlist.write_text("\n".join(lines) + "\n")
+    return playlist
+
+
+# --------------------------------------------------------------------------- the library
+
+
+def build_library(root: Path) -> MediaLibrary:
+    root.mkdir(parents=True, exist_ok=True)
+    src_dir = root / "_src"
+    src_dir.mkdir(exist_ok=True)
+    lib = MediaLibrary(root=root)
+
+    main = encode_source(src_dir / "main.mp4", duration=8)
+    write_hls(main, root / "plain")
+    lib.streams["plain"] = _facts(root, "plain", 8, 320, 180, 2)
+
+    write_hls(main, root / "fmp4", kind="fmp4")
+    lib.streams["fmp4"] = _facts(root, "fmp4", 8, 320, 180, 2)
+
+    write_aes(root / "plain", root / "aes_iv", with_iv=True, media_sequence=0)
+    lib.streams["aes_iv"] = _facts(root, "aes_iv", 8, 320, 180, 2)
+    write_aes(root / "plain", root / "aes_seq", with_iv=False, media_sequence=7)
+    lib.streams["aes_seq"] = _facts(root, "aes_seq", 8, 320, 180, 2)
+
+    implicit_byteranges(write_hls(main, root / "byterange", single_file=True))
+    lib.streams["byterange"] = _facts(root, "byterange", 8, 320, 180, 2)
+
+    other = encode_source(src_dir / "other.mp4", duration=4, tone=660)
+    write_hls(other, src_dir / "other_hls")
+    write_discontinuity(root / "plain", src_dir / "other_hls", root / "discontinuity")
+    lib.streams["discontinuity"] = _facts(root, "discontinuity", 12, 320, 180, 2)
+
+    master = root / "master"
+    variants = [(480, 270, 900_000), (320, 180, 500_000), (256, 144, 300_000)]
+    lines = [
+        "#EXTM3U",
+        '#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID="aud",NAME="English",LANGUAGE="en",'
+        'DEFAULT=YES,AUTOSELECT=YES,URI="audio/index.m3u8"',
+    ]
+    for width, height, bandwidth in variants:
+        source = encode_source(src_dir / f"v{height}.mp4", duration=6, width=width,
+                               height=height, audio=False)  # fmt: skip
+        write_hls(source, master / f"v{height}")
+        lines.append(
+            f"#EXT-X-STREAM-INF:BANDWIDTH={bandwidth},RESOLUTION={width}x{height},"
+            f'CODECS="avc1.64000d,mp4a.40.2",AUDIO="aud"'
+        )
+        lines.append(f"v{height}/index.m3u8")
+    write_hls(encode_source(src_dir / "audio.mp4", duration=6, video=False), master / "audio")
+    (master / "master.m3u8").write_text("\n".join(lines) + "\n")
+    for width, height, _ in variants:
+        lib.streams[f"master_{height}p"] = StreamFacts(
+            path="/master/master.m3u8",
+            duration=6,
+            width=width,
+            height=height,
+            streams=2,
+            segments=_count(root, f"master/v{height}") + _count(root, "master/audio"),
+            segment_paths=_paths(root, f"master/v{height}") + _paths(root, "master/audio"),
+        )
+    return lib
+
+
+def _paths(root: Path, folder: str) -> tuple[str, ...]:
+    text = (root / folder / "index.m3u8").read_text()
+    return tuple(dict.fromkeys(f"/{folder}/{uri}" for uri in segment_uris(text)))
+
+
+def _count(root: Path, folder: str) -> int:
+    text = (root / folder / "index.m3u8").read_text()
+    return len(segment_uris(text))
+
+
+def _facts(root: Path, name: str, duration: float, width: int, height: int, streams: int):
+    return StreamFacts(
+        path=f"/{name}/index.m3u8",
+        duration=duration,
+        width=width,
+        height=height,
+        streams=streams,
+        segments=_count(root, name),
+        segment_paths=_paths(root, name),
+    )
+
+
+# --------------------------------------------------------------------------- checking
+
+
+@dataclass(frozen=True)
+class Decoded:
+    duration: float
+    width: int | None
+    height: int | None
+    video_frames: int
+    audio_samples: int
+    audio_rate: int | None
+    streams: int
+    codecs: tuple[str, ...]
+    errors: tuple[str, ...]
+
+    @property
+    def audio_seconds(self) -> float:
+        return self.audio_samples / self.audio_rate if self.audio_rate else 0.0
+
+
+def decode_check(path: Path) -> Decoded:
+    """Decode every frame of ``path``; errors are collected from FFmpeg's log and exceptions."""
+    errors: list[str] = []
+    frames = 0
+    samples = 0
+    width = height = rate = None
+    previous_level = av.logging.get_level()
+    av.logging.set_level(av.logging.ERROR)
+    try:
+        with av.logging.Capture() as logs, av.open(str(path)) as container:
+            duration = (container.duration or 0) / av.time_base
+            codecs = tuple(s.codec_context.name for s in container.streams)
+            streams = len(container.streams)
+            video = container.streams.video[0] if container.streams.video else None
+            audio = container.streams.audio[0] if container.streams.audio else None
+            if video is not None:
+                width, height = video.codec_context.width, video.codec_context.height
+            if audio is not None:
+                rate = audio.codec_context.sample_rate
+            wanted = [s for s in (video, audio) if s is not None]
+            try:
+                for frame in container.decode(*wanted):
+                    if isinstance(frame, av.VideoFrame):
+                        frames += 1
+                    else:
+                        samples += frame.samples
+            except av.FFmpegError as exc:
+                errors.append(f"decode: {exc}")
+        errors.extend(
+            f"{name}: {message}" for level, name, message in logs if level <= av.logging.ERROR
+        )
+    finally:
+        av.logging.set_level(previous_level)
+    return Decoded(
+        duration=duration,
+        width=width,
+        height=height,
+        video_frames=frames,
+        audio_samples=samples,
+        audio_rate=rate,
+        streams=streams,
+        codecs=codecs,
+        errors=tuple(errors),
+    )
