@@ -329,7 +329,10 @@ class TaskStore:
         output_path: str,
         learned: Mapping[str, Any],
         downloaded_bytes: int | None = None,
+        total_segments: int | None = None,
     ) -> bool:
+        """``completed``; ``total_segments`` (when known) also sets ``downloaded_segments``,
+        for a download that finished before any progress write recorded it."""
         now = now_ts()
         values: dict[str, Any] = {
             "status": Status.COMPLETED.value,
@@ -349,6 +352,8 @@ class TaskStore:
         }
         if downloaded_bytes is not None:
             values["downloaded_bytes"] = downloaded_bytes
+        if total_segments is not None:
+            values["total_segments"] = values["downloaded_segments"] = total_segments
         return self._finish(claim, values, learned)
 
     def fail(self, claim: Claim, error_message: str) -> bool:

@@ -128,7 +128,7 @@ def main() -> None:
 
 
 # Command modules register on import; keep these imports last.
-from dlstore.cli import admin  # noqa: E402, F401
+from dlstore.cli import admin, daemon, download  # noqa: E402, F401
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

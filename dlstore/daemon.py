@@ -1,0 +1,319 @@
+"""``dlstore daemon``: the loop that turns pending rows into videos.
+
+    start ─▶ housekeeping ─▶ READY=1
+      ┌─▶ reap finished runners
+      │   housekeeping, every RECLAIM_INTERVAL_SECONDS (or half the lease, if shorter):
+      │     rows whose lease expired, rows held by a dead pid of this host → pending;
+      │     rows with a status dlstore does not know → failed
+      │   claim while fewer than max_concurrent_tasks run; one TaskRunner thread each
+      │   --exit-when-idle, nothing running and nothing due → leave the loop
+      └── wait on one event: poll_interval (less up to POLL_JITTER), a runner ending,
+          a signal; never longer than the next watchdog ping
+    SIGTERM/SIGINT ─▶ STOPPING=1 ─▶ runners stop at a segment boundary and release their
+      rows (progress kept, attempt not counted) ─▶ at most SHUTDOWN_GRACE_SECONDS ─▶ return
+    a second signal ─▶ exit at once (rows are reclaimed at the next start on this host)
+
+An idle daemon wakes once per poll interval for one short read and one short write
+(the claim, which finds nothing); no transaction stays open between them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import random
+import secrets
+import signal
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from types import FrameType
+
+from dlstore.config import Settings
+from dlstore.errors import ConfigError, DlstoreError
+from dlstore.models import Status
+from dlstore.sdnotify import Notifier
+from dlstore.store import Claim, Task, TaskStore
+from dlstore.timeutil import now_ts
+from dlstore.worker import LOST, PROGRESS_INTERVAL_SECONDS, SHUTDOWN, TaskRunner
+
+#: The wait between looks for pending rows is poll_interval shortened by up to this
+#: share, so that daemons started together drift apart and a new row still starts
+#: within one poll interval.
+POLL_JITTER = 0.25
+#: How often orphaned rows are looked for (at most half the lease).
+RECLAIM_INTERVAL_SECONDS = 30.0
+#: A lease must outlast a few missed heartbeats.
+MIN_LEASE_SECONDS = 3 * PROGRESS_INTERVAL_SECONDS
+#: How long a stopping daemon waits for its downloads to reach a segment boundary.
+SHUTDOWN_GRACE_SECONDS = 20.0
+#: The wait after a database error before trying again.
+ERROR_BACKOFF_SECONDS = 5.0
+
+KNOWN_STATUSES = tuple(s.value for s in Status)
+
+
+@dataclass
+class _Running:
+    runner: TaskRunner
+    thread: threading.Thread
+    done: threading.Event = field(default_factory=threading.Event)
+    #: A runner of the same task still winding down (the row was cancelled and retried,
+    #: and claimed again before it noticed): this one starts when that one has ended.
+    previous: _Running | None = None
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists on this host and is not a zombie."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # it exists, as another user
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+            state = fh.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state not in ("Z", "X")
+
+
+class Daemon:
+    def __init__(
+        self,
+        store: TaskStore,
+        settings: Settings,
+        *,
+        notifier: Notifier | None = None,
+        exit_when_idle: bool = False,
+        host: str | None = None,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        if settings.lease_seconds < MIN_LEASE_SECONDS:
+            raise ConfigError(
+                f"lease_seconds: must be at least {MIN_LEASE_SECONDS:g} s (progress is written "
+                f"every {PROGRESS_INTERVAL_SECONDS:g} s), got {settings.lease_seconds:g}."
+            )
+        self.store = store
+        self.settings = settings
+        self.notifier = notifier or Notifier()
+        self.exit_when_idle = exit_when_idle
+        self.log = logger or logging.getLogger("dlstore.daemon")
+        self.host = host or socket.gethostname()
+        self.pid = os.getpid()
+        self.token = secrets.token_hex(4)
+        self.worker_id = f"{self.host}:{self.pid}:{self.token}"
+        self.reclaim_interval = min(RECLAIM_INTERVAL_SECONDS, settings.lease_seconds / 2)
+        self.stopping = threading.Event()
+        self._wake = threading.Event()
+        self._running: dict[str, _Running] = {}
+        self._signals = 0
+        self._status: str | None = None
+
+    # --- control -------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        self.stopping.set()
+        self._wake.set()
+
+    def install_signal_handlers(self) -> None:
+        """SIGTERM/SIGINT: stop cleanly; a second one: exit at once. Main thread only."""
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._on_signal)
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        self._signals += 1
+        name = signal.Signals(signum).name
+        if self._signals > 1:
+            os.write(2, f"dlstore daemon: second {name}: exiting at once\n".encode())
+            os._exit(128 + signum)
+        self.log.info("%s received: finishing at the next segment boundary", name)
+        self.request_stop()
+
+    # --- the loop ------------------------------------------------------------------
+
+    def run(self) -> None:
+        s = self.settings
+        self.log.info(
+            "Daemon %s started: up to %d downloads, polling every %g s, lease %g s, "
+            "output %s, work folders %s",
+            self.worker_id,
+            s.max_concurrent_tasks,
+            s.poll_interval,
+            s.lease_seconds,
+            s.output_dir,
+            s.temp_dir,
+        )
+        watchdog_every = self.notifier.watchdog_interval or math.inf
+        try:
+            self._housekeeping()
+            self._status = self._describe()
+            self.notifier.ready(self._status)
+            next_housekeeping = time.monotonic() + self.reclaim_interval
+            next_watchdog = time.monotonic()
+            while not self.stopping.is_set():
+                self._reap()
+                now = time.monotonic()
+                if now >= next_watchdog:
+                    self.notifier.watchdog()
+                    next_watchdog = now + watchdog_every
+                if now >= next_housekeeping:
+                    self._housekeeping()
+                    next_housekeeping = now + self.reclaim_interval
+                try:
+                    self._claim_while_free()
+                    if self.exit_when_idle and not self._running and not self._due_now():
+                        self.log.info("Nothing running and nothing due: exiting (--exit-when-idle)")
+                        break
+                    delay = s.poll_interval * (1 - random.uniform(0, POLL_JITTER))
+                except DlstoreError as exc:
+                    self.log.error("Cannot look for pending downloads: %s", exc)
+                    delay = max(s.poll_interval, ERROR_BACKOFF_SECONDS)
+                self._set_status(self._describe())
+                now = time.monotonic()
+                self._wait(min(delay, next_watchdog - now, next_housekeeping - now))
+        finally:
+            self._shutdown()
+
+    def _wait(self, seconds: float) -> None:
+        self._wake.wait(max(0.0, seconds))
+        self._wake.clear()
+
+    def _claim_while_free(self) -> None:
+        while len(self._running) < self.settings.max_concurrent_tasks:
+            if self.stopping.is_set():
+                return
+            found = self.store.claim(self.worker_id)
+            if found is None:
+                return
+            self._start(*found)
+
+    def _start(self, task: Task, claim: Claim) -> None:
+        runner = TaskRunner(self.store, self.settings, task, claim, logger=self.log)
+        previous = self._running.get(task.id)
+        if previous is not None:
+            previous.runner.stop(LOST)
+        running = _Running(runner, threading.Thread(), previous=previous)
+        running.thread = threading.Thread(
+            target=self._run_one, args=(running,), name=f"dlstore-task-{task.id[:8]}", daemon=True
+        )
+        self._running[task.id] = running
+        running.thread.start()
+
+    def _run_one(self, running: _Running) -> None:
+        try:
+            if running.previous is not None:
+                running.previous.thread.join()
+                running.previous = None
+            running.runner.run()
+        finally:
+            running.done.set()
+            self._wake.set()
+
+    def _reap(self) -> None:
+        for task_id in [k for k, r in self._running.items() if r.done.is_set()]:
+            del self._running[task_id]
+
+    def _due_now(self) -> bool:
+        due = self.store.next_due()
+        return due is not None and (due == "" or due <= now_ts())
+
+    # --- housekeeping ----------------------------------------------------------------
+
+    def _housekeeping(self) -> None:
+        try:
+            self._reclaim()
+            self._fail_unknown_statuses()
+        except DlstoreError as exc:
+            self.log.error("Housekeeping failed (will try again): %s", exc)
+
+    def _reclaim(self) -> None:
+        lease = self.settings.lease_seconds
+        for task_id in self.store.reclaim_expired(lease):
+            self.log.warning(
+                "[task %s] Its daemon sent no heartbeat for over %g s: back to pending",
+                task_id,
+                lease,
+            )
+        for task in self.store.held_by(self.host + ":"):
+            if task.worker_id and self._holder_is_dead(task.worker_id):
+                pid = task.worker_id.rsplit(":", 2)[1]
+                message = f"Its daemon (pid {pid}) is gone; waiting to resume"
+                if self.store.reclaim(task, message):
+                    self.log.warning(
+                        "[task %s] Its daemon (pid %s) is gone: back to pending", task.id, pid
+                    )
+
+    def _holder_is_dead(self, worker_id: str) -> bool:
+        """For ``host:pid:token`` of this host: the pid is gone, or is us in an earlier life."""
+        parts = worker_id.rsplit(":", 2)
+        if len(parts) != 3 or parts[0] != self.host:
+            return False
+        try:
+            pid = int(parts[1])
+        except ValueError:
+            return False
+        if pid == self.pid:
+            return parts[2] != self.token
+        return not pid_alive(pid)
+
+    def _fail_unknown_statuses(self) -> None:
+        for status in self.store.counts():
+            if status in KNOWN_STATUSES:
+                continue
+            message = (
+                f"The status {status!r} is not one dlstore knows ({', '.join(KNOWN_STATUSES)}), "
+                "so the task cannot run; retry it to queue it again."
+            )
+            for task in self.store.list(status=status):
+                if self.store.fail_unclaimed(task.id, message, from_status=status):
+                    self.log.warning("[task %s] Unknown status %r: failed", task.id, status)
+                else:
+                    self.log.warning(
+                        "[task %s] Unknown status %r: could not fail it", task.id, status
+                    )
+
+    # --- stopping ----------------------------------------------------------------------
+
+    def _shutdown(self) -> None:
+        running = list(self._running.values())
+        self.notifier.stopping(
+            f"Stopping: releasing {len(running)} download(s)" if running else "Stopping"
+        )
+        for item in running:
+            item.runner.stop(SHUTDOWN)
+        deadline = time.monotonic() + SHUTDOWN_GRACE_SECONDS
+        for item in running:
+            while item.thread.is_alive() and time.monotonic() < deadline:
+                item.thread.join(min(1.0, max(0.0, deadline - time.monotonic())))
+                self.notifier.watchdog()
+        stuck = [item.runner.task.id for item in running if item.thread.is_alive()]
+        if stuck:
+            self.log.error(
+                "%d download(s) did not stop within %g s (%s); their rows go back to pending "
+                "when this daemon restarts or their lease runs out",
+                len(stuck),
+                SHUTDOWN_GRACE_SECONDS,
+                ", ".join(stuck),
+            )
+        self.log.info("Daemon %s stopped", self.worker_id)
+        with contextlib.suppress(OSError):
+            self.notifier.close()
+
+    # --- status ------------------------------------------------------------------------
+
+    def _describe(self) -> str:
+        if not self._running:
+            return "Idle: waiting for pending downloads"
+        return f"Downloading {len(self._running)} of at most {self.settings.max_concurrent_tasks}"
+
+    def _set_status(self, text: str) -> None:
+        if text != self._status:
+            self._status = text
+            self.notifier.status(text)

@@ -1,0 +1,68 @@
+"""The daemon's logging: stderr (for journald or a terminal) and the config's ``log_file``.
+
+Every line about a task starts with ``[task <id>]`` (:class:`TaskLog`), so
+``journalctl -u dlstore | grep <id>`` tells one download's story. Under journald
+(the CLI passes ``journald=True`` when ``$JOURNAL_STREAM`` is set) stderr lines
+carry a ``<N>`` syslog priority prefix and no timestamp, which journald adds.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+from collections.abc import MutableMapping
+from pathlib import Path
+from typing import Any
+
+from dlstore.errors import ConfigError
+
+LOGGER_NAME = "dlstore"
+FILE_FORMAT = "%(asctime)s %(levelname)s %(message)s"
+TERMINAL_FORMAT = "%(asctime)s %(levelname)s %(message)s"
+JOURNALD_FORMAT = "<%(syslog_priority)d>%(levelname)s %(message)s"
+_SYSLOG_PRIORITY = {"DEBUG": 7, "INFO": 6, "WARNING": 4, "ERROR": 3, "CRITICAL": 2}
+
+
+class _Priority(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.syslog_priority = _SYSLOG_PRIORITY.get(record.levelname, 6)
+        return True
+
+
+def setup(level: str, log_file: Path | None, *, journald: bool = False) -> logging.Logger:
+    """Send the ``dlstore`` loggers to stderr and, if set, ``log_file`` (created if missing)."""
+    logger = logging.getLogger(LOGGER_NAME)
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+        handler.close()
+    logger.setLevel(level.upper())
+    logger.propagate = False
+
+    stderr = logging.StreamHandler()
+    if journald:
+        stderr.setFormatter(logging.Formatter(JOURNALD_FORMAT))
+        stderr.addFilter(_Priority())
+    else:
+        stderr.setFormatter(logging.Formatter(TERMINAL_FORMAT))
+    logger.addHandler(stderr)
+
+    if log_file is not None:
+        try:
+            log_file.parent.mkdir(parents=True, exist_ok=True)
+            # Reopens the file if logrotate moved it.
+            handler = logging.handlers.WatchedFileHandler(log_file, encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"log_file: cannot write the log file {log_file}: {exc}") from exc
+        handler.setFormatter(logging.Formatter(FILE_FORMAT))
+        logger.addHandler(handler)
+    return logger
+
+
+class TaskLog(logging.LoggerAdapter):
+    """A logger whose every line names its task: ``[task 5f3c…] message``."""
+
+    def __init__(self, logger: logging.Logger, task_id: str) -> None:
+        super().__init__(logger, {"task_id": task_id})
+
+    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, Any]:
+        return f"[task {self.extra['task_id']}] {msg}", kwargs  # type: ignore[index]
