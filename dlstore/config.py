@@ -119,6 +119,16 @@ class Settings:
             rate_limit_bps=_pick(chosen.bandwidth_limit, self.bandwidth_limit),
         )
 
+    def task_download_options(self, metadata: Mapping[str, Any]) -> DownloadOptions:
+        """Options for a task from its (checked) caller metadata: quality, headers,
+        format, profile. One place for rows and batch entries alike."""
+        return self.download_options(
+            profile=metadata.get("profile"),
+            quality=metadata.get("quality"),
+            headers=metadata.get("headers"),
+            output_format=metadata.get("format"),
+        )
+
     def resolved_database_url(self) -> str:
         return self.database_url or str(DEFAULT_DATABASE_PATH)
 

@@ -74,15 +74,9 @@ def prepare(task: Task, settings: Settings) -> Job:
     """Check a row and turn it into a :class:`Job`; a DlstoreError says what is wrong."""
     metadata = check_task_metadata(task.metadata_dict(), settings.profiles)
     url = check_url(task.url)
-    output_format = metadata.get("format") or "mp4"
-    options = settings.download_options(
-        profile=metadata.get("profile"),
-        quality=metadata.get("quality"),
-        headers=metadata.get("headers"),
-        output_format=output_format,
-    )
+    options = settings.task_download_options(metadata)
     output = free_output_path(
-        settings.output_dir, metadata.get("output_dir"), task.name, output_format
+        settings.output_dir, metadata.get("output_dir"), task.name, options.output_format
     )
     return Job(url, output, work_dir_for(settings.temp_dir, task.id), options)
 

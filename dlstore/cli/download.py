@@ -144,16 +144,13 @@ class BatchTask:
     metadata: dict[str, Any]  # the caller's optional keys, checked
 
     def plan(self, settings: Settings, *, overwrite: bool) -> tuple[DownloadOptions, Path]:
-        meta = self.metadata
-        fmt = meta.get("format") or "mp4"
-        options = settings.download_options(
-            profile=meta.get("profile"),
-            quality=meta.get("quality"),
-            headers=meta.get("headers"),
-            output_format=fmt,
-        )
+        options = settings.task_download_options(self.metadata)
         target = resolve_output(
-            Path(settings.output_dir), meta.get("output_dir"), self.name, fmt, overwrite=overwrite
+            Path(settings.output_dir),
+            self.metadata.get("output_dir"),
+            self.name,
+            options.output_format,
+            overwrite=overwrite,
         )
         return options, target
 
