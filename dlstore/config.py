@@ -59,7 +59,7 @@ class Settings:
     max_threads: int = 16
     max_retries: int = 3
     retry_delay: float = 2.0
-    chunk_size: int = 64 * 1024
+    chunk_size: int = 256 * 1024
     bandwidth_limit: int | None = None
     connect_timeout: float = 15.0
     read_timeout: float = 60.0

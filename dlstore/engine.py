@@ -23,7 +23,7 @@ from urllib.parse import urlsplit, urlunsplit
 import requests
 
 from dlstore.crypto import KeyStore
-from dlstore.errors import DownloadError, PlaylistError
+from dlstore.errors import CancelledError, DownloadError, PlaylistError
 from dlstore.http import (
     Retry,
     call_cancellable,
@@ -45,7 +45,7 @@ from dlstore.playlist import (
 )
 from dlstore.progress import Progress, ProgressTracker, Throttle
 from dlstore.remux import MediaInfo, concat, make_poster, probe, remux
-from dlstore.segments import Track, WorkFolder, fetch_all, jobs_for, track_files
+from dlstore.segments import Arrivals, Track, WorkFolder, fetch_all, jobs_for, track_files
 from dlstore.validate import check_url
 
 __all__ = [
@@ -142,46 +142,56 @@ def download(
     tracker = ProgressTracker(total=0)
     emit(tracker.snapshot("Fetching the playlist"), force=True)
     work = WorkFolder(Path(work_dir))
-
-    with make_session(options) as session:
-        plan = resolve_plan(session, url, options, cancel)
-        jobs = [job for track in plan.tracks for job in jobs_for(track)]
-        tracker.total = len(jobs)
-        work.prepare(plan.identity())
-        key_retry = Retry.from_options(options, cancel)
-        keys = KeyStore(
-            lambda uri: fetch_small(
-                session, uri, options=options, what=f"the AES key {describe(uri)}",
-                max_bytes=MAX_KEY_BYTES, retry=key_retry,
-            ).body
-        )  # fmt: skip
-        label = plan.variant.label if plan.variant else "the stream"
-
-        def report() -> None:
-            emit(tracker.snapshot(f"Downloading {label}: {tracker.done}/{tracker.total} segments"))
-
-        fetch_all(
-            jobs,
-            session=session,
-            options=options,
-            work=work,
-            keys=keys,
-            tracker=tracker,
-            report=report,
-            cancel=cancel,
-        )
-
     fmt = options.output_format
-    emit(tracker.snapshot(f"Joining {tracker.total} segments into {fmt.upper()}"), force=True)
-    output_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path_for(output_path, uuid.uuid4().hex[:8])
     try:
-        video_files = track_files(work, plan.tracks[0])
-        if plan.audio is None and fmt == "ts" and not plan.video.is_fmp4:
-            concat(video_files, tmp, cancel)
+        with make_session(options) as session:
+            plan = resolve_plan(session, url, options, cancel)
+            jobs = [job for track in plan.tracks for job in jobs_for(track)]
+            tracker.total = len(jobs)
+            work.prepare(plan.identity())
+            key_retry = Retry.from_options(options, cancel)
+            keys = KeyStore(
+                lambda uri: fetch_small(
+                    session, uri, options=options, what=f"the AES key {describe(uri)}",
+                    max_bytes=MAX_KEY_BYTES, retry=key_retry,
+                ).body
+            )  # fmt: skip
+            label = plan.variant.label if plan.variant else "the stream"
+
+            def report() -> None:
+                done = f"{tracker.done}/{tracker.total}"
+                emit(tracker.snapshot(f"Downloading {label}: {done} segments"))
+
+            join = _FollowingRemux.start(plan, work, tmp, fmt, cancel)
+            try:
+                fetch_all(
+                    jobs,
+                    session=session,
+                    options=options,
+                    work=work,
+                    keys=keys,
+                    tracker=tracker,
+                    report=report,
+                    cancel=cancel,
+                    on_file=join.arrivals.arrived if join else None,
+                )
+            except BaseException:
+                if join is not None:
+                    join.abandon()
+                raise
+
+        emit(tracker.snapshot(f"Joining {tracker.total} segments into {fmt.upper()}"), force=True)
+        if join is not None:
+            join.finish()
         else:
-            audio_files = track_files(work, plan.tracks[1]) if plan.audio is not None else None
-            remux(video_files, tmp, audio_files=audio_files, output_format=fmt, cancel=cancel)
+            output_path.parent.mkdir(parents=True, exist_ok=True)
+            video_files = track_files(work, plan.tracks[0])
+            if plan.audio is None and fmt == "ts" and not plan.video.is_fmp4:
+                concat(video_files, tmp, cancel)
+            else:
+                audio_files = track_files(work, plan.tracks[1]) if plan.audio else None
+                remux(video_files, tmp, audio_files=audio_files, output_format=fmt, cancel=cancel)
         media = probe(tmp)
         place_file(tmp, output_path, overwrite=overwrite)
     finally:
@@ -198,6 +208,51 @@ def download(
         segments=tracker.total,
         bytes_downloaded=tracker.fetched_bytes,
     )
+
+
+class _FollowingRemux:
+    """The remux of a single MPEG-TS track into MP4, run in a thread while the segments
+    are still arriving, so little is left to do after the last one.
+
+    Other cases (separate audio, fMP4 init sections, ``.ts`` output) are joined after
+    the download, as their inputs don't arrive in reading order or need no remux.
+    """
+
+    def __init__(self, files: list[Path], dest: Path, cancel: threading.Event) -> None:
+        self.arrivals = Arrivals()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(
+            target=self._run, args=(files, dest, cancel), name="dlstore-remux", daemon=True
+        )
+
+    @classmethod
+    def start(
+        cls, plan: DownloadPlan, work: WorkFolder, dest: Path, fmt: str, cancel: threading.Event
+    ) -> _FollowingRemux | None:
+        if fmt != "mp4" or plan.audio is not None or plan.video.is_fmp4:
+            return None
+        join = cls(track_files(work, plan.tracks[0]), dest, cancel)
+        join._thread.start()
+        return join
+
+    def _run(self, files: list[Path], dest: Path, cancel: threading.Event) -> None:
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            remux(files, dest, output_format="mp4", cancel=cancel, wait=self.arrivals.wait)
+        except BaseException as exc:  # handed to the engine's thread by finish()
+            self._error = exc
+
+    def finish(self) -> None:
+        """Wait for the remux of the (now complete) files; raise what it raised."""
+        self.arrivals.stop(DownloadError("A segment file vanished from the work folder."))
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+    def abandon(self) -> None:
+        """Stop the remux (the download failed) and wait until its file is closed."""
+        self.arrivals.stop(CancelledError())
+        self._thread.join()
 
 
 def resolve_plan(

@@ -21,7 +21,7 @@ class DownloadOptions:
     threads: int = 8
     max_retries: int = 3
     retry_delay: float = 2.0  # first backoff delay in seconds; doubles each try, with jitter
-    chunk_size: int = 64 * 1024
+    chunk_size: int = 256 * 1024
     connect_timeout: float = 15.0
     read_timeout: float = 60.0
     rate_limit_bps: int | None = None  # overall bandwidth cap in bytes per second

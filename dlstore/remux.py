@@ -21,7 +21,7 @@ import itertools
 import os
 import shutil
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -148,6 +148,47 @@ class ConcatReader(io.RawIOBase):
         super().close()
 
 
+class FollowReader(io.RawIOBase):
+    """A read-only, forward-only file over several files back to back, one open at a time.
+
+    ``wait(path)`` is called before each file is opened: it returns once the file is
+    complete (or raises), so the files can be read while later ones are still being
+    fetched. Not seekable: FFmpeg then reads straight through, as from a pipe.
+    """
+
+    def __init__(self, paths: Sequence[Path], wait: Callable[[Path], None]) -> None:
+        super().__init__()
+        self._paths = iter(paths)
+        self._wait = wait
+        self._file: io.FileIO | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            return b"".join(iter(lambda: self.read(READ_BUFFER), b""))
+        while size:
+            if self._file is None:
+                path = next(self._paths, None)
+                if path is None:
+                    return b""
+                self._wait(path)
+                self._file = open(path, "rb", buffering=0)  # noqa: SIM115 - kept open
+            data = self._file.read(size)
+            if data:
+                return data
+            self._file.close()
+            self._file = None
+        return b""
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        super().close()
+
+
 def concat(paths: Sequence[Path], dest: Path, cancel: threading.Event | None = None) -> None:
     """Write the files back to back into ``dest``."""
     with open(dest, "wb") as out:
@@ -208,9 +249,15 @@ class _Timeline:
 class _Input:
     """One track's files opened as a container, with the streams we keep from it."""
 
-    def __init__(self, files: Sequence[Path], kinds: tuple[str, ...], label: str) -> None:
+    def __init__(
+        self,
+        files: Sequence[Path],
+        kinds: tuple[str, ...],
+        label: str,
+        wait: Callable[[Path], None] | None = None,
+    ) -> None:
         self.label = label
-        self.reader = ConcatReader(files)
+        self.reader = ConcatReader(files) if wait is None else FollowReader(files, wait)
         try:
             self.container = av.open(self.reader, "r", buffer_size=READ_BUFFER)
         except av.FFmpegError as exc:
@@ -219,6 +266,9 @@ class _Input:
                 f"The downloaded {label} could not be read as video ({exc}); "
                 "the server may have sent something other than the stream's segments."
             ) from exc
+        except BaseException:  # e.g. the download stopped while waiting for the first file
+            self.reader.close()
+            raise
         self.streams = [s for s in self.container.streams if s.type in kinds]
         self.packets = self._demux()  # one generator: _head reads ahead, _placed goes on
 
@@ -240,20 +290,25 @@ def remux(
     audio_files: Sequence[Path] | None = None,
     output_format: str = "mp4",
     cancel: threading.Event | None = None,
+    wait: Callable[[Path], None] | None = None,
 ) -> None:
-    """Copy the streams of the joined files into ``dest`` (MP4 with faststart, or MPEG-TS)."""
+    """Copy the streams of the joined files into ``dest`` (MP4 with faststart, or MPEG-TS).
+
+    With ``wait``, the files are read as they arrive: ``wait(path)`` returns once
+    ``path`` is complete (see :class:`FollowReader`).
+    """
     if output_format not in OUTPUT_FORMATS:
         raise RemuxError(f"Unknown output format {output_format!r}; use mp4 or ts.")
     inputs: list[_Input] = []
     try:
         with contextlib.ExitStack() as stack:
             if audio_files:
-                inputs.append(_Input(video_files, ("video",), "video"))
-                inputs.append(_Input(audio_files, ("audio",), "audio"))
+                sources = [(video_files, ("video",), "video"), (audio_files, ("audio",), "audio")]
             else:
-                inputs.append(_Input(video_files, ("video", "audio"), "video"))
-            for item in inputs:
-                stack.callback(item.close)
+                sources = [(video_files, ("video", "audio"), "video")]
+            for files, kinds, label in sources:
+                inputs.append(_Input(files, kinds, label, wait))
+                stack.callback(inputs[-1].close)
             if not any(item.streams for item in inputs):
                 raise RemuxError("The downloaded segments contain no video or audio stream.")
             _mux(inputs, dest, output_format, cancel)

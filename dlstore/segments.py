@@ -205,6 +205,35 @@ class WorkFolder:
             return None
 
 
+class Arrivals:
+    """Lets another thread wait for files of the work folder to be complete, in any order.
+
+    Fetch threads call :meth:`arrived` after a file is renamed into place; a file
+    that exists is complete (files are renamed in only once checked). :meth:`stop`
+    wakes every waiter for good: a file still missing then raises ``error``.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._error: BaseException | None = None
+
+    def arrived(self, job: FetchJob | None = None) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+    def stop(self, error: BaseException) -> None:
+        with self._cond:
+            self._error = error
+            self._cond.notify_all()
+
+    def wait(self, path: Path) -> None:
+        with self._cond:
+            while not path.exists():
+                if self._error is not None:
+                    raise self._error
+                self._cond.wait(TICK_SECONDS)
+
+
 # --------------------------------------------------------------------------- bandwidth cap
 
 
@@ -293,6 +322,7 @@ class FetchContext:
     stop: threading.Event
     bucket: TokenBucket | None
     active: _ActiveResponses
+    on_file: Callable[[FetchJob], None] | None = None
 
 
 def fetch_all(
@@ -305,9 +335,11 @@ def fetch_all(
     tracker: ProgressTracker,
     report: Callable[[], None],
     cancel: threading.Event | None = None,
+    on_file: Callable[[FetchJob], None] | None = None,
 ) -> None:
     """Fetch every job not already in ``work``; ``report()`` is called about 4 times a second.
 
+    ``on_file(job)`` is called (in a fetch thread) as soon as a job's file is in place.
     Raises the first failure (after stopping the other threads), or CancelledError.
     """
     stop = threading.Event()
@@ -320,6 +352,7 @@ def fetch_all(
         stop=stop,
         bucket=TokenBucket(options.rate_limit_bps) if options.rate_limit_bps else None,
         active=_ActiveResponses(),
+        on_file=on_file,
     )
     pending = []
     for job in jobs:
@@ -428,6 +461,8 @@ def _attempt(ctx: FetchContext, job: FetchJob, key: bytes | None) -> None:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
+    if ctx.on_file is not None:
+        ctx.on_file(job)
 
 
 def _stream_body(

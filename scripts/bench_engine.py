@@ -1,24 +1,37 @@
 #!/usr/bin/env python3
 """Benchmark dlstore's HLS engine against ffmpeg, yt-dlp and aria2c on a local server.
 
-    python scripts/bench_engine.py [--size-mb 48] [--runs 3] [--cap-mib 1] [--latency 0.05]
+    python scripts/bench_engine.py [--size-mb 256] [--runs 3] [--cap-mib 1] [--latency 0.05]
+                                   [--baseline DIR]
 
-Two scenarios, the same stream (H.264 + AAC in MPEG-TS, 1 s segments):
+Two scenarios, the same stream (H.264 + AAC in MPEG-TS, 1 s segments of ~2 MB):
 
 - ``cap``:     every connection capped at --cap-mib MiB/s (like a CDN's per-connection limit)
 - ``latency``: every request answered after --latency seconds, no bandwidth cap
 
+The stream is made once (cached under --media-dir): an 8 s 720p lossless clip is
+encoded, then copied (with shifted timestamps, no re-encoding) until it is
+--size-mb long, so a big stream takes seconds to make and start-up costs don't
+dominate "per GB" figures.
+
 Each peer runs as a child process under GNU time (``apt-get install time``), which
 reports wall seconds, CPU seconds (user + system, children included) and peak RSS;
 without it wait4() is used, whose peak RSS cannot go below this script's own (a
-forked child inherits its parent's high-water mark). Figures are medians of --runs runs.
-The media is generated in a subprocess so that this process stays small.
-Peers that are not installed are skipped, with a line saying so. Not a test: it prints.
+forked child inherits its parent's high-water mark). dlstore also reports its own
+split: CPU spent in the remux (PyAV joining the segments into MP4, whichever thread
+runs it) and before its first line runs (interpreter start and imports), so its
+CPU per GB can be set beside aria2c's (which only fetches) like for like.
+``--baseline DIR`` adds a "dlstore@base" row running the dlstore package found in
+DIR (e.g. ``git archive HEAD | tar -x -C DIR``), for before/after in one run.
+Figures are medians of --runs runs. The media is generated in a subprocess so that
+this process stays small. Peers that are not installed are skipped, with a line
+saying so. Not a test: it prints.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import statistics
@@ -27,6 +40,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,13 +49,34 @@ sys.path.insert(0, str(ROOT))
 from tests.support.hls_server import HlsServer  # noqa: E402  (stdlib only: keeps RSS low)
 
 MIB = 1 << 20
+MAX_FFMPEG_CAP_SECONDS = 90
+REPORT_NAME = ".dlstore-report.json"
+CLIP_SECONDS = 8
 DLSTORE_RUNNER = """
-import sys
+import json, resource, sys, time
+def cpu():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+startup = cpu()
 from pathlib import Path
-from dlstore.engine import download
+import dlstore.engine as engine
 from dlstore.options import DownloadOptions
-url, out, work, threads = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4])
-download(url, out, work_dir=work, options=DownloadOptions(threads=threads, retry_delay=0.2))
+imported = cpu()
+remux_cpu = []
+def timed(step):
+    def run(*args, **kwargs):
+        started = time.thread_time()
+        try:
+            return step(*args, **kwargs)
+        finally:
+            remux_cpu.append(time.thread_time() - started)
+    return run
+engine.remux, engine.concat = timed(engine.remux), timed(engine.concat)
+url, out, work, threads, report = sys.argv[1:6]
+options = DownloadOptions(threads=int(threads), retry_delay=0.2)
+engine.download(url, Path(out), work_dir=Path(work), options=options)
+split = {"startup": startup, "imports": imported - startup, "remux": sum(remux_cpu)}
+Path(report).write_text(json.dumps(split))
 """
 
 
@@ -50,6 +85,9 @@ class Sample:
     wall: float
     cpu: float
     rss_mb: float
+    remux: float | None = None  # dlstore only: CPU s in the remux step
+    startup: float | None = None  # dlstore only: CPU s before its first line (interpreter)
+    imports: float | None = None  # dlstore only: CPU s importing dlstore
 
 
 @dataclass
@@ -61,6 +99,9 @@ class Row:
 
     def median(self, attr: str) -> float:
         return statistics.median(getattr(s, attr) for s in self.samples)
+
+    def has(self, attr: str) -> bool:
+        return all(getattr(s, attr) is not None for s in self.samples)
 
 
 # --------------------------------------------------------------------------- media
@@ -81,33 +122,54 @@ def make_stream(folder: Path, size_mb: int) -> Path:
 
 
 def _make_stream(folder: Path, size_mb: int) -> None:
-    """A ~size_mb MB HLS stream (640x360 lossless H.264, ~0.5 MB/s, 1 s segments)."""
+    """A ~size_mb MB HLS stream: an 8 s 1280x720 lossless H.264 + AAC clip (~2 MB/s),
+    repeated with shifted timestamps (stream copy) and cut into 1 s segments."""
     import av
 
     from tests.support.media import write_hls
 
     folder.mkdir(parents=True, exist_ok=True)
-    seconds = max(8, size_mb * 2)
-    source = folder / "source.mp4"
-    out = av.open(str(source), "w", format="mp4")
+    clip = folder / "clip.mp4"
+    out = av.open(str(clip), "w", format="mp4")
     video = out.add_stream(
         "libx264",
         rate=25,
         options={"preset": "ultrafast", "qp": "0", "g": "25", "keyint_min": "25",
                  "sc_threshold": "0"},
     )  # fmt: skip
-    video.width, video.height, video.pix_fmt = 640, 360, "yuv420p"
+    video.width, video.height, video.pix_fmt = 1280, 720, "yuv420p"
     audio = out.add_stream("aac", rate=48000, layout="stereo")
-    with av.open(f"testsrc2=size=640x360:rate=25:duration={seconds}", format="lavfi") as src:
+    with av.open(f"testsrc2=size=1280x720:rate=25:duration={CLIP_SECONDS}", format="lavfi") as src:
         for frame in src.decode(video=0):
             out.mux(video.encode(frame.reformat(format="yuv420p")))
     out.mux(video.encode(None))
-    with av.open(f"sine=frequency=440:sample_rate=48000:duration={seconds}", format="lavfi") as src:
+    with av.open(f"sine=frequency=440:sample_rate=48000:duration={CLIP_SECONDS}", "r",
+                 format="lavfi") as src:  # fmt: skip
         for frame in src.decode(audio=0):
             frame.pts = None
             out.mux(audio.encode(frame))
     out.mux(audio.encode(None))
     out.close()
+    repeats = max(1, -(-size_mb * 1_000_000 // clip.stat().st_size))
+    with av.open(str(clip)) as src:
+        # one period, in seconds, that every stream's packets fit in: no overlap between copies
+        period = max(float(s.duration * s.time_base) for s in src.streams)
+    period = Fraction(period).limit_denominator(25) + Fraction(1, 25)
+    source = folder / "source.ts"
+    with av.open(str(source), "w", format="mpegts") as dest:
+        with av.open(str(clip)) as src:
+            mapping = {s.index: dest.add_stream_from_template(s) for s in src.streams}
+        for copy in range(repeats):
+            with av.open(str(clip)) as src:
+                for packet in src.demux():
+                    if packet.dts is None:
+                        continue
+                    shift = int(copy * period / packet.time_base)
+                    packet.dts += shift
+                    packet.pts += shift
+                    packet.stream = mapping[packet.stream_index]
+                    dest.mux(packet)
+    clip.unlink()
     write_hls(source, folder / "hls")
     source.unlink()
 
@@ -140,14 +202,18 @@ def measure(argv: list[str], cwd: Path) -> Sample:
     return Sample(wall=wall, cpu=usage.ru_utime + usage.ru_stime, rss_mb=usage.ru_maxrss / 1024)
 
 
-def peers(url: str, urls_file: Path, out_dir: Path, threads: list[int]):
+def peers(url: str, urls_file: Path, out_dir: Path, threads: list[int], baseline: Path | None):
     """(tool, threads, argv factory) for every installed peer; prints what is skipped."""
     python = sys.executable
     found = []
+    dlstores = [("dlstore", [python])]
+    if baseline is not None:  # PYTHONPATH wins over the editable install
+        dlstores.append(("dlstore@base", ["env", f"PYTHONPATH={baseline}", python]))
     for n in threads:
-        found.append(("dlstore", n, lambda run, n=n: [
-            python, "-c", DLSTORE_RUNNER, url, str(out_dir / f"dl-{n}-{run}.mp4"),
-            str(out_dir / f"work-{n}-{run}"), str(n)]))  # fmt: skip
+        for name, prefix in dlstores:
+            found.append((name, n, lambda run, n=n, prefix=prefix: [
+                *prefix, "-c", DLSTORE_RUNNER, url, str(out_dir / f"dl-{n}-{run}.mp4"),
+                str(out_dir / f"work-{n}-{run}"), str(n), str(out_dir / REPORT_NAME)]))  # fmt: skip
     ytdlp = shutil.which("yt-dlp") or _venv_tool("yt-dlp")
     if ytdlp:
         for n in (8, 16):
@@ -180,7 +246,7 @@ def _venv_tool(name: str) -> str | None:
     return str(candidate) if candidate.exists() else None
 
 
-def run_scenario(name, server, playlist_path, media_root, args) -> list[Row]:
+def run_scenario(name, server, playlist_path, media_root, total_bytes, args) -> list[Row]:
     url = server.url(playlist_path)
     text = (media_root / playlist_path.lstrip("/")).read_text()
     base = url.rsplit("/", 1)[0]
@@ -189,14 +255,24 @@ def run_scenario(name, server, playlist_path, media_root, args) -> list[Row]:
         tmp_path = Path(tmp)
         urls_file = tmp_path / "urls.txt"
         urls_file.write_text("\n".join(f"{base}/{u}" for u in segment_uris(text)) + "\n")
-        for tool, threads, argv in peers(url, urls_file, tmp_path, args.threads):
+        for tool, threads, argv in peers(url, urls_file, tmp_path, args.threads, args.baseline):
             runs = args.runs
             note = ""
             if tool == "ffmpeg" and name == "cap":
+                seconds = total_bytes / (args.cap_mib * MIB)
+                if seconds > MAX_FFMPEG_CAP_SECONDS:
+                    print(f"  {name:8s} skip ffmpeg: one connection would take {seconds:.0f} s")
+                    continue
                 runs, note = 1, "1 run (one connection: slow)"
             samples = []
             for run in range(runs):
-                samples.append(measure(argv(run), tmp_path))
+                sample = measure(argv(run), tmp_path)
+                report_file = tmp_path / REPORT_NAME
+                if report_file.exists():
+                    split = json.loads(report_file.read_text())
+                    sample.remux, sample.startup = split["remux"], split["startup"]
+                    sample.imports = split["imports"]
+                samples.append(sample)
                 for leftover in tmp_path.iterdir():  # keep the disk tidy between runs
                     if leftover.name not in ("urls.txt", ".time.txt"):
                         if leftover.is_dir():
@@ -214,38 +290,53 @@ def run_scenario(name, server, playlist_path, media_root, args) -> list[Row]:
 def report(name: str, rows: list[Row], total_bytes: int, args) -> None:
     gb = total_bytes / 1e9
     print(f"\n== {name}: {total_bytes / MIB:.1f} MiB, medians of {args.runs} runs ==")
-    print(f"{'tool':22s}{'N':>4s}{'wall s':>9s}{'CPU s':>8s}{'CPU s/GB':>10s}{'RSS MB':>8s}  note")
+    print(
+        f"{'tool':22s}{'N':>4s}{'wall s':>9s}{'CPU s':>8s}{'CPU s/GB':>10s}"
+        f"{'fetch':>7s}{'remux':>7s}{'start':>7s}{'RSS MB':>8s}  note"
+    )
     for row in rows:
+        split = ""
+        if row.has("remux"):
+            remux = row.median("remux") / gb
+            start = (row.median("startup") + row.median("imports")) / gb
+            fetch = row.median("cpu") / gb - remux - start
+            split = f"{fetch:7.1f}{remux:7.1f}{start:7.1f}"
         print(
             f"{row.tool:22s}{row.threads or '':>4}{row.median('wall'):9.2f}"
-            f"{row.median('cpu'):8.2f}{row.median('cpu') / gb:10.1f}"
+            f"{row.median('cpu'):8.2f}{row.median('cpu') / gb:10.1f}{split:21s}"
             f"{row.median('rss_mb'):8.1f}  {row.note}"
         )
+    print("(fetch / remux / start: dlstore's CPU s per GB split into fetching, the remux, and "
+          "interpreter start-up + imports)")  # fmt: skip
     by = {(r.tool, r.threads): r for r in rows}
     aria = [r for r in rows if r.tool.startswith("aria2c")]
-    for n in args.threads:
-        ours = by.get(("dlstore", n))
+    for tool, n in ((t, n) for n in args.threads for t in ("dlstore", "dlstore@base")):
+        ours = by.get((tool, n))
         if ours is None:
             continue
         if name == "cap":
             limit = total_bytes / (args.cap_mib * MIB * n)
-            print(f"dlstore N={n}: wall / physical limit ({limit:.2f} s) = "
+            print(f"{tool} N={n}: wall / physical limit ({limit:.2f} s) = "
                   f"{ours.median('wall') / limit:.3f} (target ≤ 1.15)")  # fmt: skip
         peer = by.get(("yt-dlp", n))
         if peer is not None:
-            print(f"dlstore N={n}: wall / yt-dlp -N {n} = "
+            print(f"{tool} N={n}: wall / yt-dlp -N {n} = "
                   f"{ours.median('wall') / peer.median('wall'):.3f} (target ≤ 1.0)")  # fmt: skip
         same_aria = next((r for r in aria if r.threads == n), None)
         if same_aria is not None:
-            print(f"dlstore N={n}: CPU / aria2c CPU = "
-                  f"{ours.median('cpu') / max(same_aria.median('cpu'), 1e-3):.2f} "
+            theirs = max(same_aria.median("cpu"), 1e-3)
+            print(f"{tool} N={n}: CPU / aria2c CPU = {ours.median('cpu') / theirs:.2f} "
                   "(target ≤ 2; aria2c only fetches, dlstore also remuxes to MP4)")  # fmt: skip
-        print(f"dlstore N={n}: peak RSS {ours.median('rss_mb'):.0f} MB (target < 150)")
+            if ours.has("remux"):
+                fetch_only = ours.median("cpu") - ours.median("remux")
+                print(f"{tool} N={n}: CPU without the remux / aria2c CPU = "
+                      f"{fetch_only / theirs:.2f} (like for like)")  # fmt: skip
+        print(f"{tool} N={n}: peak RSS {ours.median('rss_mb'):.0f} MB (target < 150)")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[1])
-    parser.add_argument("--size-mb", type=int, default=48)
+    parser.add_argument("--size-mb", type=int, default=256)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--cap-mib", type=float, default=1.0, help="per-connection cap, MiB/s")
     parser.add_argument("--latency", type=float, default=0.05, help="per-request delay, s")
@@ -253,6 +344,7 @@ def main() -> None:
     parser.add_argument("--media-dir", type=Path, default=Path(tempfile.gettempdir()) /
                         "dlstore-bench-media")  # fmt: skip
     parser.add_argument("--scenario", choices=["cap", "latency", "both"], default="both")
+    parser.add_argument("--baseline", type=Path, help="also run the dlstore package in DIR")
     parser.add_argument("--make-media", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.make_media:
@@ -271,7 +363,7 @@ def main() -> None:
                 server.rate_limit_bps = int(args.cap_mib * MIB)
             else:
                 server.latency = args.latency
-            rows = run_scenario(name, server, "/hls/index.m3u8", folder, args)
+            rows = run_scenario(name, server, "/hls/index.m3u8", folder, total, args)
         report(name, rows, total, args)
 
 

@@ -198,6 +198,24 @@ def test_permanently_missing_segment_fails_clearly_and_leaves_no_file(
     assert not (tmp_path / "out" / "video.mp4").exists()
     assert (tmp_path / "work-video").is_dir()  # kept for a later resume
     assert not list((tmp_path / "work-video").glob("*.part"))
+    assert not list((tmp_path / "out").glob("*.part"))
+    assert not [t for t in threading.enumerate() if t.name == "dlstore-remux"]
+
+
+def test_single_ts_track_is_remuxed_while_it_downloads(
+    hls_media, hls_server, fast_options, tmp_path
+):
+    hls_server.latency = 0.05
+    options = dataclasses.replace(fast_options, threads=1)
+    remuxing = []
+
+    def on_progress(progress: Progress) -> None:
+        if progress.message.startswith("Downloading"):
+            remuxing.append(any(t.name == "dlstore-remux" for t in threading.enumerate()))
+
+    result = run(hls_server, "/plain/index.m3u8", tmp_path, options, on_progress=on_progress)
+    assert_plays(result, hls_media["plain"])
+    assert remuxing and all(remuxing)
 
 
 def test_segment_that_keeps_failing_is_a_transient_error_naming_it(
@@ -247,10 +265,11 @@ def test_cancel_stops_quickly_and_a_rerun_resumes(hls_media, hls_server, fast_op
     with pytest.raises(CancelledError):
         run(hls_server, facts.path, tmp_path, options, on_progress=on_progress, cancel=cancel)
     for thread in threading.enumerate():
-        if thread.name.startswith("dlstore-fetch"):
+        if thread.name.startswith(("dlstore-fetch", "dlstore-remux")):
             thread.join(timeout=5)
             assert not thread.is_alive()
     work = tmp_path / "work-video"
+    assert not list((tmp_path / "out").glob("*.part"))  # the remux's temp file is gone
     finished = sorted(work.glob("video-*.seg"))
     assert 1 <= len(finished) < facts.segments
     assert not (tmp_path / "out" / "video.mp4").exists()

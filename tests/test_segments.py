@@ -4,7 +4,9 @@ the decryptor and the concatenating reader."""
 from __future__ import annotations
 
 import json
+import os
 import threading
+import time
 
 import pytest
 
@@ -12,8 +14,16 @@ from dlstore.crypto import Decryptor, KeyStore, parse_key
 from dlstore.errors import CancelledError, DownloadError, SegmentError
 from dlstore.playlist import parse_playlist
 from dlstore.progress import ProgressTracker, Throttle
-from dlstore.remux import ConcatReader
-from dlstore.segments import TokenBucket, Track, TsChecker, WorkFolder, jobs_for, track_files
+from dlstore.remux import ConcatReader, FollowReader
+from dlstore.segments import (
+    Arrivals,
+    TokenBucket,
+    Track,
+    TsChecker,
+    WorkFolder,
+    jobs_for,
+    track_files,
+)
 from tests.support.media import aes_encrypt
 
 
@@ -253,4 +263,37 @@ def test_concat_reader_reads_and_seeks_across_files(tmp_path):
     assert reader.tell() == 7
     reader.seek(1)
     assert reader.read(1) == b"b"
+    reader.close()
+
+
+def test_follow_reader_reads_files_as_they_arrive(tmp_path):
+    paths = [tmp_path / f"{n}.bin" for n in range(3)]
+    arrivals = Arrivals()
+    reader = FollowReader(paths, arrivals.wait)
+
+    def fetch() -> None:  # out of order, like parallel fetch threads
+        for n, data in ((2, b"gh"), (0, b"abc"), (1, b"def")):
+            time.sleep(0.05)
+            part = paths[n].with_suffix(".part")
+            part.write_bytes(data)
+            os.replace(part, paths[n])  # complete files are renamed into place
+            arrivals.arrived()
+
+    writer = threading.Thread(target=fetch)
+    writer.start()
+    assert reader.read() == b"abcdefgh"
+    assert reader.read(4) == b""
+    assert not reader.seekable()
+    writer.join()
+    reader.close()
+
+
+def test_arrivals_stop_wakes_a_waiting_reader_with_the_error(tmp_path):
+    arrivals = Arrivals()
+    reader = FollowReader([tmp_path / "never.bin"], arrivals.wait)
+    threading.Timer(0.05, arrivals.stop, args=(CancelledError(),)).start()
+    started = time.monotonic()
+    with pytest.raises(CancelledError):
+        reader.read(10)
+    assert time.monotonic() - started < 1
     reader.close()
