@@ -153,6 +153,13 @@ def current_revision(engine: Engine) -> str | None:
 def ensure_migrated(engine: Engine, head: str) -> None:
     """Raise NotMigratedError unless the database is at migration ``head``."""
     where = describe(str(engine.url))
+    database = engine.url.database
+    if is_sqlite(engine) and database not in (None, "", ":memory:") and not Path(database).exists():
+        # Checked before connecting, which would leave an empty file behind.
+        raise NotMigratedError(
+            f"The SQLite database {database} does not exist yet: run `dlstore db upgrade` "
+            "to create it."
+        )
     revision = current_revision(engine)
     with engine.connect() as conn:
         has_table = inspect(conn).has_table(TABLE_NAME)

@@ -176,6 +176,13 @@ def test_retry_of_completed_and_cancel_of_failed_are_refused(store: TaskStore, m
     assert "is failed" in run("cancel", failed.id, "--db", migrated_url, code=1).stderr
 
 
+def test_missing_sqlite_file_is_not_created_by_a_read(tmp_path):
+    missing = tmp_path / "typo.sqlite"
+    result = run("list", "--db", str(missing), code=1)
+    assert "does not exist yet: run `dlstore db upgrade`" in result.stderr
+    assert not missing.exists()
+
+
 def test_never_migrated_database_says_to_upgrade(db_url):
     for args in (["list"], ["status", "x"], ["add", "https://e/a.m3u8", "--name", "a"]):
         result = run(*args, "--db", db_url, code=1)
