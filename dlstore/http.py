@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
+import errno
 import random
 import socket
 import threading
@@ -155,6 +156,11 @@ def _retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
+#: Local errors that are not the network's fault, when writing what was fetched.
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
+_NOT_WRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS}
+
+
 @contextmanager
 def translate_errors(what: str) -> Iterator[None]:
     """Map requests/urllib3/socket exceptions raised inside to dlstore errors."""
@@ -179,11 +185,22 @@ def translate_errors(what: str) -> Iterator[None]:
         requests.exceptions.ConnectionError,
         requests.exceptions.ChunkedEncodingError,
         requests.exceptions.ContentDecodingError,
-        OSError,
     ) as exc:
         raise HttpError(f"The connection broke while fetching {what} ({_root(exc)}).") from exc
     except requests.exceptions.RequestException as exc:
         raise DownloadError(f"Fetching {what} failed ({_root(exc)}).") from exc
+    except OSError as exc:  # after requests' own (they are OSErrors too)
+        if exc.errno in _DISK_FULL:
+            raise TransientDownloadError(
+                f"The disk is full: could not save {what} ({exc.strerror}). Free some space; "
+                "the download resumes where it stopped."
+            ) from exc
+        if exc.errno in _NOT_WRITABLE:
+            raise DownloadError(
+                f"Could not save {what} ({exc.strerror}: {exc.filename or 'the work folder'}). "
+                "Check that the work and output folders are writable."
+            ) from exc
+        raise HttpError(f"The connection broke while fetching {what} ({_root(exc)}).") from exc
 
 
 def _root(exc: BaseException) -> str:

@@ -5,6 +5,7 @@ Mostly through a fake transport mounted on the session; a few against the local 
 
 from __future__ import annotations
 
+import errno
 import io
 import random
 import threading
@@ -19,7 +20,7 @@ from dlstore.errors import (
     TransientDownloadError,
     UnsupportedStreamError,
 )
-from dlstore.http import Retry, _retry_after, fetch_small, make_session
+from dlstore.http import Retry, _retry_after, fetch_small, make_session, translate_errors
 from dlstore.options import DownloadOptions
 from dlstore.playlist import ByteRange
 from dlstore.validate import check_url
@@ -287,3 +288,25 @@ def test_connection_resets_and_truncation_from_a_real_server_are_retried(hls_ser
     assert len(body) % 188 == 0 and body[0] == 0x47
     assert hls_server.hits["/plain/index.m3u8"] == 2
     assert hls_server.hits["/plain/seg-000.ts"] == 2
+
+
+@pytest.mark.parametrize(
+    ("error", "kind", "text"),
+    [
+        (OSError(errno.ENOSPC, "No space left on device"), TransientDownloadError, "disk is full"),
+        (PermissionError(errno.EACCES, "Permission denied", "/w/seg.part"), DownloadError,
+         "writable"),
+        (ConnectionResetError(errno.ECONNRESET, "Connection reset by peer"),
+         TransientDownloadError, "connection broke"),
+        (requests.exceptions.ConnectionError("refused"), TransientDownloadError,
+         "connection broke"),
+        (requests.exceptions.RequestException("odd"), DownloadError, "failed"),
+    ],
+)  # fmt: skip
+def test_translate_errors_tells_disk_trouble_from_network_trouble(error, kind, text):
+    with pytest.raises(DownloadError) as info, translate_errors("segment 3"):
+        raise error
+    assert type(info.value) is kind or (kind is TransientDownloadError and info.value.transient)
+    assert text in str(info.value) and "segment 3" in str(info.value)
+    if kind is DownloadError:
+        assert not info.value.transient
