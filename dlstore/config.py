@@ -20,7 +20,8 @@ from typing import Any
 import yaml
 
 from dlstore.errors import ConfigError
-from dlstore.options import OUTPUT_FORMATS, DownloadOptions
+from dlstore.options import DownloadOptions
+from dlstore.validate import check_format
 
 DEFAULT_CONFIG_PATH = Path("config") / "downloader.yaml"
 DEFAULT_DATABASE_PATH = Path("data") / "dlstore.sqlite"
@@ -101,11 +102,7 @@ class Settings:
         threads = threads or chosen.threads or self.default_threads
         if threads < 1 or threads > self.max_threads:
             raise ConfigError(f"threads must be between 1 and max_threads ({self.max_threads}).")
-        output_format = output_format or "mp4"
-        if output_format not in OUTPUT_FORMATS:
-            raise ConfigError(
-                f"Unknown format {output_format!r}; use one of {', '.join(OUTPUT_FORMATS)}."
-            )
+        output_format = check_format(output_format or "mp4")
         return DownloadOptions(
             quality=quality or "best",
             headers=MappingProxyType(dict(headers or {})),

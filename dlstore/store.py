@@ -318,10 +318,6 @@ class TaskStore:
             values["message"] = message
         return self._fenced(claim, values)
 
-    def record_metadata(self, claim: Claim, learned: Mapping[str, Any]) -> bool:
-        """Merge what dlstore learned (e.g. the chosen variant) into the row's metadata."""
-        return self._finish(claim, {}, learned)
-
     def complete(
         self,
         claim: Claim,
