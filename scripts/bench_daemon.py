@@ -29,14 +29,11 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # the sample-media maker, the HLS server and the API's SQL
-
-from dlstore import migrate  # noqa: E402
-from dlstore.timeutil import parse_ts  # noqa: E402
-from tests.support.api import RustApi  # noqa: E402
-from tests.support.hls_server import HlsServer  # noqa: E402
-from tests.support.media import encode_source, write_hls  # noqa: E402
+from dlstore import migrate
+from dlstore.testing.hls_server import HlsServer
+from dlstore.testing.media import encode_source, write_hls
+from dlstore.testing.rust_api import RustApi
+from dlstore.timeutil import parse_ts
 
 CLAIM_SLACK_S = 0.100
 API_P99_TARGET_S = 0.050

@@ -43,10 +43,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from tests.support.hls_server import HlsServer  # noqa: E402  (stdlib only: keeps RSS low)
+from dlstore.testing.hls_server import HlsServer  # stdlib only: keeps RSS low
 
 MIB = 1 << 20
 MAX_FFMPEG_CAP_SECONDS = 90
@@ -126,7 +123,7 @@ def _make_stream(folder: Path, size_mb: int) -> None:
     repeated with shifted timestamps (stream copy) and cut into 1 s segments."""
     import av
 
-    from tests.support.media import write_hls
+    from dlstore.testing.media import write_hls
 
     folder.mkdir(parents=True, exist_ok=True)
     clip = folder / "clip.mp4"

@@ -26,20 +26,12 @@ import tempfile
 import threading
 import time
 import uuid
-from datetime import datetime, timezone
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # the sample-media maker and the HLS server live in tests/support
+from dlstore.testing import rust_api  # the Rust API's SQL, word for word (CONTRACT.md §2)
+from dlstore.testing.hls_server import HlsServer
+from dlstore.testing.media import decode_check, encode_source, write_hls
 
-from tests.support.hls_server import HlsServer  # noqa: E402
-from tests.support.media import decode_check, encode_source, write_hls  # noqa: E402
-
-#: The Rust API's POST /api/download/create, word for word (CONTRACT.md §2).
-API_CREATE = (
-    "INSERT INTO download_tasks (id, name, url, status, created_at, metadata) "
-    "VALUES (?, ?, ?, 'pending', ?, ?)"
-)
 CONFIG = """\
 # The video manager's config/downloader.yaml, trimmed to what the demo changes.
 downloader:
@@ -103,12 +95,12 @@ def main() -> int:
 
         step("4. The Rust API queues a download")
         task_id = str(uuid.uuid4())
-        created = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        created = rust_api.rfc3339_now()
         # low_bandwidth: two segments at a time (config profiles), to see progress move
         metadata = json.dumps({"quality": "best", "output_dir": "demo", "profile": "low_bandwidth"})
-        with sqlite3.connect(database, timeout=5) as conn:
-            conn.execute(API_CREATE, (task_id, "Sample video", url, created, metadata))
-        print(f"   {API_CREATE}\n   id = {task_id}")
+        with sqlite3.connect(database, timeout=rust_api.BUSY_TIMEOUT_S) as conn:
+            conn.execute(rust_api.CREATE, (task_id, "Sample video", url, created, metadata))
+        print(f"   {rust_api.CREATE}\n   id = {task_id}")
 
         step("5. $ dlstore daemon --exit-when-idle")
         row = run_daemon(manager, database, task_id)
@@ -151,13 +143,13 @@ def run_daemon(manager: Path, database: Path, task_id: str) -> sqlite3.Row:
 
     relay_thread = threading.Thread(target=relay, daemon=True)
     relay_thread.start()
-    conn = sqlite3.connect(database, timeout=5)
+    conn = sqlite3.connect(database, timeout=rust_api.BUSY_TIMEOUT_S)
     conn.row_factory = sqlite3.Row
     last = None
     deadline = time.monotonic() + DEADLINE_SECONDS
     try:
         while proc.poll() is None and time.monotonic() < deadline:
-            row = conn.execute("SELECT * FROM download_tasks WHERE id = ?", (task_id,)).fetchone()
+            row = conn.execute(rust_api.STATUS, (task_id,)).fetchone()
             seen = (row["status"], row["progress"], row["downloaded_segments"], row["message"])
             if seen != last:
                 last = seen
@@ -171,7 +163,7 @@ def run_daemon(manager: Path, database: Path, task_id: str) -> sqlite3.Row:
             proc.terminate()
         proc.wait(30)
         relay_thread.join(5)
-        return conn.execute("SELECT * FROM download_tasks WHERE id = ?", (task_id,)).fetchone()
+        return conn.execute(rust_api.STATUS, (task_id,)).fetchone()
     finally:
         conn.close()
 

@@ -7,7 +7,7 @@ import threading
 from collections import Counter
 
 from dlstore.store import TaskStore
-from tests.support.api import RustApi
+from dlstore.testing.rust_api import CREATE, RustApi
 from tests.support.race import drain
 
 ROWS = 200
@@ -20,13 +20,13 @@ def test_each_row_claimed_exactly_once_oldest_first_and_api_never_locked(
     api = RustApi(migrated_url)
     for i in range(ROWS):
         api.execute(
-            "INSERT INTO download_tasks (id, name, url, status, created_at) "
-            "VALUES (?, ?, ?, 'pending', ?)",
+            CREATE,
             (
                 f"row-{i:03d}",
                 f"video {i}",
                 f"https://e/{i}.m3u8",
                 f"2025-01-13T10:{i // 60:02d}:{i % 60:02d}Z",
+                None,
             ),
         )
 

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from dlstore.cli import app
 from dlstore.store import TaskStore
-from tests.support.api import RustApi
+from dlstore.testing.rust_api import RustApi
 
 runner = CliRunner()
 

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 import dlstore.cli.download  # noqa: F401 - registers the commands (if cli/__init__ has not)
 from dlstore.cli import app
 from dlstore.store import TaskStore
-from tests.support.media import decode_check
+from dlstore.testing.media import decode_check
 
 runner = CliRunner()
 SAMPLE = Path(__file__).parent.parent / "scripts" / "tasks.sample.json"
@@ -114,7 +114,7 @@ def test_download_errors_are_one_line(hls_server, workdir):
 
 
 def test_html_instead_of_a_playlist(hls_server, workdir):
-    from tests.support.hls_server import Body
+    from dlstore.testing.hls_server import Body
 
     hls_server.bodies["/page"] = Body(b"<html><body>hi</body></html>", "text/html")
     result = run("download", hls_server.url("/page"), "-o", workdir / "x.mp4", "-q", code=1)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 from dlstore.store import TaskStore
+from dlstore.testing.rust_api import CREATE, RustApi
 from dlstore.timeutil import parse_ts
-from tests.support.api import RustApi
 
 
 def test_api_statements_verbatim(store: TaskStore, migrated_url):
@@ -46,11 +46,7 @@ def test_minimal_insert_is_a_valid_task(store: TaskStore, migrated_url):
 
 def test_api_timestamps_in_other_rfc3339_forms_are_read(store: TaskStore, migrated_url):
     api = RustApi(migrated_url)
-    api.execute(
-        "INSERT INTO download_tasks (id, name, url, status, created_at) "
-        "VALUES (?, ?, ?, 'pending', ?)",
-        ("t1", "n", "https://e/x", "2025-01-13T12:00:00.123456789+02:00"),
-    )
+    api.execute(CREATE, ("t1", "n", "https://e/x", "2025-01-13T12:00:00.123456789+02:00", None))
     created = store.get("t1").created()
     assert created is not None and created.isoformat() == "2025-01-13T10:00:00.123456+00:00"
     api.close()

@@ -1,6 +1,6 @@
 """`dlstore daemon` end to end: a real subprocess, a real database, a local HLS server.
 
-Rows are created and changed with the Rust API's exact SQL (tests.support.api);
+Rows are created and changed with the Rust API's exact SQL (dlstore.testing.rust_api);
 "mid-download" is made deterministic by slowing the server (latency per request)
 and a one-thread profile, never by sleeping; every wait polls a condition with a
 deadline. The contract's §2 promises are the assertions.
@@ -30,11 +30,11 @@ from dlstore.cli import app
 from dlstore.config import Settings
 from dlstore.daemon import SHUTDOWN_GRACE_SECONDS, Daemon, pid_alive
 from dlstore.store import TaskStore
+from dlstore.testing.hls_server import HlsServer
+from dlstore.testing.media import decode_check, encode_source, write_hls
+from dlstore.testing.rust_api import RustApi, rfc3339_now
 from dlstore.timeutil import parse_ts
 from dlstore.worker import free_output_path, retry_delay, work_dir_for
-from tests.support.api import RustApi, rfc3339_now
-from tests.support.hls_server import HlsServer
-from tests.support.media import decode_check, encode_source, write_hls
 
 pytestmark = pytest.mark.slow
 

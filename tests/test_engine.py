@@ -19,8 +19,8 @@ from dlstore.errors import (
     UnsupportedStreamError,
 )
 from dlstore.options import DownloadOptions
-from tests.support.hls_server import Body, Faults, HlsServer
-from tests.support.media import FPS, StreamFacts, decode_check
+from dlstore.testing.hls_server import Body, Faults, HlsServer
+from dlstore.testing.media import FPS, StreamFacts, decode_check
 
 pytestmark = pytest.mark.slow
 

@@ -24,7 +24,7 @@ from dlstore.segments import (
     jobs_for,
     track_files,
 )
-from tests.support.media import aes_encrypt
+from dlstore.testing.media import aes_encrypt
 
 
 class FakeClock:

@@ -2,8 +2,8 @@
 
 Listed in ``tests/conftest.py`` as a plugin (``pytest_plugins``):
 
-- ``hls_media`` (session): a :class:`~tests.support.media.MediaLibrary`, built once.
-- ``hls_server``: an :class:`~tests.support.hls_server.HlsServer` serving it, fresh per test
+- ``hls_media`` (session): a :class:`~dlstore.testing.media.MediaLibrary`, built once.
+- ``hls_server``: an :class:`~dlstore.testing.hls_server.HlsServer` serving it, fresh per test
   (hit counters start at zero, no faults).
 - ``hls_server_factory``: ``factory(folder=None)`` → another started server, stopped after
   the test.
@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from dlstore.options import DownloadOptions
-from tests.support.hls_server import HlsServer
-from tests.support.media import MediaLibrary, build_library
+from dlstore.testing.hls_server import HlsServer
+from dlstore.testing.media import MediaLibrary, build_library
 
 
 @pytest.fixture(scope="session")

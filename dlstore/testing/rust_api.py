@@ -1,7 +1,8 @@
 """The Rust API's side of the contract (CONTRACT.md §2): its exact SQL, its 5 s busy timeout.
 
-Used by tests (and benchmarks) to act as the video manager would: plain SQL on a
-plain connection, no dlstore code in between.
+The statements below are the only copy in the code base: the tests, the demo and
+the benchmarks import them (or run them through :class:`RustApi`) to act as the
+video manager would: plain SQL on a plain connection, no dlstore code in between.
 """
 
 from __future__ import annotations
