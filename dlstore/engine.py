@@ -24,6 +24,7 @@ import requests
 
 from dlstore.crypto import KeyStore
 from dlstore.errors import CancelledError, DownloadError, PlaylistError
+from dlstore.fetch import Arrivals, fetch_all, jobs_for
 from dlstore.http import (
     Retry,
     call_cancellable,
@@ -45,8 +46,8 @@ from dlstore.playlist import (
 )
 from dlstore.progress import Progress, ProgressTracker, Throttle
 from dlstore.remux import MediaInfo, concat, make_poster, probe, remux
-from dlstore.segments import Arrivals, Track, WorkFolder, fetch_all, jobs_for, track_files
 from dlstore.validate import check_url
+from dlstore.workfolder import Track, WorkFolder, track_files
 
 __all__ = [
     "DownloadPlan",
@@ -128,86 +129,165 @@ def download(
     failure or cancel. ``output_path`` never holds a partial file, and an existing
     file there is an error unless ``overwrite``.
     """
-    url = check_url(url)
-    output_path = Path(output_path)
-    if options.output_format not in OUTPUT_FORMATS:
-        raise DownloadError(
-            f"Unknown output format {options.output_format!r}; use one of "
-            f"{', '.join(OUTPUT_FORMATS)}."
-        )
-    if not overwrite:
-        ensure_absent(output_path)
-    cancel = cancel if cancel is not None else threading.Event()
-    emit = Throttle(on_progress)
-    tracker = ProgressTracker(total=0)
-    emit(tracker.snapshot("Fetching the playlist"), force=True)
-    work = WorkFolder(Path(work_dir))
-    fmt = options.output_format
-    tmp = temp_path_for(output_path, uuid.uuid4().hex[:8])
+    run = _Download.begin(url, output_path, work_dir, options, on_progress, cancel, overwrite)
     try:
         with make_session(options) as session:
-            plan = resolve_plan(session, url, options, cancel)
-            jobs = [job for track in plan.tracks for job in jobs_for(track)]
-            tracker.total = len(jobs)
-            work.prepare(plan.identity())
-            key_retry = Retry.from_options(options, cancel)
-            keys = KeyStore(
-                lambda uri: fetch_small(
-                    session, uri, options=options, what=f"the AES key {describe(uri)}",
-                    max_bytes=MAX_KEY_BYTES, retry=key_retry,
-                ).body
-            )  # fmt: skip
-            label = plan.variant.label if plan.variant else "the stream"
-
-            def report() -> None:
-                done = f"{tracker.done}/{tracker.total}"
-                emit(tracker.snapshot(f"Downloading {label}: {done} segments"))
-
-            join = _FollowingRemux.start(plan, work, tmp, fmt, cancel)
-            try:
-                fetch_all(
-                    jobs,
-                    session=session,
-                    options=options,
-                    work=work,
-                    keys=keys,
-                    tracker=tracker,
-                    report=report,
-                    cancel=cancel,
-                    on_file=join.arrivals.arrived if join else None,
-                )
-            except BaseException:
-                if join is not None:
-                    join.abandon()
-                raise
-
-        emit(tracker.snapshot(f"Joining {tracker.total} segments into {fmt.upper()}"), force=True)
-        if join is not None:
-            join.finish()
-        else:
-            output_path.parent.mkdir(parents=True, exist_ok=True)
-            video_files = track_files(work, plan.tracks[0])
-            if plan.audio is None and fmt == "ts" and not plan.video.is_fmp4:
-                concat(video_files, tmp, cancel)
-            else:
-                audio_files = track_files(work, plan.tracks[1]) if plan.audio else None
-                remux(video_files, tmp, audio_files=audio_files, output_format=fmt, cancel=cancel)
-        media = probe(tmp)
-        place_file(tmp, output_path, overwrite=overwrite)
+            plan = resolve_plan(session, run.url, options, run.cancel)
+            following = run.fetch(session, plan)
+        run.join(plan, following)
+        media = run.place()
     finally:
         with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-    media = MediaInfo(**{**media.__dict__, "size_bytes": output_path.stat().st_size})
-    work.remove()
-    final = tracker.snapshot(f"Done: {output_path.name}")
-    emit(Progress(**{**final.__dict__, "speed_bps": None, "eta_seconds": 0}), force=True)
-    return DownloadResult(
-        output_path=output_path,
-        media=media,
-        variant=plan.variant_metadata(),
-        segments=tracker.total,
-        bytes_downloaded=tracker.fetched_bytes,
-    )
+            run.tmp.unlink()
+    return run.finish(plan, media)
+
+
+@dataclass
+class _Download:
+    """One run of :func:`download`: what its steps share.
+
+    begin → (:func:`resolve_plan`) → fetch → join → place → finish
+    """
+
+    url: str
+    output_path: Path
+    options: DownloadOptions
+    cancel: threading.Event
+    overwrite: bool
+    emit: Throttle
+    tracker: ProgressTracker
+    work: WorkFolder
+    tmp: Path  # the joined file, beside the output until it is placed
+
+    @property
+    def fmt(self) -> str:
+        return self.options.output_format
+
+    @classmethod
+    def begin(
+        cls,
+        url: str,
+        output_path: Path,
+        work_dir: Path,
+        options: DownloadOptions,
+        on_progress: Callable[[Progress], None] | None,
+        cancel: threading.Event | None,
+        overwrite: bool,
+    ) -> _Download:
+        """Check the arguments (nothing is fetched if they are wrong) and say it has started."""
+        url = check_url(url)
+        output_path = Path(output_path)
+        if options.output_format not in OUTPUT_FORMATS:
+            raise DownloadError(
+                f"Unknown output format {options.output_format!r}; use one of "
+                f"{', '.join(OUTPUT_FORMATS)}."
+            )
+        if not overwrite:
+            ensure_absent(output_path)
+        cancel = cancel if cancel is not None else threading.Event()
+        emit = Throttle(on_progress)
+        tracker = ProgressTracker(total=0)
+        emit(tracker.snapshot("Fetching the playlist"), force=True)
+        return cls(
+            url=url,
+            output_path=output_path,
+            options=options,
+            cancel=cancel,
+            overwrite=overwrite,
+            emit=emit,
+            tracker=tracker,
+            work=WorkFolder(Path(work_dir)),
+            tmp=temp_path_for(output_path, uuid.uuid4().hex[:8]),
+        )
+
+    def fetch(self, session: requests.Session, plan: DownloadPlan) -> _FollowingRemux | None:
+        """Fetch the plan's files into the work folder; the remux following them, if any."""
+        jobs = [job for track in plan.tracks for job in jobs_for(track)]
+        self.tracker.total = len(jobs)
+        self.work.prepare(plan.identity())
+        keys = self._keys(session)
+        label = plan.variant.label if plan.variant else "the stream"
+
+        def report() -> None:
+            done = f"{self.tracker.done}/{self.tracker.total}"
+            self.emit(self.tracker.snapshot(f"Downloading {label}: {done} segments"))
+
+        following = None
+        if _join_method(plan, self.fmt) == "follow":
+            files = track_files(self.work, plan.tracks[0])
+            following = _FollowingRemux.start(files, self.tmp, self.cancel)
+        try:
+            fetch_all(
+                jobs,
+                session=session,
+                options=self.options,
+                work=self.work,
+                keys=keys,
+                tracker=self.tracker,
+                report=report,
+                cancel=self.cancel,
+                on_file=following.arrivals.arrived if following else None,
+            )
+        except BaseException:
+            if following is not None:
+                following.abandon()
+            raise
+        return following
+
+    def _keys(self, session: requests.Session) -> KeyStore:
+        """The AES keys, each fetched (with retries) the first time a segment needs it."""
+        retry = Retry.from_options(self.options, self.cancel)
+        return KeyStore(
+            lambda uri: fetch_small(
+                session, uri, options=self.options, what=f"the AES key {describe(uri)}",
+                max_bytes=MAX_KEY_BYTES, retry=retry,
+            ).body
+        )  # fmt: skip
+
+    def join(self, plan: DownloadPlan, following: _FollowingRemux | None) -> None:
+        """Join the fetched files into the temporary file (or wait for the remux doing it)."""
+        total, fmt, cancel = self.tracker.total, self.fmt, self.cancel
+        self.emit(self.tracker.snapshot(f"Joining {total} segments into {fmt.upper()}"), force=True)
+        if following is not None:
+            following.finish()
+            return
+        self.output_path.parent.mkdir(parents=True, exist_ok=True)
+        video_files = track_files(self.work, plan.tracks[0])
+        if _join_method(plan, fmt) == "concat":
+            concat(video_files, self.tmp, cancel)
+        else:
+            audio_files = track_files(self.work, plan.tracks[1]) if plan.audio else None
+            remux(video_files, self.tmp, audio_files=audio_files, output_format=fmt, cancel=cancel)
+
+    def place(self) -> MediaInfo:
+        """Rename the joined file into place; its media facts, with its size."""
+        media = probe(self.tmp)
+        place_file(self.tmp, self.output_path, overwrite=self.overwrite)
+        return MediaInfo(**{**media.__dict__, "size_bytes": self.output_path.stat().st_size})
+
+    def finish(self, plan: DownloadPlan, media: MediaInfo) -> DownloadResult:
+        """Remove the work folder (only now: the file is in place) and say it is done."""
+        self.work.remove()
+        final = self.tracker.snapshot(f"Done: {self.output_path.name}")
+        self.emit(Progress(**{**final.__dict__, "speed_bps": None, "eta_seconds": 0}), force=True)
+        return DownloadResult(
+            output_path=self.output_path,
+            media=media,
+            variant=plan.variant_metadata(),
+            segments=self.tracker.total,
+            bytes_downloaded=self.tracker.fetched_bytes,
+        )
+
+
+def _join_method(plan: DownloadPlan, fmt: str) -> str:
+    """How the fetched files become one: "follow" (a remux of a single TS track into MP4,
+    run while the segments arrive), "concat" (TS files into a .ts) or "remux" (afterwards)."""
+    single_ts = plan.audio is None and not plan.video.is_fmp4
+    if single_ts and fmt == "mp4":
+        return "follow"
+    if single_ts and fmt == "ts":
+        return "concat"
+    return "remux"
 
 
 class _FollowingRemux:
@@ -226,12 +306,8 @@ class _FollowingRemux:
         )
 
     @classmethod
-    def start(
-        cls, plan: DownloadPlan, work: WorkFolder, dest: Path, fmt: str, cancel: threading.Event
-    ) -> _FollowingRemux | None:
-        if fmt != "mp4" or plan.audio is not None or plan.video.is_fmp4:
-            return None
-        join = cls(track_files(work, plan.tracks[0]), dest, cancel)
+    def start(cls, files: list[Path], dest: Path, cancel: threading.Event) -> _FollowingRemux:
+        join = cls(files, dest, cancel)
         join._thread.start()
         return join
 

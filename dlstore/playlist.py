@@ -275,6 +275,40 @@ def _master(doc: m3u8.M3U8, url: str) -> MasterPlaylist:
 
 
 def _media(doc: m3u8.M3U8, url: str, max_segments: int) -> MediaPlan:
+    segments = []
+    next_offset: dict[str, int] = {}  # URI → where an implicit byte range would start
+    key_cache: dict[int, Key | None] = {}
+    for position, raw in enumerate(_raw_segments(doc, url, max_segments)):
+        seg_uri = _absolute(url, raw.uri, "segment")
+        byte_range = _byte_range(raw.byterange, next_offset.get(seg_uri), url, "segment")
+        if byte_range is not None:
+            next_offset[seg_uri] = byte_range.offset + byte_range.length
+        duration = _duration(raw, url)
+        sequence = _sequence(raw, (doc.media_sequence or 0) + position, url)
+        key_obj = raw.key
+        if id(key_obj) not in key_cache:
+            key_cache[id(key_obj)] = _key(key_obj, url)
+        segments.append(
+            Segment(
+                uri=seg_uri,
+                duration=duration,
+                media_sequence=sequence,
+                byte_range=byte_range,
+                key=key_cache[id(key_obj)],
+                init=_init_section(raw, url),
+                discontinuity=bool(raw.discontinuity),
+            )
+        )
+    target = doc.target_duration
+    return MediaPlan(
+        url=url,
+        segments=tuple(segments),
+        target_duration=float(target) if target is not None else None,
+    )
+
+
+def _raw_segments(doc: m3u8.M3U8, url: str, max_segments: int) -> list:
+    """The segments of a finished media playlist, within the limit."""
     if doc.is_i_frames_only:
         raise UnsupportedStreamError(f"The playlist at {url} is an I-frame-only trick-play list.")
     raw_segments = [s for s in doc.segments if s.uri is not None and s.uri.strip()]
@@ -290,48 +324,30 @@ def _media(doc: m3u8.M3U8, url: str, max_segments: int) -> MediaPlan:
             f"The playlist at {url} has {len(raw_segments)} segments, "
             f"more than the limit of {max_segments}."
         )
-    segments = []
-    next_offset: dict[str, int] = {}  # URI → where an implicit byte range would start
-    key_cache: dict[int, Key | None] = {}
-    for position, raw in enumerate(raw_segments):
-        seg_uri = _absolute(url, raw.uri, "segment")
-        byte_range = _byte_range(raw.byterange, next_offset.get(seg_uri), url, "segment")
-        if byte_range is not None:
-            next_offset[seg_uri] = byte_range.offset + byte_range.length
-        duration = float(raw.duration) if raw.duration is not None else 0.0
-        if not duration >= 0 or duration == float("inf"):
-            raise PlaylistError(f"The playlist at {url} has a segment with a bad duration.")
-        sequence = raw.media_sequence
-        if sequence is None:
-            sequence = (doc.media_sequence or 0) + position
-        if sequence < 0 or sequence >= 2**128:
-            raise PlaylistError(f"The playlist at {url} has a bad media sequence number.")
-        key_obj = raw.key
-        if id(key_obj) not in key_cache:
-            key_cache[id(key_obj)] = _key(key_obj, url)
-        init = None
-        if raw.init_section is not None:
-            init_uri = _absolute(url, raw.init_section.uri, "init section (EXT-X-MAP)")
-            init = InitSection(
-                uri=init_uri,
-                byte_range=_byte_range(raw.init_section.byterange, 0, url, "EXT-X-MAP"),
-            )
-        segments.append(
-            Segment(
-                uri=seg_uri,
-                duration=duration,
-                media_sequence=sequence,
-                byte_range=byte_range,
-                key=key_cache[id(key_obj)],
-                init=init,
-                discontinuity=bool(raw.discontinuity),
-            )
-        )
-    target = doc.target_duration
-    return MediaPlan(
-        url=url,
-        segments=tuple(segments),
-        target_duration=float(target) if target is not None else None,
+    return raw_segments
+
+
+def _duration(raw, url: str) -> float:
+    duration = float(raw.duration) if raw.duration is not None else 0.0
+    if not duration >= 0 or duration == float("inf"):
+        raise PlaylistError(f"The playlist at {url} has a segment with a bad duration.")
+    return duration
+
+
+def _sequence(raw, implicit: int, url: str) -> int:
+    """The segment's media sequence number: its own, else ``implicit`` (from its position)."""
+    sequence = raw.media_sequence if raw.media_sequence is not None else implicit
+    if sequence < 0 or sequence >= 2**128:
+        raise PlaylistError(f"The playlist at {url} has a bad media sequence number.")
+    return sequence
+
+
+def _init_section(raw, url: str) -> InitSection | None:
+    if raw.init_section is None:
+        return None
+    return InitSection(
+        uri=_absolute(url, raw.init_section.uri, "init section (EXT-X-MAP)"),
+        byte_range=_byte_range(raw.init_section.byterange, 0, url, "EXT-X-MAP"),
     )
 
 

@@ -1,4 +1,4 @@
-"""Pure parts of fetching and joining: TS checks, bandwidth cap, work folder, progress,
+"""Pure parts of fetching and joining: TS and length checks, bandwidth cap, work folder, progress,
 the decryptor and the concatenating reader."""
 
 from __future__ import annotations
@@ -12,18 +12,13 @@ import pytest
 
 from dlstore.crypto import Decryptor, KeyStore, parse_key
 from dlstore.errors import CancelledError, DownloadError, SegmentError
-from dlstore.playlist import parse_playlist
+from dlstore.fetch import Arrivals, TokenBucket, jobs_for
+from dlstore.http import HttpError
+from dlstore.playlist import ByteRange, parse_playlist
 from dlstore.progress import ProgressTracker, Throttle
 from dlstore.remux import ConcatReader, FollowReader
-from dlstore.segments import (
-    Arrivals,
-    TokenBucket,
-    Track,
-    TsChecker,
-    WorkFolder,
-    jobs_for,
-    track_files,
-)
+from dlstore.segment_checks import CorruptSegmentError, LengthCheck, TsChecker
+from dlstore.workfolder import Track, WorkFolder, track_files
 from dlstore.testing.media import aes_encrypt
 
 
@@ -71,6 +66,27 @@ def test_ts_checker_spots_a_lost_sync_byte_and_a_partial_packet():
     assert not checker.feed(bytes(bad[:600])) or not checker.feed(bytes(bad[600:]))
     partial = TsChecker()
     assert partial.feed(packets(2)[:-5]) and not partial.whole()
+
+
+# --------------------------------------------------------------------------- lengths
+
+
+def test_length_check_cuts_the_range_out_of_a_whole_file_answer():
+    check = LengthCheck(ByteRange(length=4, offset=3), 200, 10, "the segment")
+    assert check.cut(b"abcde") == b"de" and not check.full
+    assert check.cut(b"fghij") == b"fg" and check.full
+    check.finish()  # the rest of the body is not needed
+
+
+def test_length_check_spots_a_wrong_range_answer_truncation_and_emptiness():
+    with pytest.raises(DownloadError, match="with 9 bytes instead of the 4 asked for"):
+        LengthCheck(ByteRange(length=4, offset=3), 206, 9, "the segment")
+    short = LengthCheck(None, 200, 5, "the segment")
+    short.cut(b"abc")
+    with pytest.raises(HttpError, match=r"The segment arrived truncated \(3 of 5 bytes\)"):
+        short.finish()
+    with pytest.raises(CorruptSegmentError, match="is empty"):
+        LengthCheck(None, 200, None, "the segment").finish()
 
 
 # --------------------------------------------------------------------------- bandwidth cap

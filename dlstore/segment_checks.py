@@ -1,0 +1,167 @@
+"""Checks on the bytes of one fetched file, as they arrive. Pure: bytes in, errors out.
+
+- :class:`LengthCheck`: the body cut to the segment's byte range (when the server
+  ignored ``Range``) and checked against ``Content-Length`` and the range.
+- :func:`ts_check_mode`: whether a segment must be, may be or is not MPEG-TS,
+  from its URI's suffix; :class:`TsValidator` applies that to the decrypted bytes
+  with a :class:`TsChecker` (0x47 every 188 bytes).
+
+A file whose bytes are wrong raises :class:`CorruptSegmentError` (worth fetching
+again) or, for a segment that does not decrypt to MPEG-TS, a ``SegmentError``.
+"""
+
+from __future__ import annotations
+
+from pathlib import PurePosixPath
+from urllib.parse import urlsplit
+
+from dlstore.errors import DownloadError, SegmentError, TransientDownloadError
+from dlstore.http import HttpError
+from dlstore.playlist import ByteRange
+
+TS_PACKET = 188
+TS_SYNC = 0x47
+NOT_TS_SUFFIXES = {
+    ".aac", ".ac3", ".ec3", ".mp3", ".m4a", ".m4s", ".m4v", ".mp4", ".fmp4", ".cmfv",
+    ".cmfa", ".vtt", ".webvtt", ".flac", ".opus",
+}  # fmt: skip
+TS_SUFFIXES = {".ts", ".m2ts", ".mts", ".m2t", ".tsv", ".tsa"}
+
+
+class CorruptSegmentError(TransientDownloadError):
+    """A clear segment whose bytes are not what they should be; retried, then a SegmentError."""
+
+
+# --------------------------------------------------------------------------- lengths
+
+
+class LengthCheck:
+    """Cuts a response body to the byte range and checks that it arrived whole.
+
+    A ranged request answered with the whole file (200: the server ignored
+    ``Range``) has the range cut out here; any other answer must be exactly the
+    range's length. Feed every chunk through :meth:`cut`, then call :meth:`finish`.
+    """
+
+    def __init__(
+        self, byte_range: ByteRange | None, status_code: int, wire_expected: int | None, what: str
+    ) -> None:
+        self.what = what
+        self.wire_expected = wire_expected  # Content-Length, if the body is not encoded
+        self.limit = byte_range.length if byte_range is not None else None
+        self.ranged_here = byte_range is not None and status_code == 200
+        self.skip = byte_range.offset if self.ranged_here else 0
+        self.received = 0  # bytes of the body
+        self.kept = 0  # bytes of the range
+        answered_range = self.limit is not None and not self.ranged_here  # the server cut it
+        if answered_range and wire_expected is not None and wire_expected != self.limit:
+            raise DownloadError(
+                f"The server answered the request for {what} with {wire_expected} bytes "
+                f"instead of the {self.limit} asked for."
+            )
+
+    def cut(self, chunk: bytes) -> bytes:
+        """The part of ``chunk`` that belongs to the file."""
+        self.received += len(chunk)
+        if self.skip:
+            cut = min(self.skip, len(chunk))
+            chunk = chunk[cut:]
+            self.skip -= cut
+        if self.limit is not None:
+            chunk = chunk[: max(0, self.limit - self.kept)]
+        self.kept += len(chunk)
+        return chunk
+
+    @property
+    def full(self) -> bool:
+        """The range is cut out whole: the rest of the body is not needed."""
+        return self.ranged_here and self.kept >= self.limit
+
+    def finish(self) -> None:
+        """Raise if the body ended short, or brought nothing."""
+        what, expected, limit = _cap(self.what), self.wire_expected, self.limit
+        if not self.ranged_here and expected is not None and self.received != expected:
+            raise HttpError(f"{what} arrived truncated ({self.received} of {expected} bytes).")
+        if limit is not None and self.kept != limit:
+            raise HttpError(f"{what} arrived truncated ({self.kept} of {limit} bytes).")
+        if self.kept == 0:
+            raise CorruptSegmentError(f"{what} is empty.")
+
+
+def _cap(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+# --------------------------------------------------------------------------- MPEG-TS
+
+
+def ts_check_mode(uri: str, fmp4: bool) -> str:
+    """How to check a segment: "require" MPEG-TS, "sniff" its first byte, or "none"."""
+    if fmp4:
+        return "none"
+    suffix = PurePosixPath(urlsplit(uri).path).suffix.lower()
+    if suffix in TS_SUFFIXES:
+        return "require"
+    if suffix in NOT_TS_SUFFIXES:
+        return "none"
+    return "sniff"
+
+
+class TsChecker:
+    """Checks that a byte stream is whole MPEG-TS packets: 0x47 every 188 bytes."""
+
+    def __init__(self) -> None:
+        self._pos = 0  # offset of the next byte within its packet
+        self.ok = True
+
+    def feed(self, data: bytes) -> bool:
+        if not data or not self.ok:
+            return self.ok
+        first = (TS_PACKET - self._pos) % TS_PACKET
+        syncs = data[first::TS_PACKET]
+        if syncs.count(TS_SYNC) != len(syncs):
+            self.ok = False
+        self._pos = (self._pos + len(data)) % TS_PACKET
+        return self.ok
+
+    def whole(self) -> bool:
+        return self.ok and self._pos == 0
+
+
+class TsValidator:
+    """Applies a :func:`ts_check_mode` to the decrypted bytes of one file as they are written.
+
+    ``label`` names the file in errors; ``encrypted`` says a failure means a wrong key.
+    """
+
+    def __init__(self, mode: str, label: str, encrypted: bool) -> None:
+        self.mode = mode
+        self.label = label
+        self.encrypted = encrypted
+        self.checker = TsChecker()
+        self.started = False
+
+    def check(self, data: bytes) -> None:
+        if self.mode == "none" or not data:
+            return
+        if not self.started:
+            self.started = True
+            if data[0] != TS_SYNC:
+                if self.mode == "sniff":  # not TS (packed audio, subtitles, …): don't check
+                    self.mode = "none"
+                    return
+                self._bad("it does not start with an MPEG-TS sync byte")
+        if not self.checker.feed(data):
+            self._bad("its MPEG-TS sync bytes are out of place")
+
+    def finish(self, written: int) -> None:
+        if self.mode != "none" and written and not self.checker.whole():
+            self._bad(f"it does not end on a whole MPEG-TS packet ({written} bytes)")
+
+    def _bad(self, detail: str) -> None:
+        if self.encrypted:
+            raise SegmentError(
+                f"The {self.label} did not decrypt to MPEG-TS video ({detail}); "
+                "the AES key is probably wrong."
+            )
+        raise CorruptSegmentError(f"The {self.label} is not valid MPEG-TS data: {detail}.")
