@@ -24,9 +24,7 @@ import logging
 import math
 import os
 import random
-import secrets
 import signal
-import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -35,10 +33,12 @@ from types import FrameType
 from dlstore.config import Settings
 from dlstore.errors import ConfigError, DlstoreError
 from dlstore.models import Status
+from dlstore.outcome import StopReason
 from dlstore.sdnotify import Notifier
 from dlstore.store import Claim, Task, TaskStore
 from dlstore.timeutil import now_ts
-from dlstore.worker import LOST, PROGRESS_INTERVAL_SECONDS, SHUTDOWN, TaskRunner
+from dlstore.worker import PROGRESS_INTERVAL_SECONDS, TaskRunner
+from dlstore.workerid import WorkerId
 
 #: The wait between looks for pending rows is poll_interval shortened by up to this
 #: share, so that daemons started together drift apart and a new row still starts
@@ -105,10 +105,7 @@ class Daemon:
         self.notifier = notifier or Notifier()
         self.exit_when_idle = exit_when_idle
         self.log = logger or logging.getLogger("dlstore.daemon")
-        self.host = host or socket.gethostname()
-        self.pid = os.getpid()
-        self.token = secrets.token_hex(4)
-        self.worker_id = f"{self.host}:{self.pid}:{self.token}"
+        self.worker_id = WorkerId.new(host)
         self.reclaim_interval = min(RECLAIM_INTERVAL_SECONDS, settings.lease_seconds / 2)
         self.stopping = threading.Event()
         self._wake = threading.Event()
@@ -189,7 +186,7 @@ class Daemon:
         while len(self._running) < self.settings.max_concurrent_tasks:
             if self.stopping.is_set():
                 return
-            found = self.store.claim(self.worker_id)
+            found = self.store.claim(str(self.worker_id))
             if found is None:
                 return
             self._start(*found)
@@ -198,7 +195,7 @@ class Daemon:
         runner = TaskRunner(self.store, self.settings, task, claim, logger=self.log)
         previous = self._running.get(task.id)
         if previous is not None:
-            previous.runner.stop(LOST)
+            previous.runner.stop(StopReason.LOST)
         running = _Running(runner, threading.Thread(), previous=previous)
         running.thread = threading.Thread(
             target=self._run_one, args=(running,), name=f"dlstore-task-{task.id[:8]}", daemon=True
@@ -241,27 +238,25 @@ class Daemon:
                 task_id,
                 lease,
             )
-        for task in self.store.held_by(self.host + ":"):
-            if task.worker_id and self._holder_is_dead(task.worker_id):
-                pid = task.worker_id.rsplit(":", 2)[1]
-                message = f"Its daemon (pid {pid}) is gone; waiting to resume"
+        for task in self.store.held_by(self.worker_id.host_prefix):
+            holder = WorkerId.parse(task.worker_id)
+            if holder is not None and self._holder_is_dead(holder):
+                message = f"Its daemon (pid {holder.pid}) is gone; waiting to resume"
                 if self.store.reclaim(task, message):
                     self.log.warning(
-                        "[task %s] Its daemon (pid %s) is gone: back to pending", task.id, pid
+                        "[task %s] Its daemon (pid %s) is gone: back to pending",
+                        task.id,
+                        holder.pid,
                     )
 
-    def _holder_is_dead(self, worker_id: str) -> bool:
-        """For ``host:pid:token`` of this host: the pid is gone, or is us in an earlier life."""
-        parts = worker_id.rsplit(":", 2)
-        if len(parts) != 3 or parts[0] != self.host:
+    def _holder_is_dead(self, holder: WorkerId) -> bool:
+        """For a holder on this host: its pid is gone, or is us in an earlier life."""
+        me = self.worker_id
+        if holder.host != me.host:
             return False
-        try:
-            pid = int(parts[1])
-        except ValueError:
-            return False
-        if pid == self.pid:
-            return parts[2] != self.token
-        return not pid_alive(pid)
+        if holder.pid == me.pid:
+            return holder.token != me.token
+        return not pid_alive(holder.pid)
 
     def _fail_unknown_statuses(self) -> None:
         for status in self.store.counts():
@@ -287,7 +282,7 @@ class Daemon:
             f"Stopping: releasing {len(running)} download(s)" if running else "Stopping"
         )
         for item in running:
-            item.runner.stop(SHUTDOWN)
+            item.runner.stop(StopReason.SHUTDOWN)
         deadline = time.monotonic() + SHUTDOWN_GRACE_SECONDS
         for item in running:
             while item.thread.is_alive() and time.monotonic() < deadline:

@@ -7,11 +7,15 @@
         │                              └─ write touched no row: cancelled or taken over
         │                                 → the engine's cancel event
         ▼
-    poster frame → ``complete``        transient error → ``requeue`` later, or ``fail``
-                                       permanent error → ``fail`` (work folder kept)
-                                       cancelled → partial files removed, row left alone
-                                       daemon stopping → ``release`` (progress kept)
+    poster frame ─▶ Outcome ──outcome.decide──▶ Decision, carried out here (one write):
+        completed → ``complete``        transient error → ``requeue`` later, or ``fail``
+                                        permanent error → ``fail`` (work folder kept)
+                                        cancelled → partial files removed, row left alone
+                                        daemon stopping → ``release`` (progress kept)
+        a write that touched no row → row cancelled or deleted: our files removed;
+                                      held by another claim: everything left alone
 
+What each ending means is decided in :mod:`dlstore.outcome`; this module does the I/O.
 Knows nothing of the daemon's loop; :class:`TaskRunner.run` is what its thread runs.
 """
 
@@ -31,10 +35,11 @@ from pathlib import Path
 
 from dlstore import engine
 from dlstore.config import Settings
-from dlstore.errors import CancelledError, DlstoreError, DownloadError
+from dlstore.errors import DlstoreError, DownloadError
 from dlstore.logs import TaskLog
 from dlstore.models import Status
 from dlstore.options import DownloadOptions
+from dlstore.outcome import Action, Decision, Outcome, Policy, StopReason, decide
 from dlstore.paths import resolve_output
 from dlstore.progress import Progress
 from dlstore.remux import make_poster
@@ -45,17 +50,10 @@ from dlstore.validate import check_task_metadata, check_url
 #: How often a running task's row gets its progress and heartbeat: about once a
 #: second, never more (CONTRACT.md §2).
 PROGRESS_INTERVAL_SECONDS = 1.0
-#: The longest wait before an automatic retry, however many came before.
-RETRY_DELAY_CAP_SECONDS = 3600.0
 #: "name (2).mp4" … "name (100).mp4" are tried when "name.mp4" exists.
 MAX_NAME_SUFFIX = 100
 #: While downloading, progress stays below 100 until the file is in place.
 RUNNING_PROGRESS_CAP = 99
-
-# Why a runner was told to stop.
-SHUTDOWN = "shutdown"  # the daemon is stopping: release the row
-CANCELLED = "cancelled"  # the row was cancelled: remove partial files
-LOST = "lost"  # the row was reclaimed or retried elsewhere: leave everything alone
 
 _PLAIN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -109,11 +107,6 @@ def work_dir_for(temp_dir: Path, task_id: str) -> Path:
     if not _PLAIN_ID.match(task_id):
         name = "task-" + hashlib.sha256(task_id.encode("utf-8")).hexdigest()[:32]
     return Path(temp_dir).expanduser().resolve() / name
-
-
-def retry_delay(first_delay: float, retries_so_far: int) -> float:
-    """Seconds before the next automatic retry: doubling from ``first_delay``, capped."""
-    return min(RETRY_DELAY_CAP_SECONDS, first_delay * (2 ** min(retries_so_far, 30)))
 
 
 def progress_update(progress: Progress, message: str | None = None) -> ProgressUpdate:
@@ -218,19 +211,20 @@ class TaskRunner:
     ) -> None:
         self.store = store
         self.settings = settings
+        self.policy = Policy.from_settings(settings)
         self.task = task
         self.claim = claim
         self.log = TaskLog(logger, task.id)
         self.cancel = threading.Event()  # the engine's cancel event
-        self._reason: str | None = None
+        self._reason: StopReason | None = None
         self._lock = threading.Lock()
         self.job: Job | None = None
 
     @property
-    def reason(self) -> str | None:
+    def reason(self) -> StopReason | None:
         return self._reason
 
-    def stop(self, reason: str) -> None:
+    def stop(self, reason: StopReason) -> None:
         """Stop the download; the first reason given is the one acted on."""
         with self._lock:
             if self._reason is None:
@@ -245,13 +239,9 @@ class TaskRunner:
             # stays `downloading` and is reclaimed once its lease runs out.
             self.log.error("Could not record the outcome: %s", exc)
         except Exception as exc:
-            self.log.exception("Unexpected error")
-            message = (
-                f"dlstore hit an unexpected error ({type(exc).__name__}: {exc}); "
-                "the daemon's log has the details. Retry the task; report it if it happens again."
-            )
+            # A bug outside the download itself: the row fails, whatever the stop reason.
             with contextlib.suppress(DlstoreError):
-                self._fail(message)
+                self._settle(Outcome.raised(exc))
 
     # --- the run ---------------------------------------------------------------------
 
@@ -260,8 +250,7 @@ class TaskRunner:
         try:
             self.job = job = prepare(self.task, self.settings)
         except DlstoreError as exc:
-            self.log.warning("Cannot be downloaded: %s", exc)
-            self._fail(str(exc))
+            self._settle(Outcome.refused(exc))
             return
         self.log.info(
             "Downloading %s to %s (attempt %s)", job.url, job.output_path, self.claim.attempt
@@ -281,11 +270,12 @@ class TaskRunner:
             poster = self._poster(result.output_path)
         except Exception as exc:
             reporter.stop()
-            self._settle_error(exc)
+            self._settle(Outcome.raised(exc, self.reason, self.task.auto_retries or 0))
             return
         finally:
             reporter.stop()
-        self._settle_success(result, poster, reporter.latest, time.monotonic() - started)
+        outcome = Outcome.completed(result, poster, self.reason)
+        self._settle(outcome, reporter.latest, time.monotonic() - started)
 
     def _poster(self, video: Path) -> Path | None:
         poster = video.with_suffix(".jpg")
@@ -295,18 +285,45 @@ class TaskRunner:
             self.log.warning("No poster frame: %s", exc)
             return None
 
-    def _settle_success(
+    # --- carrying out the decision -----------------------------------------------------
+
+    def _settle(
+        self, outcome: Outcome, progress: Progress | None = None, seconds: float = 0.0
+    ) -> None:
+        """Write what :func:`~dlstore.outcome.decide` makes of ``outcome``."""
+        decision = decide(outcome, self.policy)
+        if decision.note:
+            exc_info = outcome.error if decision.traceback else None
+            self.log.log(decision.level, "%s", decision.note, exc_info=exc_info)
+        if not self._write(decision, outcome, progress, seconds):
+            self._after_lost_write(decision.produced)
+
+    def _write(
+        self, decision: Decision, outcome: Outcome, progress: Progress | None, seconds: float
+    ) -> bool:
+        """The decision's one store transition; False if it touched no row (or there is none)."""
+        action = decision.action
+        if action is Action.COMPLETE and outcome.result is not None:
+            return self._complete(outcome.result, outcome.poster, progress, seconds)
+        if action is Action.REQUEUE:
+            run_after = ts_after(decision.delay)
+            return self.store.requeue(self.claim, decision.message, run_after=run_after)
+        if action is Action.FAIL:
+            return self.store.fail(self.claim, decision.message)
+        if action is Action.RELEASE:
+            released = self.store.release(self.claim)
+            if released:
+                self.log.info("Released for the next daemon; what was fetched is kept")
+            return released
+        return False  # CLEAN_UP
+
+    def _complete(
         self,
         result: engine.DownloadResult,
         poster: Path | None,
         progress: Progress | None,
         seconds: float,
-    ) -> None:
-        produced = [result.output_path] + ([poster] if poster else [])
-        if self.reason in (CANCELLED, LOST):
-            self._after_lost_write(produced)
-            return
-        # Even when the daemon is stopping: the file is in place, record it.
+    ) -> bool:
         learned = {
             **result.media.as_metadata(),
             "variant": result.variant,
@@ -319,65 +336,16 @@ class TaskRunner:
             downloaded_bytes=progress.bytes_done if progress else None,
             total_segments=result.segments,
         )
-        if not done:
-            self._after_lost_write(produced)
-            return
-        self.log.info(
-            "Completed in %.1f s: %s (%s, %.1f s, %d bytes)",
-            seconds,
-            result.output_path,
-            learned.get("resolution") or "no video",
-            result.media.duration,
-            result.media.size_bytes,
-        )
-
-    def _settle_error(self, exc: Exception) -> None:
-        if self.cancel.is_set() or isinstance(exc, CancelledError):
-            self._stopped()
-        elif isinstance(exc, DlstoreError) and exc.transient:
-            self._retry_later(exc)
-        elif isinstance(exc, DlstoreError):
-            self.log.warning("Failed: %s", exc)
-            self._fail(str(exc))
-        elif isinstance(exc, OSError):
-            self.log.error("Failed: %s", exc)
-            self._fail(
-                f"Could not write the download's files ({exc}). Check the free space and the "
-                f"permissions of {self.settings.temp_dir} and {self.settings.output_dir}."
+        if done:
+            self.log.info(
+                "Completed in %.1f s: %s (%s, %.1f s, %d bytes)",
+                seconds,
+                result.output_path,
+                learned.get("resolution") or "no video",
+                result.media.duration,
+                result.media.size_bytes,
             )
-        else:
-            raise exc
-
-    def _stopped(self) -> None:
-        if self.reason == SHUTDOWN:
-            if self.store.release(self.claim):
-                self.log.info("Released for the next daemon; what was fetched is kept")
-            else:
-                self._after_lost_write()
-        else:
-            self._after_lost_write()
-
-    def _retry_later(self, exc: DlstoreError) -> None:
-        retries = self.task.auto_retries or 0
-        if retries >= self.settings.task_retries:
-            message = f"Gave up after {retries + 1} attempts. The last one failed: {exc}"
-            self.log.warning("%s", message)
-            self._fail(message)
-            return
-        delay = retry_delay(self.settings.task_retry_delay, retries)
-        self.log.warning(
-            "Will retry in %.0f s (automatic retry %d of %d): %s",
-            delay,
-            retries + 1,
-            self.settings.task_retries,
-            exc,
-        )
-        if not self.store.requeue(self.claim, str(exc), run_after=ts_after(delay)):
-            self._after_lost_write()
-
-    def _fail(self, message: str) -> None:
-        if not self.store.fail(self.claim, message):
-            self._after_lost_write()
+        return done
 
     # --- when the row is no longer ours -------------------------------------------------
 
@@ -387,7 +355,7 @@ class TaskRunner:
             status = self.store.status_of(self.task.id)
         except DlstoreError:
             status = None
-        self.stop(CANCELLED if status == Status.CANCELLED.value else LOST)
+        self.stop(StopReason.CANCELLED if status == Status.CANCELLED.value else StopReason.LOST)
 
     def _after_lost_write(self, produced: Sequence[Path] = ()) -> None:
         """A final write touched no row. If the row was cancelled (or deleted), remove what we

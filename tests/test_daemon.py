@@ -34,7 +34,8 @@ from dlstore.testing.hls_server import HlsServer
 from dlstore.testing.media import decode_check, encode_source, write_hls
 from dlstore.testing.rust_api import RustApi, rfc3339_now
 from dlstore.timeutil import parse_ts
-from dlstore.worker import free_output_path, retry_delay, work_dir_for
+from dlstore.worker import free_output_path, work_dir_for
+from dlstore.workerid import WorkerId
 
 pytestmark = pytest.mark.slow
 
@@ -705,11 +706,6 @@ def test_the_demo_runs_offline_to_a_decoded_video(tmp_path):
 # --------------------------------------------------------------------------- small parts
 
 
-def test_retry_delay_doubles_and_is_capped():
-    assert [retry_delay(30, n) for n in range(4)] == [30, 60, 120, 240]
-    assert retry_delay(30, 50) == 3600
-
-
 def test_work_dir_is_per_task_and_never_escapes(tmp_path):
     assert work_dir_for(tmp_path, "abc-123") == tmp_path.resolve() / "abc-123"
     for task_id in ("../../etc", "/abs", "..", "a/b", ""):
@@ -742,11 +738,11 @@ def test_dead_holders_are_recognised(sqlite_url):
     wait_until(lambda: not _running(zombie.pid), 10, "the child to exit")
     assert not pid_alive(zombie.pid)  # a zombie (not yet reaped) counts as dead
     zombie.wait()
-    assert daemon._holder_is_dead(f"here:{dead.pid}:x")
-    assert daemon._holder_is_dead(f"here:{os.getpid()}:an-earlier-life")
+    assert daemon._holder_is_dead(WorkerId("here", dead.pid, "x"))
+    assert daemon._holder_is_dead(WorkerId("here", os.getpid(), "an-earlier-life"))
     assert not daemon._holder_is_dead(daemon.worker_id)  # ourselves, now
-    assert not daemon._holder_is_dead(f"here:{os.getppid()}:x")  # alive
-    assert not daemon._holder_is_dead(f"elsewhere:{dead.pid}:x")  # another host: lease only
+    assert not daemon._holder_is_dead(WorkerId("here", os.getppid(), "x"))  # alive
+    assert not daemon._holder_is_dead(WorkerId("elsewhere", dead.pid, "x"))  # another host
 
 
 def _running(pid: int) -> bool:
