@@ -34,9 +34,9 @@ from types import FrameType
 
 from dlstore.config import Settings
 from dlstore.errors import ConfigError, DlstoreError
-from dlstore.models import Status
+from dlstore.models import DownloadTask, Status
 from dlstore.sdnotify import Notifier
-from dlstore.store import Claim, Task, TaskStore
+from dlstore.store import Claim, TaskStore
 from dlstore.timeutil import now_ts
 from dlstore.worker import LOST, PROGRESS_INTERVAL_SECONDS, SHUTDOWN, TaskRunner
 
@@ -194,7 +194,7 @@ class Daemon:
                 return
             self._start(*found)
 
-    def _start(self, task: Task, claim: Claim) -> None:
+    def _start(self, task: DownloadTask, claim: Claim) -> None:
         runner = TaskRunner(self.store, self.settings, task, claim, logger=self.log)
         previous = self._running.get(task.id)
         if previous is not None:

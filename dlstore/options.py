@@ -6,11 +6,17 @@ and command-line flags; consumed by :mod:`dlstore.engine`. Pure data.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Any
+
+from dlstore.errors import DlstoreError
 
 OUTPUT_FORMATS = ("mp4", "ts")
+#: Keys a caller (the Rust API, `dlstore add`, a batch file) may set in ``metadata``.
+CALLER_METADATA_KEYS = ("quality", "output_dir", "headers", "format", "profile")
 
 
 @dataclass(frozen=True)
@@ -27,3 +33,31 @@ class DownloadOptions:
     rate_limit_bps: int | None = None  # overall bandwidth cap in bytes per second
     max_playlist_bytes: int = 16 * 1024 * 1024
     max_segments: int = 100_000
+
+
+def parse_metadata(text: str | None) -> dict[str, Any]:
+    if text is None or not text.strip():
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise DlstoreError(
+            f"The task's metadata is not valid JSON ({exc.msg} at position {exc.pos}); "
+            'fix it to a JSON object such as {"quality": "720p"}.'
+        ) from exc
+    if not isinstance(value, dict):
+        raise DlstoreError(
+            'The task\'s metadata must be a JSON object such as {"quality": "720p"}, '
+            f"not {type(value).__name__}."
+        )
+    return value
+
+
+def merge_metadata(existing: Mapping[str, Any], learned: Mapping[str, Any]) -> dict[str, Any]:
+    """``existing`` with what dlstore learned merged in; the caller's keys always win."""
+    merged = dict(existing)
+    for key, value in learned.items():
+        if key in CALLER_METADATA_KEYS and key in existing:
+            continue
+        merged[key] = value
+    return merged

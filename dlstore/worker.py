@@ -33,12 +33,12 @@ from dlstore import engine
 from dlstore.config import Settings
 from dlstore.errors import CancelledError, DlstoreError, DownloadError
 from dlstore.logs import TaskLog
-from dlstore.models import Status
+from dlstore.models import DownloadTask, Status
 from dlstore.options import DownloadOptions
 from dlstore.paths import resolve_output
 from dlstore.progress import Progress
 from dlstore.remux import make_poster
-from dlstore.store import Claim, ProgressUpdate, Task, TaskStore
+from dlstore.store import Claim, ProgressUpdate, TaskStore
 from dlstore.timeutil import ts_after
 from dlstore.validate import check_task_metadata, check_url
 
@@ -70,7 +70,7 @@ class Job:
     options: DownloadOptions
 
 
-def prepare(task: Task, settings: Settings) -> Job:
+def prepare(task: DownloadTask, settings: Settings) -> Job:
     """Check a row and turn it into a :class:`Job`; a DlstoreError says what is wrong."""
     metadata = check_task_metadata(task.metadata_dict(), settings.profiles)
     url = check_url(task.url)
@@ -211,7 +211,7 @@ class TaskRunner:
         self,
         store: TaskStore,
         settings: Settings,
-        task: Task,
+        task: DownloadTask,
         claim: Claim,
         *,
         logger: logging.Logger,
