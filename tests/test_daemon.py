@@ -29,9 +29,10 @@ from dlstore import db, migrate
 from dlstore.cli import app
 from dlstore.config import Settings
 from dlstore.daemon import SHUTDOWN_GRACE_SECONDS, Daemon, pid_alive
+from dlstore.options import free_output_path, work_dir_for
 from dlstore.store import TaskStore
 from dlstore.timeutil import parse_ts
-from dlstore.worker import free_output_path, retry_delay, work_dir_for
+from dlstore.worker import retry_delay
 from tests.support.api import RustApi, rfc3339_now
 from tests.support.hls_server import HlsServer
 from tests.support.media import decode_check, encode_source, write_hls

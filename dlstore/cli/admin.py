@@ -14,8 +14,9 @@ from dlstore.cli import ConfigOption, DbOption, command, db_app, load_env
 from dlstore.cli.format import format_table, format_task
 from dlstore.errors import DlstoreError
 from dlstore.models import DownloadTask, Status
+from dlstore.options import caller_metadata, parse_headers
 from dlstore.store import TaskStore
-from dlstore.validate import check_task_metadata, check_url, parse_header
+from dlstore.validate import check_url
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
@@ -68,16 +69,14 @@ def add(
     metadata: dict[str, Any] = {
         "quality": quality,
         "output_dir": output_dir,
-        "headers": dict(parse_header(h) for h in header) if header else None,
+        "headers": parse_headers(header),
         "format": output_format,
         "profile": profile,
     }
     if not name.strip():
         raise DlstoreError("--name must not be empty.")
     with load_env(config, database) as env:
-        metadata = check_task_metadata(
-            {k: v for k, v in metadata.items() if v is not None}, env.settings.profiles
-        )
+        metadata = caller_metadata(metadata, env.settings.profiles)
         task = env.store().create(name=name, url=check_url(url), metadata=metadata)
     typer.echo(task.id)
 
