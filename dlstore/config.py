@@ -20,8 +20,7 @@ from typing import Any
 import yaml
 
 from dlstore.errors import ConfigError
-from dlstore.options import DownloadOptions
-from dlstore.validate import check_format
+from dlstore.options import DownloadOptions, check_format
 
 DEFAULT_CONFIG_PATH = Path("config") / "downloader.yaml"
 DEFAULT_DATABASE_PATH = Path("data") / "dlstore.sqlite"
@@ -114,16 +113,6 @@ class Settings:
             connect_timeout=_pick(chosen.connect_timeout, self.connect_timeout),
             read_timeout=_pick(chosen.read_timeout, self.read_timeout),
             rate_limit_bps=_pick(chosen.bandwidth_limit, self.bandwidth_limit),
-        )
-
-    def task_download_options(self, metadata: Mapping[str, Any]) -> DownloadOptions:
-        """Options for a task from its (checked) caller metadata: quality, headers,
-        format, profile. One place for rows and batch entries alike."""
-        return self.download_options(
-            profile=metadata.get("profile"),
-            quality=metadata.get("quality"),
-            headers=metadata.get("headers"),
-            output_format=metadata.get("format"),
         )
 
     def resolved_database_url(self) -> str:

@@ -32,10 +32,10 @@ from types import FrameType
 
 from dlstore.config import Settings
 from dlstore.errors import ConfigError, DlstoreError
-from dlstore.models import Status
+from dlstore.models import DownloadTask, Status
 from dlstore.outcome import StopReason
 from dlstore.sdnotify import Notifier
-from dlstore.store import Claim, Task, TaskStore
+from dlstore.store import Claim, TaskStore
 from dlstore.timeutil import now_ts
 from dlstore.worker import PROGRESS_INTERVAL_SECONDS, TaskRunner
 from dlstore.workerid import WorkerId
@@ -191,7 +191,7 @@ class Daemon:
                 return
             self._start(*found)
 
-    def _start(self, task: Task, claim: Claim) -> None:
+    def _start(self, task: DownloadTask, claim: Claim) -> None:
         runner = TaskRunner(self.store, self.settings, task, claim, logger=self.log)
         previous = self._running.get(task.id)
         if previous is not None:

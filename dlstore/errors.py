@@ -8,6 +8,7 @@ do about it. Third-party errors are wrapped once, where they enter dlstore
 
     DlstoreError
     ├── ConfigError              bad config file, env var or flag
+    ├── InvalidInputError        a task's options (metadata, flags, batch entry) are invalid
     ├── DatabaseError            unreachable or invalid database URL
     │   └── NotMigratedError     download_tasks missing or behind: run `dlstore db upgrade`
     ├── TaskNotFoundError        no row with that id
@@ -43,6 +44,10 @@ class DlstoreError(Exception):
 
 class ConfigError(DlstoreError):
     """The configuration is invalid."""
+
+
+class InvalidInputError(DlstoreError):
+    """The task's settings are invalid."""
 
 
 class DatabaseError(DlstoreError):

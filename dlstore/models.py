@@ -4,17 +4,27 @@ The seed columns (id … metadata) match the Rust app's ``CREATE TABLE`` column 
 column; every column dlstore adds is nullable or defaulted, so the Rust API's
 INSERT of the seed columns alone keeps working. Timestamps are TEXT in RFC 3339
 (see :mod:`dlstore.timeutil`); ``metadata`` is TEXT holding a JSON object.
+
+:class:`DownloadTask` is also the row as dlstore reads it: :class:`~dlstore.store.TaskStore`
+returns instances built with :meth:`DownloadTask.from_row`.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Mapping
+from datetime import datetime
 from enum import Enum
-from typing import Optional
+from typing import Any, Optional
 
 from sqlalchemy import BigInteger, Column, Index, Integer, Text, text
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 from sqlmodel import Field, SQLModel
+
+from dlstore.errors import DlstoreError
+from dlstore.options import parse_metadata
+from dlstore.timeutil import parse_ts
 
 TABLE_NAME = "download_tasks"
 
@@ -59,6 +69,8 @@ BigInt = BigInteger().with_variant(Integer(), "sqlite")
 
 
 class DownloadTask(SQLModel, table=True):
+    """One row of ``download_tasks``; ``meta`` holds the ``metadata`` column's raw text."""
+
     __tablename__ = TABLE_NAME
     __table_args__ = (
         Index("idx_download_status", "status"),
@@ -119,8 +131,37 @@ class DownloadTask(SQLModel, table=True):
         default=0, sa_column=Column("auto_retries", Integer, server_default=text("0"))
     )
 
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> DownloadTask:
+        """The task a row mapping (keyed by column name, e.g. from RETURNING) holds."""
+        return cls(**{attribute: row[column] for attribute, column in COLUMN_ATTRIBUTES})
+
+    def metadata_dict(self) -> dict[str, Any]:
+        """The metadata object; raises DlstoreError if it is not a JSON object."""
+        return parse_metadata(self.meta)
+
+    def to_json(self) -> dict[str, Any]:
+        """The row keyed by column name, ``metadata`` parsed (left as text if it isn't JSON)."""
+        out = {column: getattr(self, attribute) for attribute, column in COLUMN_ATTRIBUTES}
+        if self.meta is None:
+            return out
+        with contextlib.suppress(DlstoreError):  # not JSON: shown as the text it is
+            out["metadata"] = self.metadata_dict()
+        return out
+
+    def created(self) -> datetime | None:
+        try:
+            return parse_ts(self.created_at)
+        except ValueError:
+            return None
+
 
 download_tasks = DownloadTask.__table__  # type: ignore[attr-defined]
+#: (attribute, column name) of each column, in the table's order.
+COLUMN_ATTRIBUTES = tuple(
+    (DownloadTask.__mapper__.get_property_by_column(c).key, c.name)  # type: ignore[attr-defined]
+    for c in download_tasks.columns
+)
 
 #: The columns the Rust app's DDL creates, in its order.
 SEED_COLUMNS = (

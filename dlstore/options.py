@@ -1,20 +1,54 @@
-"""What one download needs to know, apart from its URL and destination.
+"""A task's options, in one place: what a caller may ask for and what one download gets.
 
-Built by :mod:`dlstore.config` from the config file, a profile, a task's metadata
-and command-line flags; consumed by :mod:`dlstore.engine`. Pure data.
+    a row's ``metadata``, a batch entry, ``add``/``download`` flags
+        ──check_task_metadata──▶ the caller's keys, checked (CALLER_METADATA_KEYS)
+        ──Settings.download_options (config + profile)──▶ DownloadOptions
+    claimed row  ──prepare──▶ Job: URL, a free output file, the task's work folder
+    batch entry  ──batch_task──▶ BatchTask ──job──▶ Job
+
+Each check raises a :class:`~dlstore.errors.DlstoreError` subclass whose message says
+what is wrong and what is accepted, so one check serves ``dlstore add``, batch files
+and the daemon (which writes the message into a row's ``error_message``). No I/O
+beyond looking at paths: whether an output file exists, where a link leads.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import hashlib
+import json
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from dlstore.errors import DlstoreError, DownloadError, InvalidInputError
+from dlstore.paths import check_name, resolve_output, safe_subdir, sanitize_filename
+from dlstore.validate import check_url
+
+if TYPE_CHECKING:
+    from dlstore.config import Settings
+    from dlstore.models import DownloadTask
 
 OUTPUT_FORMATS = ("mp4", "ts")
+#: Keys a caller (the Rust API, `dlstore add`, a batch file) may set in ``metadata``.
+CALLER_METADATA_KEYS = ("quality", "output_dir", "headers", "format", "profile")
+#: The keys of a batch file's entry.
+BATCH_KEYS = ("name", "url", *CALLER_METADATA_KEYS)
+#: "name (2).mp4" … "name (100).mp4" are tried when "name.mp4" exists.
+MAX_NAME_SUFFIX = 100
+
+_QUALITY = re.compile(r"^(best|worst|\d{2,4}p)$")
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+_PLAIN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 @dataclass(frozen=True)
 class DownloadOptions:
+    """What one download needs to know apart from its URL and destination; the engine's input."""
+
     quality: str = "best"  # "1080p", "720p", ..., "best", "worst"
     headers: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     output_format: str = "mp4"  # "mp4" or "ts"
@@ -27,3 +61,249 @@ class DownloadOptions:
     rate_limit_bps: int | None = None  # overall bandwidth cap in bytes per second
     max_playlist_bytes: int = 16 * 1024 * 1024
     max_segments: int = 100_000
+
+
+# --- the metadata column ---------------------------------------------------------------
+
+
+def parse_metadata(text: str | None) -> dict[str, Any]:
+    if text is None or not text.strip():
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise DlstoreError(
+            f"The task's metadata is not valid JSON ({exc.msg} at position {exc.pos}); "
+            'fix it to a JSON object such as {"quality": "720p"}.'
+        ) from exc
+    if not isinstance(value, dict):
+        raise DlstoreError(
+            'The task\'s metadata must be a JSON object such as {"quality": "720p"}, '
+            f"not {type(value).__name__}."
+        )
+    return value
+
+
+def merge_metadata(existing: Mapping[str, Any], learned: Mapping[str, Any]) -> dict[str, Any]:
+    """``existing`` with what dlstore learned merged in; the caller's keys always win."""
+    merged = dict(existing)
+    for key, value in learned.items():
+        if key in CALLER_METADATA_KEYS and key in existing:
+            continue
+        merged[key] = value
+    return merged
+
+
+# --- checks on the caller's keys ---------------------------------------------------------
+
+
+def check_quality(quality: Any) -> str:
+    if not isinstance(quality, str) or not _QUALITY.match(quality.strip().lower()):
+        raise InvalidInputError(
+            f'Unknown quality {quality!r}; use a height such as "1080p" or "720p", '
+            'or "best" or "worst".'
+        )
+    return quality.strip().lower()
+
+
+def check_format(output_format: Any) -> str:
+    if output_format not in OUTPUT_FORMATS:
+        raise InvalidInputError(
+            f"Unknown format {output_format!r}; use one of {', '.join(OUTPUT_FORMATS)}."
+        )
+    return str(output_format)
+
+
+def check_headers(headers: Any) -> dict[str, str]:
+    if not isinstance(headers, Mapping):
+        raise InvalidInputError(
+            "headers must be an object of header names to values, "
+            'such as {"Referer": "https://example.com/"}.'
+        )
+    checked: dict[str, str] = {}
+    for name, value in headers.items():
+        if not isinstance(name, str) or not _HEADER_NAME.match(name):
+            raise InvalidInputError(f"{name!r} is not a valid HTTP header name.")
+        if not isinstance(value, str) or "\n" in value or "\r" in value:
+            raise InvalidInputError(f"The value of header {name} must be one line of text.")
+        checked[name] = value
+    return checked
+
+
+def parse_header(line: str) -> tuple[str, str]:
+    """``'Referer: https://x/'`` → ``("Referer", "https://x/")``."""
+    name, sep, value = line.partition(":")
+    if not sep or not name.strip():
+        raise InvalidInputError(f"Header {line!r} must look like 'Name: value'.")
+    name, value = name.strip(), value.strip()
+    check_headers({name: value})
+    return name, value
+
+
+def parse_headers(lines: Sequence[str] | None) -> dict[str, str] | None:
+    """``--header`` flags as a headers object; None when there are none."""
+    return dict(parse_header(line) for line in lines) if lines else None
+
+
+def check_output_dir(output_dir: Any) -> str:
+    """A relative folder that stays inside the output root (checked again on use)."""
+    if not isinstance(output_dir, str):
+        raise InvalidInputError(f"output_dir must be text, not {type(output_dir).__name__}.")
+    return str(safe_subdir(output_dir))
+
+
+def check_task_metadata(
+    metadata: Mapping[str, Any], profiles: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """Validate the caller's keys of a task's metadata (others pass through untouched)."""
+    checked = dict(metadata)
+    if "quality" in metadata and metadata["quality"] is not None:
+        checked["quality"] = check_quality(metadata["quality"])
+    if "format" in metadata and metadata["format"] is not None:
+        checked["format"] = check_format(metadata["format"])
+    if "headers" in metadata and metadata["headers"] is not None:
+        checked["headers"] = check_headers(metadata["headers"])
+    if "output_dir" in metadata and metadata["output_dir"] is not None:
+        checked["output_dir"] = check_output_dir(metadata["output_dir"])
+    profile = metadata.get("profile")
+    if profile is not None and profiles is not None and profile not in profiles:
+        raise InvalidInputError(
+            f"Unknown profile {profile!r}; use one of {', '.join(sorted(profiles))}."
+        )
+    return checked
+
+
+def caller_metadata(values: Mapping[str, Any], profiles: Mapping[str, Any]) -> dict[str, Any]:
+    """The caller's keys in ``values`` that are set (not None), checked: a new row's metadata."""
+    chosen = {k: values[k] for k in CALLER_METADATA_KEYS if values.get(k) is not None}
+    return check_task_metadata(chosen, profiles)
+
+
+def task_download_options(settings: Settings, metadata: Mapping[str, Any]) -> DownloadOptions:
+    """Options for a task from its (checked) caller metadata: quality, headers,
+    format, profile. One place for rows and batch entries alike."""
+    return settings.download_options(
+        profile=metadata.get("profile"),
+        quality=metadata.get("quality"),
+        headers=metadata.get("headers"),
+        output_format=metadata.get("format"),
+    )
+
+
+# --- a row or a batch entry → a Job --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Job:
+    """What the engine needs for one task, checked."""
+
+    url: str
+    output_path: Path
+    work_dir: Path
+    options: DownloadOptions
+
+
+def prepare(task: DownloadTask, settings: Settings) -> Job:
+    """Check a row and turn it into a :class:`Job`; a DlstoreError says what is wrong."""
+    metadata = check_task_metadata(task.metadata_dict(), settings.profiles)
+    url = check_url(task.url)
+    options = task_download_options(settings, metadata)
+    output = free_output_path(
+        settings.output_dir, metadata.get("output_dir"), task.name, options.output_format
+    )
+    return Job(url, output, work_dir_for(settings.temp_dir, task.id), options)
+
+
+def free_output_path(root: Path, output_dir: str | None, name: str, ext: str) -> Path:
+    """``root/output_dir/name.ext``, or ``name (2).ext``… if that file exists already.
+
+    Confined to ``root`` (:func:`~dlstore.paths.resolve_output` raises otherwise).
+    Another video of the same name gets a numbered file rather than a failed row:
+    the web UI has no way to pick another name.
+    """
+    first = resolve_output(root, output_dir, name, ext, overwrite=True)
+    candidate = first
+    for number in range(2, MAX_NAME_SUFFIX + 2):
+        if not (candidate.exists() or candidate.is_symlink()):
+            return candidate
+        candidate = first.with_name(f"{first.stem} ({number}){first.suffix}")
+    raise DownloadError(
+        f"{first} and {MAX_NAME_SUFFIX} numbered copies of it already exist; "
+        "choose another name or output_dir."
+    )
+
+
+def work_dir_for(temp_dir: Path, task_id: str) -> Path:
+    """The task's own work folder, the same on every attempt so that a retry resumes.
+
+    An id that is not a plain file name (the API may insert any text) is hashed.
+    """
+    name = task_id
+    if not _PLAIN_ID.match(task_id):
+        name = "task-" + hashlib.sha256(task_id.encode("utf-8")).hexdigest()[:32]
+    return Path(temp_dir).expanduser().resolve() / name
+
+
+@dataclass(frozen=True)
+class BatchTask:
+    """One entry of a batch file, checked."""
+
+    name: str
+    url: str
+    metadata: dict[str, Any]  # the caller's optional keys, checked
+
+    def job(self, settings: Settings, *, overwrite: bool) -> Job:
+        """The entry's download: its file under the output root (an existing one is an
+        error unless ``overwrite``), a work folder named after its URL and file."""
+        options = task_download_options(settings, self.metadata)
+        target = resolve_output(
+            Path(settings.output_dir),
+            self.metadata.get("output_dir"),
+            self.name,
+            options.output_format,
+            overwrite=overwrite,
+        )
+        work = Path(settings.temp_dir) / f"batch-{_digest(self.url, str(target))}"
+        return Job(self.url, target, work, options)
+
+
+def batch_task(entry: Any, settings: Settings) -> BatchTask:
+    """One entry of a batch file checked: only BATCH_KEYS, a name, a URL, valid options."""
+    if not isinstance(entry, Mapping):
+        raise InvalidInputError('each task must be an object like {"name": …, "url": …}.')
+    unknown = sorted(set(entry) - set(BATCH_KEYS))
+    if unknown:
+        raise InvalidInputError(
+            f"unknown key {', '.join(map(repr, unknown))}; allowed: {', '.join(BATCH_KEYS)}."
+        )
+    for key in ("name", "url"):
+        if not isinstance(entry.get(key), str) or not entry[key].strip():
+            raise InvalidInputError(f'"{key}" is required and must be non-empty text.')
+    name = entry["name"].strip()
+    url = check_url(entry["url"])
+    metadata = caller_metadata(entry, settings.profiles)
+    check_name(name)
+    return BatchTask(name=name, url=url, metadata=metadata)
+
+
+def _digest(*parts: str) -> str:
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+# --- `dlstore download`'s -o and --format ----------------------------------------------------
+
+
+def format_from_suffix(output: Path) -> str:
+    """The format ``-o``'s suffix names (``.ts`` → ts), mp4 for any other."""
+    suffix = output.suffix.lower().lstrip(".")
+    return suffix if suffix in OUTPUT_FORMATS else "mp4"
+
+
+def output_file(output: Path, url: str, fmt: str) -> Path:
+    """``-o`` as a file path: a folder gets a name from the URL; the suffix follows the format."""
+    if output.is_dir() or str(output).endswith(("/", "\\")):
+        stem = Path(urlsplit(url).path).stem or "video"
+        return output / f"{sanitize_filename(stem)}.{fmt}"
+    if output.suffix.lower().lstrip(".") != fmt:
+        return output.with_name(f"{output.name}.{fmt}")
+    return output

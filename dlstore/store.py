@@ -18,12 +18,11 @@ stop. No write here ever turns a ``cancelled`` row into anything else, except
 
 from __future__ import annotations
 
-import contextlib
 import json
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -38,63 +37,11 @@ from dlstore.errors import (
     NotMigratedError,
     TaskNotFoundError,
 )
-from dlstore.models import PENDING_WHERE, Status, download_tasks
-from dlstore.timeutil import format_ts, now_ts, parse_ts, utcnow
+from dlstore.models import PENDING_WHERE, DownloadTask, Status, download_tasks
+from dlstore.options import merge_metadata, parse_metadata
+from dlstore.timeutil import format_ts, now_ts, utcnow
 
 T = download_tasks.c
-
-#: Keys a caller (the Rust API, `dlstore add`, a batch file) may set in ``metadata``.
-CALLER_METADATA_KEYS = ("quality", "output_dir", "headers", "format", "profile")
-
-
-@dataclass(frozen=True)
-class Task:
-    """One row of ``download_tasks``, as read. ``metadata`` stays the raw text."""
-
-    id: str
-    name: str
-    url: str
-    status: str
-    progress: int | None
-    total_segments: int | None
-    downloaded_segments: int | None
-    output_path: str | None
-    created_at: str
-    started_at: str | None
-    completed_at: str | None
-    error_message: str | None
-    metadata: str | None
-    updated_at: str | None
-    attempts: int | None
-    worker_id: str | None
-    heartbeat_at: str | None
-    downloaded_bytes: int | None
-    speed_bps: int | None
-    eta_seconds: int | None
-    current_file: str | None
-    message: str | None
-    run_after: str | None
-    auto_retries: int | None
-
-    @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> Task:
-        return cls(**{f.name: row[f.name] for f in fields(cls)})
-
-    def metadata_dict(self) -> dict[str, Any]:
-        """The metadata object; raises DlstoreError if it is not a JSON object."""
-        return parse_metadata(self.metadata)
-
-    def to_json(self) -> dict[str, Any]:
-        """The row keyed by column name, ``metadata`` parsed (left as text if it isn't JSON)."""
-        out = {f.name: getattr(self, f.name) for f in fields(self)}
-        if self.metadata is None:
-            return out
-        with contextlib.suppress(DlstoreError):  # not JSON: shown as the text it is
-            out["metadata"] = self.metadata_dict()
-        return out
-
-    def created(self) -> datetime | None:
-        return _parse_or_none(self.created_at)
 
 
 @dataclass(frozen=True)
@@ -116,41 +63,6 @@ class ProgressUpdate:
     eta_seconds: int | None
     current_file: str | None
     message: str | None
-
-
-def parse_metadata(text: str | None) -> dict[str, Any]:
-    if text is None or not text.strip():
-        return {}
-    try:
-        value = json.loads(text)
-    except ValueError as exc:
-        raise DlstoreError(
-            f"The task's metadata is not valid JSON ({exc.msg} at position {exc.pos}); "
-            'fix it to a JSON object such as {"quality": "720p"}.'
-        ) from exc
-    if not isinstance(value, dict):
-        raise DlstoreError(
-            'The task\'s metadata must be a JSON object such as {"quality": "720p"}, '
-            f"not {type(value).__name__}."
-        )
-    return value
-
-
-def merge_metadata(existing: Mapping[str, Any], learned: Mapping[str, Any]) -> dict[str, Any]:
-    """``existing`` with what dlstore learned merged in; the caller's keys always win."""
-    merged = dict(existing)
-    for key, value in learned.items():
-        if key in CALLER_METADATA_KEYS and key in existing:
-            continue
-        merged[key] = value
-    return merged
-
-
-def _parse_or_none(text: str | None) -> datetime | None:
-    try:
-        return parse_ts(text)
-    except ValueError:
-        return None
 
 
 class TaskStore:
@@ -193,21 +105,21 @@ class TaskStore:
 
     # --- reads -------------------------------------------------------------------
 
-    def get(self, task_id: str) -> Task:
+    def get(self, task_id: str) -> DownloadTask:
         with self._read() as conn:
             row = conn.execute(select(download_tasks).where(T.id == task_id)).mappings().first()
         if row is None:
             raise TaskNotFoundError(f"No download task has the id {task_id!r}.")
-        return Task.from_row(row)
+        return DownloadTask.from_row(row)
 
-    def list(self, status: str | None = None, limit: int | None = None) -> list[Task]:
+    def list(self, status: str | None = None, limit: int | None = None) -> list[DownloadTask]:
         query = select(download_tasks).order_by(T.created_at.desc(), T.id.desc())
         if status is not None:
             query = query.where(T.status == status)
         if limit is not None:
             query = query.limit(limit)
         with self._read() as conn:
-            return [Task.from_row(r) for r in conn.execute(query).mappings()]
+            return [DownloadTask.from_row(r) for r in conn.execute(query).mappings()]
 
     def counts(self) -> dict[str, int]:
         query = select(T.status, func.count()).group_by(T.status)
@@ -231,7 +143,7 @@ class TaskStore:
         url: str,
         metadata: Mapping[str, Any] | None = None,
         task_id: str | None = None,
-    ) -> Task:
+    ) -> DownloadTask:
         now = now_ts()
         values = {
             "id": task_id or str(uuid.uuid4()),
@@ -248,9 +160,9 @@ class TaskStore:
                 .mappings()
                 .one()
             )
-        return Task.from_row(row)
+        return DownloadTask.from_row(row)
 
-    def claim(self, worker_id: str, *, now: str | None = None) -> tuple[Task, Claim] | None:
+    def claim(self, worker_id: str, *, now: str | None = None) -> tuple[DownloadTask, Claim] | None:
         """Take the oldest due pending row for ``worker_id``; None if there is none.
 
         One statement. On PostgreSQL the inner SELECT skips rows other claimers hold
@@ -290,7 +202,7 @@ class TaskStore:
             row = conn.execute(statement).mappings().first()
         if row is None:
             return None
-        task = Task.from_row(row)
+        task = DownloadTask.from_row(row)
         return task, Claim(task.id, worker_id, int(task.attempts or 0))
 
     def report_progress(self, claim: Claim, update_: ProgressUpdate) -> bool:
@@ -425,42 +337,28 @@ class TaskStore:
             )
         return result.rowcount == 1
 
-    def cancel(self, task_id: str) -> Task:
+    def cancel(self, task_id: str) -> DownloadTask:
         """The Rust API's cancel, with dlstore's bookkeeping columns."""
-        statement = (
-            update(download_tasks)
-            .where(
-                T.id == task_id,
-                T.status.in_([Status.PENDING.value, Status.DOWNLOADING.value]),
-            )
-            .values(
-                status=Status.CANCELLED.value,
-                message="Cancelled",
-                updated_at=now_ts(),
-                run_after=None,
-            )
-            .returning(*download_tasks.c)
+        values = {
+            "status": Status.CANCELLED.value,
+            "message": "Cancelled",
+            "updated_at": now_ts(),
+            "run_after": None,
+        }
+        return self._user_transition(
+            task_id, "cancelled", (Status.PENDING, Status.DOWNLOADING), values
         )
-        return self._user_transition(task_id, statement, "cancelled", "pending or downloading")
 
-    def retry(self, task_id: str) -> Task:
+    def retry(self, task_id: str) -> DownloadTask:
         """The Rust API's retry: back to ``pending``; what was fetched is kept for resume."""
-        statement = (
-            update(download_tasks)
-            .where(
-                T.id == task_id,
-                T.status.in_([Status.FAILED.value, Status.CANCELLED.value]),
-            )
-            .values(
-                status=Status.PENDING.value,
-                error_message=None,
-                run_after=None,
-                message="Queued for retry",
-                updated_at=now_ts(),
-            )
-            .returning(*download_tasks.c)
-        )
-        return self._user_transition(task_id, statement, "retried", "failed or cancelled")
+        values = {
+            "status": Status.PENDING.value,
+            "error_message": None,
+            "run_after": None,
+            "message": "Queued for retry",
+            "updated_at": now_ts(),
+        }
+        return self._user_transition(task_id, "retried", (Status.FAILED, Status.CANCELLED), values)
 
     def reclaim_expired(self, lease_seconds: float, *, now: datetime | None = None) -> list[str]:
         """Put back to ``pending`` every ``downloading`` row whose heartbeat is older than
@@ -488,16 +386,16 @@ class TaskStore:
         with self._write() as conn:
             return [r[0] for r in conn.execute(statement)]
 
-    def held_by(self, worker_prefix: str) -> list[Task]:
+    def held_by(self, worker_prefix: str) -> list[DownloadTask]:
         """``downloading`` rows whose worker_id starts with ``worker_prefix`` (e.g. a host)."""
         query = select(download_tasks).where(
             T.status == Status.DOWNLOADING.value,
             T.worker_id.startswith(worker_prefix, autoescape=True),
         )
         with self._read() as conn:
-            return [Task.from_row(r) for r in conn.execute(query).mappings()]
+            return [DownloadTask.from_row(r) for r in conn.execute(query).mappings()]
 
-    def reclaim(self, task: Task, message: str) -> bool:
+    def reclaim(self, task: DownloadTask, message: str) -> bool:
         """Put back to ``pending`` a row whose holder is known to be dead."""
         if task.worker_id is None or task.attempts is None:
             return False
@@ -548,19 +446,30 @@ class TaskStore:
             )
         return result.rowcount == 1
 
-    def _user_transition(self, task_id: str, statement: Any, verb: str, allowed: str) -> Task:
+    def _user_transition(
+        self,
+        task_id: str,
+        verb: str,
+        from_statuses: tuple[Status, ...],
+        values: Mapping[str, Any],
+    ) -> DownloadTask:
+        """A user's command (cancel, retry): ``values`` written if the row has one of
+        ``from_statuses``, else an error naming the row's status."""
+        statement = (
+            update(download_tasks)
+            .where(T.id == task_id, T.status.in_([s.value for s in from_statuses]))
+            .values(**values)
+            .returning(*download_tasks.c)
+        )
         with self._write() as conn:
             row = conn.execute(statement).mappings().first()
             if row is None:
                 status = conn.execute(select(T.status).where(T.id == task_id)).scalar()
         if row is not None:
-            return Task.from_row(row)
+            return DownloadTask.from_row(row)
         if status is None:
             raise TaskNotFoundError(f"No download task has the id {task_id!r}.")
+        allowed = " or ".join(s.value for s in from_statuses)
         raise InvalidTransitionError(
             f"Task {task_id} is {status}; only {allowed} tasks can be {verb}."
         )
-
-
-def tasks_json(tasks: Iterable[Task]) -> list[dict[str, Any]]:
-    return [t.to_json() for t in tasks]

@@ -23,90 +23,30 @@ from __future__ import annotations
 
 import contextlib
 import glob
-import hashlib
 import logging
-import re
 import shutil
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from dlstore import engine
 from dlstore.config import Settings
-from dlstore.errors import DlstoreError, DownloadError
+from dlstore.errors import DlstoreError
 from dlstore.logs import TaskLog
-from dlstore.models import Status
-from dlstore.options import DownloadOptions
+from dlstore.models import DownloadTask, Status
+from dlstore.options import Job, prepare
 from dlstore.outcome import Action, Decision, Outcome, Policy, StopReason, decide
-from dlstore.paths import resolve_output
 from dlstore.progress import Progress
 from dlstore.remux import make_poster
-from dlstore.store import Claim, ProgressUpdate, Task, TaskStore
+from dlstore.store import Claim, ProgressUpdate, TaskStore
 from dlstore.timeutil import ts_after
-from dlstore.validate import check_task_metadata, check_url
 
 #: How often a running task's row gets its progress and heartbeat: about once a
 #: second, never more (CONTRACT.md §2).
 PROGRESS_INTERVAL_SECONDS = 1.0
-#: "name (2).mp4" … "name (100).mp4" are tried when "name.mp4" exists.
-MAX_NAME_SUFFIX = 100
 #: While downloading, progress stays below 100 until the file is in place.
 RUNNING_PROGRESS_CAP = 99
-
-_PLAIN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-
-
-@dataclass(frozen=True)
-class Job:
-    """What the engine needs for one task, checked."""
-
-    url: str
-    output_path: Path
-    work_dir: Path
-    options: DownloadOptions
-
-
-def prepare(task: Task, settings: Settings) -> Job:
-    """Check a row and turn it into a :class:`Job`; a DlstoreError says what is wrong."""
-    metadata = check_task_metadata(task.metadata_dict(), settings.profiles)
-    url = check_url(task.url)
-    options = settings.task_download_options(metadata)
-    output = free_output_path(
-        settings.output_dir, metadata.get("output_dir"), task.name, options.output_format
-    )
-    return Job(url, output, work_dir_for(settings.temp_dir, task.id), options)
-
-
-def free_output_path(root: Path, output_dir: str | None, name: str, ext: str) -> Path:
-    """``root/output_dir/name.ext``, or ``name (2).ext``… if that file exists already.
-
-    Confined to ``root`` (:func:`~dlstore.paths.resolve_output` raises otherwise).
-    Another video of the same name gets a numbered file rather than a failed row:
-    the web UI has no way to pick another name.
-    """
-    first = resolve_output(root, output_dir, name, ext, overwrite=True)
-    candidate = first
-    for number in range(2, MAX_NAME_SUFFIX + 2):
-        if not (candidate.exists() or candidate.is_symlink()):
-            return candidate
-        candidate = first.with_name(f"{first.stem} ({number}){first.suffix}")
-    raise DownloadError(
-        f"{first} and {MAX_NAME_SUFFIX} numbered copies of it already exist; "
-        "choose another name or output_dir."
-    )
-
-
-def work_dir_for(temp_dir: Path, task_id: str) -> Path:
-    """The task's own work folder, the same on every attempt so that a retry resumes.
-
-    An id that is not a plain file name (the API may insert any text) is hashed.
-    """
-    name = task_id
-    if not _PLAIN_ID.match(task_id):
-        name = "task-" + hashlib.sha256(task_id.encode("utf-8")).hexdigest()[:32]
-    return Path(temp_dir).expanduser().resolve() / name
 
 
 def progress_update(progress: Progress, message: str | None = None) -> ProgressUpdate:
@@ -204,7 +144,7 @@ class TaskRunner:
         self,
         store: TaskStore,
         settings: Settings,
-        task: Task,
+        task: DownloadTask,
         claim: Claim,
         *,
         logger: logging.Logger,

@@ -29,12 +29,12 @@ from dlstore import db, migrate
 from dlstore.cli import app
 from dlstore.config import Settings
 from dlstore.daemon import SHUTDOWN_GRACE_SECONDS, Daemon, pid_alive
+from dlstore.options import free_output_path, work_dir_for
 from dlstore.store import TaskStore
 from dlstore.testing.hls_server import HlsServer
 from dlstore.testing.media import decode_check, encode_source, write_hls
 from dlstore.testing.rust_api import RustApi, rfc3339_now
 from dlstore.timeutil import parse_ts
-from dlstore.worker import free_output_path, work_dir_for
 from dlstore.workerid import WorkerId
 
 pytestmark = pytest.mark.slow

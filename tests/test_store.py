@@ -6,10 +6,12 @@ import json
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import inspect, text
 
 from dlstore.errors import InvalidTransitionError, TaskNotFoundError
-from dlstore.store import ProgressUpdate, TaskStore, merge_metadata
+from dlstore.models import DownloadTask, download_tasks
+from dlstore.options import merge_metadata
+from dlstore.store import ProgressUpdate, TaskStore
 from dlstore.timeutil import parse_ts, ts_after, utcnow
 
 
@@ -224,7 +226,7 @@ def test_complete_leaves_non_json_metadata_alone(store, migrated_url):
         )
     _, claim = claim_one(store)
     assert store.complete(claim, output_path="/o", learned={"duration": 1})
-    assert store.get(task.id).metadata == "not json"
+    assert store.get(task.id).meta == "not json"
 
 
 def test_list_and_counts(store):
@@ -242,3 +244,17 @@ def test_merge_metadata_is_pure():
     merged = merge_metadata(existing, {"quality": "720p", "width": 1})
     assert merged == {"quality": "best", "headers": {"Referer": "x"}, "width": 1}
     assert existing == {"quality": "best", "headers": {"Referer": "x"}}
+
+
+def test_the_model_has_one_attribute_per_column():
+    columns = {prop.key: prop.columns[0].name for prop in inspect(DownloadTask).column_attrs}
+    assert set(DownloadTask.model_fields) == set(columns)  # no attribute without a column
+    assert sorted(columns.values()) == sorted(c.name for c in download_tasks.columns)
+    assert columns["meta"] == "metadata"
+
+
+def test_a_read_row_is_keyed_by_column_name(store):
+    task = store.create(name="a", url="https://e/1.m3u8", metadata={"quality": "720p"})
+    shown = store.get(task.id).to_json()
+    assert list(shown) == [c.name for c in download_tasks.columns]
+    assert shown["metadata"] == {"quality": "720p"} and "meta" not in shown

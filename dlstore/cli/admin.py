@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -11,9 +13,10 @@ from dlstore import db, migrate
 from dlstore.cli import ConfigOption, DbOption, command, db_app, load_env
 from dlstore.cli.format import format_table, format_task
 from dlstore.errors import DlstoreError
-from dlstore.models import Status
-from dlstore.store import Task, tasks_json
-from dlstore.validate import check_task_metadata, check_url, parse_header
+from dlstore.models import DownloadTask, Status
+from dlstore.options import caller_metadata, parse_headers
+from dlstore.store import TaskStore
+from dlstore.validate import check_url
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
@@ -66,16 +69,14 @@ def add(
     metadata: dict[str, Any] = {
         "quality": quality,
         "output_dir": output_dir,
-        "headers": dict(parse_header(h) for h in header) if header else None,
+        "headers": parse_headers(header),
         "format": output_format,
         "profile": profile,
     }
     if not name.strip():
         raise DlstoreError("--name must not be empty.")
     with load_env(config, database) as env:
-        metadata = check_task_metadata(
-            {k: v for k, v in metadata.items() if v is not None}, env.settings.profiles
-        )
+        metadata = caller_metadata(metadata, env.settings.profiles)
         task = env.store().create(name=name, url=check_url(url), metadata=metadata)
     typer.echo(task.id)
 
@@ -96,7 +97,7 @@ def list_tasks(
     with load_env(config, database) as env:
         tasks = env.store().list(status=status, limit=limit)
     if as_json:
-        typer.echo(json.dumps(tasks_json(tasks), indent=2))
+        typer.echo(json.dumps([t.to_json() for t in tasks], indent=2))
     elif tasks:
         typer.echo(format_table(tasks))
     else:
@@ -123,9 +124,7 @@ def retry(
     config: ConfigOption = None,
 ) -> None:
     """Put a failed or cancelled task back in the queue; it resumes where it stopped."""
-    with load_env(config, database) as env:
-        task = env.store().retry(task_id)
-    typer.echo(f"{task.id}: {task.status}")
+    _transition(TaskStore.retry, task_id, database, config)
 
 
 @command()
@@ -135,12 +134,22 @@ def cancel(
     config: ConfigOption = None,
 ) -> None:
     """Cancel a pending or downloading task."""
+    _transition(TaskStore.cancel, task_id, database, config)
+
+
+def _transition(
+    change: Callable[[TaskStore, str], DownloadTask],
+    task_id: str,
+    database: str | None,
+    config: Path | None,
+) -> None:
+    """One user transition of the store (retry, cancel); prints the row's new status."""
     with load_env(config, database) as env:
-        task = env.store().cancel(task_id)
+        task = change(env.store(), task_id)
     typer.echo(f"{task.id}: {task.status}")
 
 
-def _print(task: Task, as_json: bool) -> None:
+def _print(task: DownloadTask, as_json: bool) -> None:
     if as_json:
         typer.echo(json.dumps(task.to_json(), indent=2))
     else:

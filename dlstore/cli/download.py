@@ -6,14 +6,11 @@ Both call :func:`dlstore.engine.download`; ``batch --enqueue`` inserts rows thro
 
 from __future__ import annotations
 
-import hashlib
 import json
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
-from urllib.parse import urlsplit
+from typing import Annotated
 
 import typer
 from tqdm import tqdm
@@ -22,12 +19,17 @@ from dlstore.cli import ConfigOption, DbOption, command, fail, load_env
 from dlstore.cli.format import format_bytes
 from dlstore.config import Settings
 from dlstore.engine import DownloadResult, Progress, download
-from dlstore.errors import DlstoreError
-from dlstore.options import OUTPUT_FORMATS, DownloadOptions
-from dlstore.paths import check_name, resolve_output, sanitize_filename
-from dlstore.validate import InvalidInputError, check_task_metadata, check_url, parse_header
+from dlstore.errors import DlstoreError, InvalidInputError
+from dlstore.options import (
+    BatchTask,
+    Job,
+    batch_task,
+    format_from_suffix,
+    output_file,
+    parse_headers,
+)
+from dlstore.validate import check_url
 
-BATCH_KEYS = ("name", "url", "quality", "output_dir", "headers", "format", "profile")
 INTERRUPTED_EXIT = 130
 
 Quality = Annotated[
@@ -79,15 +81,15 @@ def download_command(
 ) -> None:
     """Download one HLS stream to a file (no database involved)."""
     url = check_url(url)
-    headers = dict(parse_header(h) for h in header) if header else None
-    fmt = output_format or _format_from_suffix(output)
-    target = _output_file(output, url, fmt)
+    headers = parse_headers(header)
+    fmt = output_format or format_from_suffix(output)
+    target = output_file(output, url, fmt)
     with load_env(config) as env:
         options = env.settings.download_options(
             profile=profile, quality=quality, headers=headers, output_format=fmt, threads=threads
         )
     work = work_dir or target.parent / f".{target.name}.parts"
-    result = _run(url, target, work, options, overwrite=overwrite, quiet=quiet)
+    result = _run(Job(url, target, work, options), overwrite=overwrite, quiet=quiet)
     typer.echo(_summary(result))
 
 
@@ -122,9 +124,7 @@ def batch(
     for number, task in enumerate(tasks, 1):
         prefix = f"[{number}/{len(tasks)}] {task.name}"
         try:
-            options, target = task.plan(settings, overwrite=overwrite)
-            work = Path(settings.temp_dir) / f"batch-{_digest(task.url, str(target))}"
-            result = _run(task.url, target, work, options, overwrite=overwrite, quiet=quiet)
+            result = _run(task.job(settings, overwrite=overwrite), overwrite=overwrite, quiet=quiet)
         except DlstoreError as exc:
             failures += 1
             typer.echo(f"{prefix}: failed: {' '.join(str(exc).split())}", err=True)
@@ -135,24 +135,6 @@ def batch(
 
 
 # --------------------------------------------------------------------------- batch file
-
-
-@dataclass(frozen=True)
-class BatchTask:
-    name: str
-    url: str
-    metadata: dict[str, Any]  # the caller's optional keys, checked
-
-    def plan(self, settings: Settings, *, overwrite: bool) -> tuple[DownloadOptions, Path]:
-        options = settings.task_download_options(self.metadata)
-        target = resolve_output(
-            Path(settings.output_dir),
-            self.metadata.get("output_dir"),
-            self.name,
-            options.output_format,
-            overwrite=overwrite,
-        )
-        return options, target
 
 
 def read_batch(path: Path, settings: Settings) -> list[BatchTask]:
@@ -176,7 +158,7 @@ def read_batch(path: Path, settings: Settings) -> list[BatchTask]:
     tasks, problems = [], []
     for number, entry in enumerate(raw, 1):
         try:
-            tasks.append(_batch_task(entry, settings))
+            tasks.append(batch_task(entry, settings))
         except DlstoreError as exc:
             label = entry.get("name") if isinstance(entry, Mapping) else None
             where = f"task {number}" + (f" ({label!r})" if isinstance(label, str) else "")
@@ -186,64 +168,18 @@ def read_batch(path: Path, settings: Settings) -> list[BatchTask]:
     return tasks
 
 
-def _batch_task(entry: Any, settings: Settings) -> BatchTask:
-    if not isinstance(entry, Mapping):
-        raise InvalidInputError('each task must be an object like {"name": …, "url": …}.')
-    unknown = sorted(set(entry) - set(BATCH_KEYS))
-    if unknown:
-        raise InvalidInputError(
-            f"unknown key {', '.join(map(repr, unknown))}; allowed: {', '.join(BATCH_KEYS)}."
-        )
-    for key in ("name", "url"):
-        if not isinstance(entry.get(key), str) or not entry[key].strip():
-            raise InvalidInputError(f'"{key}" is required and must be non-empty text.')
-    name = entry["name"].strip()
-    url = check_url(entry["url"])
-    metadata = {k: entry[k] for k in BATCH_KEYS[2:] if entry.get(k) is not None}
-    metadata = check_task_metadata(metadata, settings.profiles)
-    check_name(name)
-    return BatchTask(name=name, url=url, metadata=metadata)
-
-
 # --------------------------------------------------------------------------- helpers
 
 
-def _format_from_suffix(output: Path) -> str:
-    suffix = output.suffix.lower().lstrip(".")
-    return suffix if suffix in OUTPUT_FORMATS else "mp4"
-
-
-def _output_file(output: Path, url: str, fmt: str) -> Path:
-    """``-o`` as a file path: a folder gets a name from the URL; the suffix follows the format."""
-    if output.is_dir() or str(output).endswith(("/", "\\")):
-        stem = Path(urlsplit(url).path).stem or "video"
-        return output / f"{sanitize_filename(stem)}.{fmt}"
-    if output.suffix.lower().lstrip(".") != fmt:
-        return output.with_name(f"{output.name}.{fmt}")
-    return output
-
-
-def _digest(*parts: str) -> str:
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
-
-
-def _run(
-    url: str,
-    target: Path,
-    work: Path,
-    options: DownloadOptions,
-    *,
-    overwrite: bool,
-    quiet: bool,
-) -> DownloadResult:
-    bar = _Bar(target.name, disabled=quiet)
+def _run(job: Job, *, overwrite: bool, quiet: bool) -> DownloadResult:
+    bar = _Bar(job.output_path.name, disabled=quiet)
     cancel = threading.Event()
     try:
         return download(
-            url,
-            target,
-            work_dir=work,
-            options=options,
+            job.url,
+            job.output_path,
+            work_dir=job.work_dir,
+            options=job.options,
             on_progress=bar.update,
             cancel=cancel,
             overwrite=overwrite,

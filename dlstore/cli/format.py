@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dlstore.store import Task
+from dlstore.models import DownloadTask
 from dlstore.timeutil import parse_ts
 
 
@@ -37,13 +37,13 @@ def format_when(text: str | None) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S") if moment else "-"
 
 
-def format_progress(task: Task) -> str:
+def format_progress(task: DownloadTask) -> str:
     done, total = task.downloaded_segments or 0, task.total_segments
     segments = f" ({done}/{total})" if total else ""
     return f"{task.progress or 0}%{segments}"
 
 
-def format_table(tasks: list[Task]) -> str:
+def format_table(tasks: list[DownloadTask]) -> str:
     header = ("ID", "STATUS", "PROGRESS", "CREATED (UTC)", "NAME")
     rows = [(t.id, t.status, format_progress(t), format_when(t.created_at), t.name) for t in tasks]
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header) - 1)]
@@ -54,7 +54,7 @@ def format_table(tasks: list[Task]) -> str:
     return "\n".join(lines)
 
 
-def format_task(task: Task) -> str:
+def format_task(task: DownloadTask) -> str:
     lines = [
         ("id", task.id),
         ("name", task.name),
