@@ -32,7 +32,7 @@ from dlstore.http import (
     fetch_small,
     make_session,
 )
-from dlstore.options import OUTPUT_FORMATS, DownloadOptions
+from dlstore.options import DownloadOptions, check_format
 from dlstore.paths import ensure_absent, place_file, temp_path_for
 from dlstore.playlist import (
     AudioRendition,
@@ -177,11 +177,7 @@ class _Download:
         """Check the arguments (nothing is fetched if they are wrong) and say it has started."""
         url = check_url(url)
         output_path = Path(output_path)
-        if options.output_format not in OUTPUT_FORMATS:
-            raise DownloadError(
-                f"Unknown output format {options.output_format!r}; use one of "
-                f"{', '.join(OUTPUT_FORMATS)}."
-            )
+        check_format(options.output_format, what="output format")
         if not overwrite:
             ensure_absent(output_path)
         cancel = cancel if cancel is not None else threading.Event()

@@ -8,7 +8,6 @@ do about it. Third-party errors are wrapped once, where they enter dlstore
 
     DlstoreError
     ├── ConfigError              bad config file, env var or flag
-    ├── InvalidInputError        a task's options (metadata, flags, batch entry) are invalid
     ├── DatabaseError            unreachable or invalid database URL
     │   └── NotMigratedError     download_tasks missing or behind: run `dlstore db upgrade`
     ├── TaskNotFoundError        no row with that id
@@ -16,7 +15,10 @@ do about it. Third-party errors are wrapped once, where they enter dlstore
     ├── UnsafePathError          a name or folder that would escape the output root
     ├── CancelledError           the download was cancelled (not a failure)
     └── DownloadError            anything that stops a download
+        ├── InvalidInputError        a task's options (metadata, flags, batch entry) are invalid
         ├── TransientDownloadError   worth retrying later (network, 5xx, timeouts)
+        │   ├── HttpError            an HTTP failure, with the server's Retry-After if it sent one
+        │   └── CorruptSegmentError  a segment's bytes were wrong (truncated, not TS): refetched
         ├── PlaylistError            not a playlist, malformed, empty, too large
         ├── QualityNotFoundError     the asked-for quality is not offered
         ├── UnsupportedStreamError   SAMPLE-AES, DRM, live streams, unknown schemes
@@ -44,10 +46,6 @@ class DlstoreError(Exception):
 
 class ConfigError(DlstoreError):
     """The configuration is invalid."""
-
-
-class InvalidInputError(DlstoreError):
-    """The task's settings are invalid."""
 
 
 class DatabaseError(DlstoreError):
@@ -78,6 +76,10 @@ class DownloadError(DlstoreError):
     """The download failed."""
 
 
+class InvalidInputError(DownloadError):
+    """The task's settings are invalid."""
+
+
 class TransientDownloadError(DownloadError):
     """The server or the network failed for now; trying again later may work."""
 
@@ -102,3 +104,15 @@ class SegmentError(DownloadError):
 
 class RemuxError(DownloadError):
     """The downloaded segments could not be joined into a video file."""
+
+
+class HttpError(TransientDownloadError):
+    """The server or the connection failed for now; may carry the server's Retry-After hint."""
+
+    def __init__(self, message: str | None = None, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class CorruptSegmentError(TransientDownloadError):
+    """A clear segment whose bytes are not what they should be; retried, then a SegmentError."""

@@ -26,7 +26,13 @@ from pathlib import Path
 import requests
 
 from dlstore.crypto import Decryptor, KeyStore, Passthrough
-from dlstore.errors import CancelledError, DlstoreError, SegmentError, TransientDownloadError
+from dlstore.errors import (
+    CancelledError,
+    CorruptSegmentError,
+    DlstoreError,
+    SegmentError,
+    TransientDownloadError,
+)
 from dlstore.http import (
     Retry,
     abort_response,
@@ -38,7 +44,7 @@ from dlstore.http import (
 from dlstore.options import DownloadOptions
 from dlstore.playlist import ByteRange, InitSection, Key, Segment, display_name
 from dlstore.progress import ProgressTracker
-from dlstore.segment_checks import CorruptSegmentError, LengthCheck, TsValidator, ts_check_mode
+from dlstore.segment_checks import LengthCheck, TsValidator, ts_check_mode
 from dlstore.workfolder import Track, WorkFolder, init_filename, segment_filename
 
 TICK_SECONDS = 0.25  # how often the calling thread wakes to report progress and check cancel

@@ -28,6 +28,7 @@ from requests.adapters import HTTPAdapter
 from dlstore.errors import (
     CancelledError,
     DownloadError,
+    HttpError,
     TransientDownloadError,
     UnsupportedStreamError,
 )
@@ -103,14 +104,6 @@ class Retry:
                 if self.wait(self.delay(attempt, exc)):
                     raise CancelledError() from exc
         raise AssertionError("unreachable")  # pragma: no cover
-
-
-class HttpError(TransientDownloadError):
-    """Internal carrier of a retry-after hint; still a TransientDownloadError."""
-
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
 
 
 def describe(url: str) -> str:

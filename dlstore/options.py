@@ -106,10 +106,10 @@ def check_quality(quality: Any) -> str:
     return quality.strip().lower()
 
 
-def check_format(output_format: Any) -> str:
+def check_format(output_format: Any, *, what: str = "format") -> str:
     if output_format not in OUTPUT_FORMATS:
         raise InvalidInputError(
-            f"Unknown format {output_format!r}; use one of {', '.join(OUTPUT_FORMATS)}."
+            f"Unknown {what} {output_format!r}; use one of {', '.join(OUTPUT_FORMATS)}."
         )
     return str(output_format)
 

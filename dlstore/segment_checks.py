@@ -15,8 +15,12 @@ from __future__ import annotations
 from pathlib import PurePosixPath
 from urllib.parse import urlsplit
 
-from dlstore.errors import DownloadError, SegmentError, TransientDownloadError
-from dlstore.http import HttpError
+from dlstore.errors import (
+    CorruptSegmentError,
+    DownloadError,
+    HttpError,
+    SegmentError,
+)
 from dlstore.playlist import ByteRange
 
 TS_PACKET = 188
@@ -26,10 +30,6 @@ NOT_TS_SUFFIXES = {
     ".cmfa", ".vtt", ".webvtt", ".flac", ".opus",
 }  # fmt: skip
 TS_SUFFIXES = {".ts", ".m2ts", ".mts", ".m2t", ".tsv", ".tsa"}
-
-
-class CorruptSegmentError(TransientDownloadError):
-    """A clear segment whose bytes are not what they should be; retried, then a SegmentError."""
 
 
 # --------------------------------------------------------------------------- lengths

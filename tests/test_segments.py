@@ -11,13 +11,18 @@ import time
 import pytest
 
 from dlstore.crypto import Decryptor, KeyStore, parse_key
-from dlstore.errors import CancelledError, DownloadError, SegmentError
+from dlstore.errors import (
+    CancelledError,
+    CorruptSegmentError,
+    DownloadError,
+    HttpError,
+    SegmentError,
+)
 from dlstore.fetch import Arrivals, TokenBucket, jobs_for
-from dlstore.http import HttpError
 from dlstore.playlist import ByteRange, parse_playlist
 from dlstore.progress import ProgressTracker, Throttle
 from dlstore.remux import ConcatReader, FollowReader
-from dlstore.segment_checks import CorruptSegmentError, LengthCheck, TsChecker
+from dlstore.segment_checks import LengthCheck, TsChecker
 from dlstore.testing.media import aes_encrypt
 from dlstore.workfolder import Track, WorkFolder, track_files
 
