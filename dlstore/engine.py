@@ -145,7 +145,7 @@ def download(
     fmt = options.output_format
     tmp = temp_path_for(output_path, uuid.uuid4().hex[:8])
     try:
-        with make_session(options) as session:
+        with make_session(options, url) as session:
             plan = resolve_plan(session, url, options, cancel)
             jobs = [job for track in plan.tracks for job in jobs_for(track)]
             tracker.total = len(jobs)

@@ -8,9 +8,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from types import MappingProxyType
 
 OUTPUT_FORMATS = ("mp4", "ts")
+
+#: Networks no connection may reach unless the config says otherwise: link-local
+#: (cloud metadata services live at 169.254.169.254) and the unspecified addresses,
+#: which reach the local host.
+DEFAULT_DENY_NETWORKS: tuple[IPv4Network | IPv6Network, ...] = tuple(
+    ip_network(cidr) for cidr in ("169.254.0.0/16", "fe80::/10", "0.0.0.0/8", "::/128")
+)
 
 
 @dataclass(frozen=True)
@@ -27,3 +35,4 @@ class DownloadOptions:
     rate_limit_bps: int | None = None  # overall bandwidth cap in bytes per second
     max_playlist_bytes: int = 16 * 1024 * 1024
     max_segments: int = 100_000
+    deny_networks: tuple[IPv4Network | IPv6Network, ...] = DEFAULT_DENY_NETWORKS
