@@ -20,7 +20,8 @@ from typing import Any
 import yaml
 
 from dlstore.errors import ConfigError
-from dlstore.options import DownloadOptions, check_format
+from dlstore.netpolicy import Network, parse_networks
+from dlstore.options import DEFAULT_DENY_NETWORKS, DownloadOptions, check_format
 
 DEFAULT_CONFIG_PATH = Path("config") / "downloader.yaml"
 DEFAULT_DATABASE_PATH = Path("data") / "dlstore.sqlite"
@@ -72,6 +73,7 @@ class Settings:
     lease_seconds: float = 30.0  # a downloading row whose heartbeat is older is orphaned
     task_retries: int = 3  # automatic re-queues of a transient failure before `failed`
     task_retry_delay: float = 30.0  # first automatic re-queue delay; doubles each time
+    deny_networks: tuple[Network, ...] = DEFAULT_DENY_NETWORKS  # no connection may reach these
     profiles: Mapping[str, Profile] = field(default_factory=lambda: BUILTIN_PROFILES)
 
     def replace(self, **changes: Any) -> Settings:
@@ -113,6 +115,7 @@ class Settings:
             connect_timeout=_pick(chosen.connect_timeout, self.connect_timeout),
             read_timeout=_pick(chosen.read_timeout, self.read_timeout),
             rate_limit_bps=_pick(chosen.bandwidth_limit, self.bandwidth_limit),
+            deny_networks=self.deny_networks,
         )
 
     def resolved_database_url(self) -> str:
@@ -250,6 +253,8 @@ def _coerce(key: str, value: Any, *, source: str) -> Any:
         if not isinstance(value, str) or not value.strip():
             raise ConfigError(f"{source}: expected a path, got {value!r}.")
         return Path(value)
+    if key == "deny_networks":
+        return parse_networks(value, source)
     if key in ("default_profile", "log_level", "database_url"):
         if not isinstance(value, str) or not value.strip():
             raise ConfigError(f"{source}: expected text, got {value!r}.")

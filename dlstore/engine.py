@@ -131,7 +131,7 @@ def download(
     """
     run = _Download.begin(url, output_path, work_dir, options, on_progress, cancel, overwrite)
     try:
-        with make_session(options) as session:
+        with make_session(options, run.url) as session:
             plan = resolve_plan(session, run.url, options, run.cancel)
             following = run.fetch(session, plan)
         run.join(plan, following)

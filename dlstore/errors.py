@@ -22,6 +22,7 @@ do about it. Third-party errors are wrapped once, where they enter dlstore
         ├── PlaylistError            not a playlist, malformed, empty, too large
         ├── QualityNotFoundError     the asked-for quality is not offered
         ├── UnsupportedStreamError   SAMPLE-AES, DRM, live streams, unknown schemes
+        ├── NetworkPolicyError       deny_networks forbids the address a host resolved to
         ├── SegmentError             a segment that could not be fetched or is corrupt
         └── RemuxError               the fetched media could not be joined into a file
 
@@ -96,6 +97,13 @@ class QualityNotFoundError(DownloadError):
 
 class UnsupportedStreamError(DownloadError):
     """This kind of stream is not supported."""
+
+
+class NetworkPolicyError(DownloadError):
+    """dlstore's network policy (deny_networks) does not allow connecting to that address."""
+
+    # Raised before any socket connects, on the first request and every redirect hop;
+    # not transient: asking again meets the same policy.
 
 
 class SegmentError(DownloadError):

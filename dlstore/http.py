@@ -1,9 +1,12 @@
 """HTTP for dlstore: one pooled session per download, retries, and error mapping.
 
-This is the only module that talks to ``requests``. Its exceptions are mapped
-to dlstore errors here, once: connection trouble, timeouts, 5xx and 429 become
+Apart from :mod:`dlstore.netpolicy`, which shapes the session (where connections
+may go, which headers go where), this is the only module that talks to
+``requests``. Its exceptions are mapped to dlstore errors here, once: connection
+trouble, timeouts, 5xx and 429 become
 :class:`~dlstore.errors.TransientDownloadError` (worth retrying), other 4xx a
-plain :class:`~dlstore.errors.DownloadError` that says what to do.
+plain :class:`~dlstore.errors.DownloadError` that says what to do. URLs in those
+sentences are shown by :func:`describe`, without user-info or query string.
 
 Tests inject a transport with ``session.mount(prefix, adapter)``.
 """
@@ -23,7 +26,6 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import requests
-from requests.adapters import HTTPAdapter
 
 from dlstore.errors import (
     CancelledError,
@@ -32,8 +34,10 @@ from dlstore.errors import (
     TransientDownloadError,
     UnsupportedStreamError,
 )
+from dlstore.netpolicy import ORIGIN_BOUND_HEADERS, OriginBoundSession, PolicyAdapter
 from dlstore.options import DownloadOptions
 from dlstore.playlist import ByteRange
+from dlstore.redact import escape_controls, redact_text, redact_url
 from dlstore.validate import check_url
 
 USER_AGENT = "Mozilla/5.0 (compatible; dlstore/0.1; +https://github.com/)"
@@ -45,24 +49,27 @@ T = TypeVar("T")
 _JITTER = random.Random()  # shared: seeding one per segment from os.urandom costs CPU
 
 
-def make_session(options: DownloadOptions) -> requests.Session:
-    """A session whose connection pool fits ``options.threads`` and that sends its headers."""
-    session = requests.Session()
+def make_session(options: DownloadOptions, origin_url: str) -> requests.Session:
+    """The session for one download of ``origin_url`` (the URL the task names).
+
+    Its pool fits ``options.threads``; every connection obeys
+    ``options.deny_networks``; the task's Cookie and Authorization headers go only to
+    ``origin_url``'s origin, its other headers to every host. Nothing comes from the
+    environment: no proxy (it would bypass the policy), no ``~/.netrc`` credentials.
+    """
+    headers = {name.strip(): value.strip() for name, value in options.headers.items()}
+    bound = {name: value for name, value in headers.items() if name.lower() in ORIGIN_BOUND_HEADERS}
+    session = OriginBoundSession(origin_url, bound)
+    session.trust_env = False
     pool = max(4, options.threads + 2)
-    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool, max_retries=0)
+    adapter = PolicyAdapter(
+        options.deny_networks, pool_connections=4, pool_maxsize=pool, max_retries=0
+    )
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     session.max_redirects = MAX_REDIRECTS
     session.headers["User-Agent"] = USER_AGENT
-    for name, value in options.headers.items():
-        if name.strip().lower() == "cookie":
-            # In the jar, not a header: requests drops a Cookie header on redirects.
-            for pair in value.split(";"):
-                key, sep, val = pair.strip().partition("=")
-                if sep and key:
-                    session.cookies.set(key.strip(), val.strip())
-        else:
-            session.headers[name.strip()] = value.strip()
+    session.headers.update({name: value for name, value in headers.items() if name not in bound})
     return session
 
 
@@ -107,7 +114,9 @@ class Retry:
 
 
 def describe(url: str) -> str:
-    return url if len(url) <= 160 else url[:157] + "..."
+    """``url`` as error sentences show it: no user-info or query string, at most 160 chars."""
+    shown = redact_url(url)
+    return shown if len(shown) <= 160 else shown[:157] + "..."
 
 
 def check_status(response: requests.Response, what: str) -> None:
@@ -115,7 +124,8 @@ def check_status(response: requests.Response, what: str) -> None:
     status = response.status_code
     if 200 <= status < 300:
         return
-    reason = f"HTTP {status}{' ' + response.reason if response.reason else ''}"
+    phrase = escape_controls(str(response.reason or "")[:60])  # the server's text: keep it tame
+    reason = f"HTTP {status}{' ' + phrase if phrase else ''}"
     if status == 429 or status == 408 or status >= 500:
         raise HttpError(
             f"The server failed to send {what} ({reason}); trying again later may work.",
@@ -200,7 +210,7 @@ def _root(exc: BaseException) -> str:
     seen = exc
     while seen.__cause__ is not None or seen.__context__ is not None:
         seen = seen.__cause__ or seen.__context__
-    text = str(seen) or type(seen).__name__
+    text = redact_text(str(seen)) or type(seen).__name__
     return text[:160]
 
 

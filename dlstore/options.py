@@ -19,6 +19,7 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -44,6 +45,13 @@ _QUALITY = re.compile(r"^(best|worst|\d{2,4}p)$")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 _PLAIN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
+#: Networks no connection may reach unless the config says otherwise: link-local
+#: (cloud metadata services live at 169.254.169.254) and the unspecified addresses,
+#: which reach the local host.
+DEFAULT_DENY_NETWORKS: tuple[IPv4Network | IPv6Network, ...] = tuple(
+    ip_network(cidr) for cidr in ("169.254.0.0/16", "fe80::/10", "0.0.0.0/8", "::/128")
+)
+
 
 @dataclass(frozen=True)
 class DownloadOptions:
@@ -61,6 +69,7 @@ class DownloadOptions:
     rate_limit_bps: int | None = None  # overall bandwidth cap in bytes per second
     max_playlist_bytes: int = 16 * 1024 * 1024
     max_segments: int = 100_000
+    deny_networks: tuple[IPv4Network | IPv6Network, ...] = DEFAULT_DENY_NETWORKS
 
 
 # --- the metadata column ---------------------------------------------------------------
@@ -115,17 +124,50 @@ def check_format(output_format: Any, *, what: str = "format") -> str:
 
 
 def check_headers(headers: Any) -> dict[str, str]:
+    """``headers`` if a task may send them, else an error naming the header (never its value).
+
+    Refused: names that are not HTTP tokens, the same name twice, ``Host``,
+    ``Content-Length`` and hop-by-hop headers (they are the connection's, not the
+    task's), and values with a control character (tab, line break, NUL, ESC, DEL)
+    or a character outside Latin-1.
+    """
     if not isinstance(headers, Mapping):
         raise InvalidInputError(
             "headers must be an object of header names to values, "
             'such as {"Referer": "https://example.com/"}.'
         )
+    if len(headers) > 100:
+        raise InvalidInputError(f"headers holds {len(headers)} headers; at most 100 are sent.")
+    reserved = {"host", "content-length", "connection", "keep-alive", "proxy-authenticate",
+                "proxy-authorization", "proxy-connection", "te", "trailer", "transfer-encoding",
+                "upgrade"}  # fmt: skip
     checked: dict[str, str] = {}
     for name, value in headers.items():
-        if not isinstance(name, str) or not _HEADER_NAME.match(name):
-            raise InvalidInputError(f"{name!r} is not a valid HTTP header name.")
-        if not isinstance(value, str) or "\n" in value or "\r" in value:
-            raise InvalidInputError(f"The value of header {name} must be one line of text.")
+        if not isinstance(name, str) or len(name) > 100 or not _HEADER_NAME.match(name):
+            shown = repr(name)[:100] if isinstance(name, str) else type(name).__name__
+            raise InvalidInputError(f"{shown} is not a valid HTTP header name.")
+        if name.lower() in reserved:
+            raise InvalidInputError(
+                f"The header {name} cannot be set: dlstore's HTTP connection sets it itself."
+            )
+        if name.lower() in {seen.lower() for seen in checked}:
+            raise InvalidInputError(f"The header {name} is given twice; give it once.")
+        if not isinstance(value, str) or len(value) > 16384:
+            raise InvalidInputError(
+                f"The value of header {name} must be text of at most 16384 characters."
+            )
+        if re.search(r"[\x00-\x1f\x7f]", value):
+            raise InvalidInputError(
+                f"The value of header {name} holds a control character (a line break, tab, "
+                "NUL, ESC or DEL); it must be one line of printable text."
+            )
+        try:
+            value.encode("latin-1")
+        except UnicodeEncodeError:
+            raise InvalidInputError(
+                f"The value of header {name} holds characters outside Latin-1, which HTTP "
+                "headers cannot carry; %-encode them (as a browser does)."
+            ) from None
         checked[name] = value
     return checked
 
@@ -134,7 +176,8 @@ def parse_header(line: str) -> tuple[str, str]:
     """``'Referer: https://x/'`` → ``("Referer", "https://x/")``."""
     name, sep, value = line.partition(":")
     if not sep or not name.strip():
-        raise InvalidInputError(f"Header {line!r} must look like 'Name: value'.")
+        missing = "a colon" if not sep else "a name before the colon"
+        raise InvalidInputError(f"A header must look like 'Name: value'; one has no {missing}.")
     name, value = name.strip(), value.strip()
     check_headers({name: value})
     return name, value

@@ -9,20 +9,37 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from dlstore.errors import UnsupportedStreamError
+from dlstore.redact import redact_url, unsafe_character
 
 
 def check_url(url: str) -> str:
-    """``url`` if it is an absolute http(s) URL with a host, else an error saying why not."""
+    """``url`` if it is an absolute http(s) URL with a host, else an error saying why not.
+
+    A URL with a control character, a space or a line break inside is refused too.
+    Error sentences show the URL as :func:`~dlstore.redact.redact_url` does.
+    """
     if not isinstance(url, str) or not url.strip():
         raise UnsupportedStreamError("The URL is empty.")
     url = url.strip()
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # e.g. an unbalanced "[" around an IPv6 host
+        raise UnsupportedStreamError(
+            f"The URL {redact_url(url)[:200]} is not a valid URL ({exc})."
+        ) from None
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https"):
         shown = f"{scheme}://" if scheme else "no scheme"
         raise UnsupportedStreamError(
-            f"Only http:// and https:// URLs can be downloaded, not {shown} ({url[:200]!r})."
+            f"Only http:// and https:// URLs can be downloaded, not {shown} "
+            f"({redact_url(url)[:200]})."
         )
     if not parts.hostname:
-        raise UnsupportedStreamError(f"The URL {url[:200]!r} has no host name.")
+        raise UnsupportedStreamError(f"The URL {redact_url(url)[:200]} has no host name.")
+    bad = unsafe_character(url)
+    if bad is not None:
+        raise UnsupportedStreamError(
+            f"The URL {redact_url(url)[:200]} contains {bad}; a URL must not hold control "
+            "characters, spaces or line breaks (write them %-encoded, e.g. %20 for a space)."
+        )
     return url

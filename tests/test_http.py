@@ -65,7 +65,7 @@ class Waits:
 
 
 def session_with(script, options=OPTIONS):
-    session = make_session(options)
+    session = make_session(options, "https://h.example/a")
     adapter = FakeAdapter(script)
     session.mount("https://", adapter)
     session.mount("http://", adapter)
@@ -109,7 +109,7 @@ def test_check_url_returns_a_good_url():
     assert check_url(" https://h.example/x.m3u8 ") == "https://h.example/x.m3u8"
 
 
-def test_headers_go_on_every_request_and_cookies_via_the_jar():
+def test_headers_go_on_every_request_and_the_cookie_to_its_origin():
     options = DownloadOptions(headers={"Referer": "https://site/", "Cookie": "sid=42; theme=dark"})
     session, adapter = session_with([(200, {}, b"#EXTM3U\n")] * 2, options)
     for _ in range(2):
@@ -128,7 +128,7 @@ def test_headers_go_on_every_request_and_cookies_via_the_jar():
 
 
 def test_pool_is_sized_to_threads():
-    session = make_session(DownloadOptions(threads=16))
+    session = make_session(DownloadOptions(threads=16), "https://x/")
     assert session.get_adapter("https://x/")._pool_maxsize >= 16
 
 
@@ -266,14 +266,14 @@ def test_retry_from_options_waits_on_the_stop_event():
 
 def test_redirect_to_another_scheme_is_refused(hls_server):
     hls_server.redirects["/go.m3u8"] = "file:///etc/passwd"
-    session = make_session(OPTIONS)
+    session = make_session(OPTIONS, hls_server.base_url)
     with pytest.raises(UnsupportedStreamError):
         get(session, Waits(), url=hls_server.url("/go.m3u8"))
 
 
 def test_redirects_are_followed_and_the_final_url_returned(hls_server):
     hls_server.redirects["/moved.m3u8"] = "/plain/index.m3u8"
-    session = make_session(OPTIONS)
+    session = make_session(OPTIONS, hls_server.base_url)
     fetched = get(session, Waits(), url=hls_server.url("/moved.m3u8"), max_bytes=10_000)
     assert fetched.url == hls_server.url("/plain/index.m3u8")
     assert fetched.body.startswith(b"#EXTM3U")
@@ -281,7 +281,7 @@ def test_redirects_are_followed_and_the_final_url_returned(hls_server):
 
 def test_connection_resets_and_truncation_from_a_real_server_are_retried(hls_server):
     hls_server.fail_times("/plain/index.m3u8", 1, "reset")
-    session = make_session(OPTIONS)
+    session = make_session(OPTIONS, hls_server.base_url)
     assert get(session, Waits(), url=hls_server.url("/plain/index.m3u8"), max_bytes=10_000).body
     hls_server.fail_times("/plain/seg-000.ts", 1, "truncate")
     body = get(session, Waits(), url=hls_server.url("/plain/seg-000.ts"), max_bytes=10**7).body

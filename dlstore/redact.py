@@ -1,0 +1,101 @@
+"""URLs as dlstore shows them: no secrets, no control characters.
+
+A row's URL may carry credentials (``https://user:pw@host/``), signed tokens in
+its query string (``?token=…``, ``?Signature=…``) or in its fragment, and
+characters that rewrite a terminal or forge a log line (a newline, ESC). Every
+log line, ``message``, ``error_message`` and terminal line that names a URL
+shows :func:`redact_url` of it instead, and a third party's message that may hold
+one goes through :func:`redact_text`. Pure functions, no dlstore imports.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from urllib.parse import urlsplit
+
+#: What stands in for a query string or a fragment that was masked.
+MASK = "…"
+
+#: Invisible characters that reorder how the text around them is displayed.
+_BIDI_CONTROLS = frozenset(
+    "\u061c\u200e\u200f"  # Arabic letter mark, left-to-right and right-to-left marks
+    "\u202a\u202b\u202c\u202d\u202e"  # embeddings and overrides
+    "\u2066\u2067\u2068\u2069"  # isolates
+)
+
+
+def redact_url(url: str) -> str:
+    """``url`` without user-info, with its query and fragment masked, safe to print.
+
+    ``https://user:pw@cdn.example/v.m3u8?token=x`` → ``https://cdn.example/v.m3u8?…``.
+    Text that is not a URL has anything after a ``?`` or ``#`` masked. Control
+    characters come back escaped (``\\n``, ``\\x1b``).
+    """
+    text = str(url)
+    try:
+        parts = urlsplit(text)
+    except ValueError:  # e.g. an unbalanced "[" in the host
+        parts = None
+    if parts is None or not parts.netloc:
+        # Nothing to mask reliably (a path, "javascript:…"): cut at the first "?" or "#".
+        cut = min((i for i in (text.find("?"), text.find("#")) if i >= 0), default=-1)
+        return escape_controls(text if cut < 0 else text[: cut + 1] + MASK)
+    host = parts.netloc.rpartition("@")[2]
+    shown = f"{parts.scheme}://{host}{parts.path}" if parts.scheme else f"//{host}{parts.path}"
+    if parts.query:
+        shown += "?" + MASK
+    if parts.fragment:
+        shown += "#" + MASK
+    return escape_controls(shown)
+
+
+def redact_text(text: str) -> str:
+    """``text`` (say, a library's error message) with each URL in it redacted.
+
+    Finds absolute URLs (``https://…``, ``//host/…``) and paths with a query string
+    (urllib3 writes ``url: /v.m3u8?token=x``), and escapes control characters.
+    """
+    return escape_controls(_URL_IN_TEXT.sub(lambda match: redact_url(match.group()), text))
+
+
+_URL_IN_TEXT = re.compile(
+    r"(?:[A-Za-z][A-Za-z0-9+.-]*:)?//[^\s'\"<>]+"  # an absolute URL
+    r"|(?<![\w/])/[^\s'\"<>?#]*[?#][^\s'\"<>]*"  # a path with a query string or fragment
+)
+
+
+def unsafe_character(text: str) -> str | None:
+    """The first control, space or bidi character in ``text``, described; None if none.
+
+    For error sentences, which name the character (``"U+000A (line feed) at
+    position 23"``) rather than echo it.
+    """
+    for position, char in enumerate(text, start=1):
+        if _unsafe(char):
+            name = _CONTROL_NAMES.get(char) or unicodedata.name(char, "control character")
+            return f"U+{ord(char):04X} ({name.lower()}) at position {position}"
+    return None
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with each control, line-breaking or bidi character written as an escape."""
+    if not any(_unsafe(char) and char != " " for char in text):
+        return text
+    return "".join(char if char == " " or not _unsafe(char) else ascii(char)[1:-1] for char in text)
+
+
+def _unsafe(char: str) -> bool:
+    category = unicodedata.category(char)
+    return category in ("Cc", "Zs", "Zl", "Zp") or char in _BIDI_CONTROLS
+
+
+#: Names for the controls that unicodedata leaves unnamed.
+_CONTROL_NAMES = {
+    "\x00": "NUL",
+    "\t": "tab",
+    "\n": "line feed",
+    "\r": "carriage return",
+    "\x1b": "escape",
+    "\x7f": "delete",
+}
