@@ -9,44 +9,49 @@ import typer
 
 from dlstore.cli import ConfigOption, DbOption, command, load_env
 
+MaxConcurrentOption = Annotated[
+    int | None,
+    typer.Option(
+        "--max-concurrent",
+        min=1,
+        show_default=False,
+        help="Downloads at once. Default: $DOWNLOADER_MAX_CONCURRENT, then the "
+        "config's max_concurrent_tasks (3).",
+    ),
+]
+PollIntervalOption = Annotated[
+    float | None,
+    typer.Option(
+        "--poll-interval",
+        min=0.01,
+        show_default=False,
+        help="Seconds between looks for pending rows. Default: the config's poll_interval (2).",
+    ),
+]
+LeaseOption = Annotated[
+    float | None,
+    typer.Option(
+        "--lease",
+        show_default=False,
+        help="Seconds without a heartbeat after which a downloading row counts "
+        "as orphaned and is taken over. Default: the config's lease_seconds (30).",
+    ),
+]
+ExitWhenIdleOption = Annotated[
+    bool,
+    typer.Option(
+        "--exit-when-idle",
+        help="Exit once nothing runs and no pending row is due (batch runs, tests).",
+    ),
+]
+
 
 @command(name="daemon")
 def daemon_command(
-    max_concurrent: Annotated[
-        int | None,
-        typer.Option(
-            "--max-concurrent",
-            min=1,
-            show_default=False,
-            help="Downloads at once. Default: $DOWNLOADER_MAX_CONCURRENT, then the "
-            "config's max_concurrent_tasks (3).",
-        ),
-    ] = None,
-    poll_interval: Annotated[
-        float | None,
-        typer.Option(
-            "--poll-interval",
-            min=0.01,
-            show_default=False,
-            help="Seconds between looks for pending rows. Default: the config's poll_interval (2).",
-        ),
-    ] = None,
-    lease: Annotated[
-        float | None,
-        typer.Option(
-            "--lease",
-            show_default=False,
-            help="Seconds without a heartbeat after which a downloading row counts "
-            "as orphaned and is taken over. Default: the config's lease_seconds (30).",
-        ),
-    ] = None,
-    exit_when_idle: Annotated[
-        bool,
-        typer.Option(
-            "--exit-when-idle",
-            help="Exit once nothing runs and no pending row is due (batch runs, tests).",
-        ),
-    ] = False,
+    max_concurrent: MaxConcurrentOption = None,
+    poll_interval: PollIntervalOption = None,
+    lease: LeaseOption = None,
+    exit_when_idle: ExitWhenIdleOption = False,
     database: DbOption = None,
     config: ConfigOption = None,
 ) -> None:
