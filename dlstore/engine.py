@@ -188,10 +188,17 @@ def download(
             output_path.parent.mkdir(parents=True, exist_ok=True)
             video_files = track_files(work, plan.tracks[0])
             if plan.audio is None and fmt == "ts" and not plan.video.is_fmp4:
-                concat(video_files, tmp, cancel)
+                concat(video_files, tmp, cancel, container=plan.video.container)
             else:
                 audio_files = track_files(work, plan.tracks[1]) if plan.audio else None
-                remux(video_files, tmp, audio_files=audio_files, output_format=fmt, cancel=cancel)
+                remux(
+                    video_files,
+                    tmp,
+                    audio_files=audio_files,
+                    output_format=fmt,
+                    cancel=cancel,
+                    containers=[track.plan.container for track in plan.tracks],
+                )
         media = probe(tmp)
         place_file(tmp, output_path, overwrite=overwrite)
     finally:
@@ -218,11 +225,16 @@ class _FollowingRemux:
     the download, as their inputs don't arrive in reading order or need no remux.
     """
 
-    def __init__(self, files: list[Path], dest: Path, cancel: threading.Event) -> None:
+    def __init__(
+        self, files: list[Path], dest: Path, cancel: threading.Event, container: str | None
+    ) -> None:
         self.arrivals = Arrivals()
         self._error: BaseException | None = None
         self._thread = threading.Thread(
-            target=self._run, args=(files, dest, cancel), name="dlstore-remux", daemon=True
+            target=self._run,
+            args=(files, dest, cancel, container),
+            name="dlstore-remux",
+            daemon=True,
         )
 
     @classmethod
@@ -231,14 +243,23 @@ class _FollowingRemux:
     ) -> _FollowingRemux | None:
         if fmt != "mp4" or plan.audio is not None or plan.video.is_fmp4:
             return None
-        join = cls(track_files(work, plan.tracks[0]), dest, cancel)
+        join = cls(track_files(work, plan.tracks[0]), dest, cancel, plan.video.container)
         join._thread.start()
         return join
 
-    def _run(self, files: list[Path], dest: Path, cancel: threading.Event) -> None:
+    def _run(
+        self, files: list[Path], dest: Path, cancel: threading.Event, container: str | None
+    ) -> None:
         try:
             dest.parent.mkdir(parents=True, exist_ok=True)
-            remux(files, dest, output_format="mp4", cancel=cancel, wait=self.arrivals.wait)
+            remux(
+                files,
+                dest,
+                output_format="mp4",
+                cancel=cancel,
+                wait=self.arrivals.wait,
+                containers=[container],
+            )
         except BaseException as exc:  # handed to the engine's thread by finish()
             self._error = exc
 

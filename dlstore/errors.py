@@ -20,7 +20,9 @@ do about it. Third-party errors are wrapped once, where they enter dlstore
         ├── QualityNotFoundError     the asked-for quality is not offered
         ├── UnsupportedStreamError   SAMPLE-AES, DRM, live streams, unknown schemes
         ├── SegmentError             a segment that could not be fetched or is corrupt
+        │   └── WrongContentError    a fetched file is not the media its playlist says
         └── RemuxError               the fetched media could not be joined into a file
+            └── NestedOpenError      the media asked the demuxer to open another file or URL
 
 ``transient`` tells the daemon whether an automatic retry may help.
 """
@@ -95,5 +97,13 @@ class SegmentError(DownloadError):
     """A segment of the video could not be downloaded."""
 
 
+class WrongContentError(SegmentError):
+    """A fetched file is not the kind of media its playlist says; the server did not send video."""
+
+
 class RemuxError(DownloadError):
     """The downloaded segments could not be joined into a video file."""
+
+
+class NestedOpenError(RemuxError):
+    """The downloaded media asked to open another file or URL, which dlstore never allows."""

@@ -47,6 +47,7 @@ from dlstore.http import (
 from dlstore.options import DownloadOptions
 from dlstore.playlist import ByteRange, InitSection, Key, MediaPlan, display_name
 from dlstore.progress import ProgressTracker
+from dlstore.sniff import HEAD_BYTES, Kind, check_segment, identify
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION = 1
@@ -74,6 +75,7 @@ class FetchJob:
     key: Key | None = None
     iv: bytes | None = None
     ts_check: str = "sniff"  # "require", "sniff" or "none"
+    container: str | None = None  # what the file must be: MediaPlan.container (sniff.py)
 
 
 @dataclass(frozen=True)
@@ -118,10 +120,12 @@ def jobs_for(track: Track) -> list[FetchJob]:
                 display=display_name(init.uri),
                 byte_range=init.byte_range,
                 ts_check="none",
+                container=plan.container,
             )
         )
     total = len(plan.segments)
     fmp4 = plan.is_fmp4
+    container = plan.container
     for index, seg in enumerate(plan.segments):
         display = seg.name
         jobs.append(
@@ -135,6 +139,7 @@ def jobs_for(track: Track) -> list[FetchJob]:
                 key=seg.key,
                 iv=seg.iv,
                 ts_check=_ts_check(seg.uri, fmp4),
+                container=container,
             )
         )
     return jobs
@@ -454,6 +459,8 @@ def _attempt(ctx: FetchContext, job: FetchJob, key: bytes | None) -> None:
                 ctx.active.discard(response)
         if ctx.stop.is_set():
             raise CancelledError()
+        with open(tmp, "rb") as written:  # is it what the playlist says? (sniff.py)
+            check_segment(written.read(HEAD_BYTES), job.container, job.label, size)
         os.replace(tmp, ctx.work.path(job.filename))
         ctx.tracker.finished(job, size)
     except BaseException:
@@ -542,7 +549,7 @@ class _Validator:
         if not self.started:
             self.started = True
             if data[0] != TS_SYNC:
-                if self.mode == "sniff":  # not TS (packed audio, subtitles, …): don't check
+                if self.mode == "sniff" or identify(data) is not Kind.BINARY:  # sniffed at the end
                     self.mode = "none"
                     return
                 _bad_ts(self.job, "it does not start with an MPEG-TS sync byte")
