@@ -307,6 +307,8 @@ def _input_container(
 ) -> str:
     """``container``, or (None) the one the first file's bytes show: MPEG-TS or packed audio."""
     if container is not None:
+        if container not in INPUT_CONTAINERS:
+            raise RemuxError(f"dlstore does not read {container!r} media.")
         return container
     if not files:
         raise RemuxError(f"There are no downloaded {label} files to join.")

@@ -2,7 +2,8 @@
 
 Each file is streamed to ``<name>.<random>.part``, decrypted on the way,
 checked (length against Content-Length and the byte range; MPEG-TS sync bytes
-where the data is TS) and renamed into place. A file already in place is not
+where the data is TS; its first bytes against the container its playlist says,
+see sniff.py) and renamed into place. A file already in place is not
 fetched again, so running the same download again resumes it. A manifest in the
 folder records what the files belong to; a different download wipes them.
 

@@ -6,10 +6,10 @@ description as UDP sockets to open and a playlist as URLs to fetch. So every
 segment is checked against the container its playlist says it is, and every
 error about a body says what kind of thing it was and how big, never its text:
 
-    identify(head)                      → Kind.FFCONCAT
-    describe(head, size)                → "an ffconcat script of 42 bytes"
+    identify(head)                          → Kind.FFCONCAT
+    describe(head, size)                    → "an ffconcat script of 42 bytes"
     check_segment(head, "mpegts", label, size)  raises WrongContentError
-    container_of(head)                  → "mpegts" (for a playlist whose URIs don't say)
+    container_of(head, label)               → "mpegts" (when a playlist's URIs don't say)
 
 Containers are FFmpeg demuxer names: ``mpegts``, ``mov`` (fMP4/CMAF), ``aac``
 (ADTS), ``ac3``, ``eac3``, ``mp3`` (packed audio) and ``webvtt``; ``None`` means

@@ -1,15 +1,18 @@
 """Hostile "segments": the demuxer opens nothing but the bytes dlstore fetched (issue #8).
 
-Each attack is first shown to be live (FFmpeg left to guess really does read the
-local file, or open UDP sockets), then shown to fail: at the segment check with a
-sentence naming what the server sent, and at the remux even when that check is
-bypassed, with no secret in any message or output and no socket opened.
+The ffconcat and SDP attacks are first shown to be live (FFmpeg left to guess
+really does read the local file, or open UDP sockets; an HLS playlist is only
+detected under an .m3u8 name, which our reader never has). Then each is shown to
+fail: at the segment check with a sentence naming what the server sent, and at
+the remux even when that check is bypassed, with no secret in any message or
+output and no socket opened.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import struct
 import uuid
 from collections.abc import Callable
@@ -19,7 +22,7 @@ import av
 import pytest
 
 from dlstore import remux as remux_module
-from dlstore.engine import download
+from dlstore.engine import DownloadResult, download
 from dlstore.errors import DlstoreError, NestedOpenError, RemuxError, WrongContentError
 from dlstore.remux import ConcatReader, concat, make_poster, probe, remux
 from tests.support.hls_server import Body, HlsServer
@@ -28,19 +31,27 @@ from tests.support.media import encode_source
 MARKER = f"SECRET-MARKER-{uuid.uuid4().hex}"
 
 
+@pytest.fixture(scope="session")
+def local_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return encode_source(tmp_path_factory.mktemp("local") / "video.mp4", duration=1)
+
+
 @pytest.fixture
-def secret(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A local file an attacker wants, in the working folder (where references resolve)."""
+def secret(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, local_video: Path) -> Path:
+    """Local files an attacker wants, in the working folder (where references resolve):
+    ``secret.txt`` (returned) and a video of the host's, ``secret.mp4``."""
     folder = tmp_path / "cwd"
     folder.mkdir()
     monkeypatch.chdir(folder)
+    shutil.copy(local_video, folder / "secret.mp4")
     path = folder / "secret.txt"
     path.write_text(f"root:x:0:0:{MARKER}:/root:/bin/sh\n" * 200)
     return path
 
 
 def ffconcat_script(secret: Path) -> bytes:
-    return f"ffconcat version 1.0\nfile '{secret.name}'\n".encode()
+    """A script naming the host's video: guessed, it would be the "downloaded" video."""
+    return f"ffconcat version 1.0\nfile '{secret.with_suffix('.mp4').name}'\n".encode()
 
 
 def sdp_description() -> bytes:
@@ -95,6 +106,11 @@ def sockets_while_open(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return seen
 
 
+def attempt(url: str, tmp_path: Path, options, name: str = "video") -> DownloadResult:
+    out = tmp_path / "out" / f"{name}.{options.output_format}"
+    return download(url, out, work_dir=tmp_path / f"work-{name}", options=options)
+
+
 def files_containing(root: Path, text: str, *, besides: Path) -> list[Path]:
     needle = text.encode()
     return [
@@ -107,13 +123,16 @@ def files_containing(root: Path, text: str, *, besides: Path) -> list[Path]:
 # --------------------------------------------------------------------------- the attacks are live
 
 
-def test_guessing_demuxer_reads_the_local_file_an_ffconcat_segment_names(secret, tmp_path):
+def test_guessing_demuxer_reads_the_local_files_an_ffconcat_segment_names(secret, tmp_path):
     segment = tmp_path / "seg.ts"
-    segment.write_bytes(ffconcat_script(secret))
+    segment.write_bytes(f"ffconcat version 1.0\nfile '{secret.name}'\n".encode())
     with av.open(ConcatReader([segment])) as container:  # what remux did before: guess
         assert container.format.name == "concat"
         leaked = b"".join(bytes(packet) for packet in container.demux() if packet.size)
-    assert MARKER.encode() in leaked
+    assert MARKER.encode() in leaked  # the text file, as "video" packets
+    segment.write_bytes(ffconcat_script(secret))
+    with av.open(ConcatReader([segment])) as container:
+        assert {s.type for s in container.streams} == {"video", "audio"}  # the host's video
 
 
 def test_guessing_demuxer_opens_udp_sockets_for_an_sdp_segment(tmp_path):
@@ -152,16 +171,15 @@ def test_hostile_segment_fails_the_download_naming_what_it_was(
     body = make(secret)
     url = serve_hostile(hls_server, body)
     options = dataclasses.replace(fast_options, output_format=output_format)
-    out = tmp_path / "out" / f"video.{output_format}"
     before = own_udp_sockets()
     with pytest.raises(WrongContentError) as caught:
-        download(url, out, work_dir=tmp_path / "work", options=options)
+        attempt(url, tmp_path, options)
     assert str(caught.value) == (
         f"The video segment 3 of 4 (evil.ts) is not MPEG-TS video but {kind} of "
         f"{len(body)} bytes; the server did not send video."
     )
     assert hls_server.hits["/plain/evil.ts"] == 1  # not retried: it is not a glitch
-    assert not out.exists()
+    assert not (tmp_path / "out" / f"video.{output_format}").exists()
     assert files_containing(tmp_path, MARKER, besides=secret) == []
     assert own_udp_sockets() == before
 
@@ -178,12 +196,7 @@ def test_hostile_init_section_of_an_fmp4_stream_is_refused(
     )
     with pytest.raises(WrongContentError, match=r"The video init section 1 is not fragmented MP4 "
                        r"media but an ffconcat script of \d+ bytes") as caught:  # fmt: skip
-        download(
-            hls_server.url("/fmp4/evil.m3u8"),
-            tmp_path / "out" / "v.mp4",
-            work_dir=tmp_path / "work",
-            options=fast_options,
-        )
+        attempt(hls_server.url("/fmp4/evil.m3u8"), tmp_path, fast_options)
     assert MARKER not in str(caught.value)
 
 
@@ -198,22 +211,12 @@ def test_segment_uris_that_do_not_say_allow_only_ts_or_packed_audio(
         names.append(f"s{number}")
     lines = "".join(f"#EXTINF:1,\n{name}\n" for name in names)
     hls_server.bodies["/bare/index.m3u8"] = Body(f"#EXTM3U\n{lines}#EXT-X-ENDLIST\n".encode())
-    result = download(
-        hls_server.url("/bare/index.m3u8"),
-        tmp_path / "good.mp4",
-        work_dir=tmp_path / "work-good",
-        options=fast_options,
-    )
+    result = attempt(hls_server.url("/bare/index.m3u8"), tmp_path, fast_options, "good")
     assert result.media.video_codec == "h264"  # read as MPEG-TS: the first file said so
     hls_server.bodies["/bare/s2"] = Body(sdp_description())
     with pytest.raises(WrongContentError, match=r"\(s2\) is not MPEG-TS video or packed "
                        "audio but an SDP description of 113 bytes"):  # fmt: skip
-        download(
-            hls_server.url("/bare/index.m3u8"),
-            tmp_path / "bad.mp4",
-            work_dir=tmp_path / "work-bad",
-            options=fast_options,
-        )
+        attempt(hls_server.url("/bare/index.m3u8"), tmp_path, fast_options, "bad")
 
 
 # --------------------------------------------------------------------------- the remux, unsniffed
@@ -232,6 +235,16 @@ def test_remux_refuses_hostile_files_even_when_the_sniff_is_bypassed(
     assert MARKER not in str(caught.value)
     assert not dest.exists() or MARKER.encode() not in dest.read_bytes()
     assert sockets_while_open and set(sockets_while_open) == {0}  # no UDP socket, ever
+
+
+@pytest.mark.parametrize(("attack", "demuxer"), [("ffconcat", "concat"), ("sdp", "sdp")])
+def test_the_protocol_whitelist_alone_stops_a_nesting_demuxer(attack, demuxer, secret, tmp_path):
+    segment = tmp_path / "seg.ts"
+    segment.write_bytes(ATTACKS[attack][0](secret))
+    before = own_udp_sockets()
+    with pytest.raises(av.FFmpegError):  # even were that demuxer chosen
+        av.open(ConcatReader([segment]), format=demuxer, options=remux_module.NO_PROTOCOLS)
+    assert own_udp_sockets() == before
 
 
 @pytest.mark.parametrize("attack", ATTACKS)

@@ -48,52 +48,49 @@ def bmff(kind: bytes) -> bytes:
 # --------------------------------------------------------------------------- identify
 
 
+#: Heads of each kind (every kind has some: see the test below).
+EXAMPLES: dict[Kind, list[bytes]] = {
+    Kind.EMPTY: [b"", b" \r\n\t"],
+    Kind.MPEG_TS: [TS, TS[:188]],  # several packets; one whole packet
+    Kind.ISO_BMFF: [
+        bmff(box)
+        for box in (b"ftyp", b"styp", b"moof", b"moov", b"sidx", b"emsg", b"free", b"mdat")
+    ],  # fmt: skip
+    # HLS packed audio starts with an ID3 PRIV timestamp, then frames
+    Kind.ADTS: [ADTS, id3(ADTS)],
+    Kind.ID3_AUDIO: [id3(b"", tag_size=HEAD_BYTES)],  # the tag outlasts the head
+    Kind.AC3: [AC3, id3(AC3)],
+    Kind.EAC3: [EAC3],
+    Kind.MP3: [MP3, id3(MP3)],
+    Kind.WEBVTT: [b"WEBVTT\n\n00:00.000 --> 00:01.000\nhi\n", b"\xef\xbb\xbfWEBVTT"],
+    Kind.M3U8: [b"#EXTM3U\n#EXTINF:1,\na.ts\n", b"\n\n#EXTM3U\n"],
+    Kind.FFCONCAT: [b"ffconcat version 1.0\nfile 'x.mp4'\n"],
+    # FFmpeg's SDP probe needs only a c= line
+    Kind.SDP: [b"v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=x\r\n", b"o=- 0\nc=IN IP4 127.0.0.1\n"],
+    Kind.HTML: [b"<!DOCTYPE html><html><body>Sign in</body></html>", b"  <HTML><body>x</HTML>"],
+    Kind.XML: [b"<?xml version='1.0'?><MPD/>"],
+    Kind.JSON: [b'{"error": "nope"}', b"[1, 2, 3]"],
+    # a character cut at the end of the head; a G is a sync byte only if 188 bytes on is one
+    Kind.TEXT: [b"hello world\n", "grüße".encode() * 1000, b"G" + b"x" * 300],
+    # a sync byte, but none 188 bytes later; an ID3 tag followed by no audio
+    Kind.BINARY: [
+        b"\x89PNG\r\n\x1a\n\x00\x00",
+        b"\x00" * 200,
+        b"\x47" + bytes(400),
+        id3(b"\x00" * 40),
+    ],  # fmt: skip
+}
+
+
 @pytest.mark.parametrize(
-    ("head", "kind"),
-    [
-        (b"", Kind.EMPTY),
-        (b" \r\n\t", Kind.EMPTY),
-        (TS, Kind.MPEG_TS),
-        (TS[:188], Kind.MPEG_TS),  # one whole packet
-        (bmff(b"ftyp"), Kind.ISO_BMFF),
-        (bmff(b"styp"), Kind.ISO_BMFF),
-        (bmff(b"moof"), Kind.ISO_BMFF),
-        (bmff(b"moov"), Kind.ISO_BMFF),
-        (bmff(b"sidx"), Kind.ISO_BMFF),
-        (bmff(b"emsg"), Kind.ISO_BMFF),
-        (bmff(b"free"), Kind.ISO_BMFF),
-        (bmff(b"mdat"), Kind.ISO_BMFF),
-        (ADTS, Kind.ADTS),
-        (id3(ADTS), Kind.ADTS),  # HLS packed audio: an ID3 PRIV timestamp, then frames
-        (id3(AC3), Kind.AC3),
-        (id3(b"", tag_size=HEAD_BYTES), Kind.ID3_AUDIO),  # the tag outlasts the head
-        (AC3, Kind.AC3),
-        (EAC3, Kind.EAC3),
-        (MP3, Kind.MP3),
-        (id3(MP3), Kind.MP3),
-        (b"WEBVTT\n\n00:00.000 --> 00:01.000\nhi\n", Kind.WEBVTT),
-        (b"\xef\xbb\xbfWEBVTT", Kind.WEBVTT),
-        (b"#EXTM3U\n#EXTINF:1,\na.ts\n", Kind.M3U8),
-        (b"\n\n#EXTM3U\n", Kind.M3U8),
-        (b"ffconcat version 1.0\nfile 'x.mp4'\n", Kind.FFCONCAT),
-        (b"v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=x\r\n", Kind.SDP),
-        (b"o=- 0 0 IN IP4 1.2.3.4\nc=IN IP4 127.0.0.1\n", Kind.SDP),  # FFmpeg needs only c=
-        (b"<!DOCTYPE html><html><body>Sign in</body></html>", Kind.HTML),
-        (b"  <HTML><body>x</body></HTML>", Kind.HTML),
-        (b"<?xml version='1.0'?><MPD/>", Kind.XML),
-        (b'{"error": "nope"}', Kind.JSON),
-        (b"[1, 2, 3]", Kind.JSON),
-        (b"hello world\n", Kind.TEXT),
-        ("grüße".encode() * 1000, Kind.TEXT),  # a character cut at the end of the head
-        (b"G" + b"x" * 300, Kind.TEXT),  # a G is not a sync byte unless 188 bytes on is one
-        (b"\x89PNG\r\n\x1a\n\x00\x00", Kind.BINARY),
-        (b"\x00" * 200, Kind.BINARY),
-        (b"\x47" + bytes(400), Kind.BINARY),  # a sync byte, but none 188 bytes later
-        (id3(b"\x00" * 40), Kind.BINARY),
-    ],
+    ("head", "kind"), [(head, kind) for kind, heads in EXAMPLES.items() for head in heads]
 )
 def test_identify(head, kind):
     assert identify(head) is kind
+
+
+def test_every_kind_has_an_example():
+    assert set(EXAMPLES) == set(Kind)
 
 
 def test_identify_real_media(hls_media):
@@ -341,12 +338,8 @@ def test_a_bad_data_key_is_not_quoted():
 def test_a_playlist_url_answering_json_fails_without_its_text(hls_server, fast_options, tmp_path):
     body = f'{{"error": "{SECRET}"}}'.encode()
     hls_server.bodies["/api/index.m3u8"] = Body(body, "application/json")
+    out = tmp_path / "v.mp4"
     with pytest.raises(PlaylistError, match="a JSON document of 23 bytes") as caught:
-        download(
-            hls_server.url("/api/index.m3u8"),
-            tmp_path / "out" / "v.mp4",
-            work_dir=tmp_path / "work",
-            options=fast_options,
-        )
+        download(hls_server.url("/api/index.m3u8"), out, work_dir=tmp_path, options=fast_options)
     assert SECRET not in str(caught.value)
-    assert not (tmp_path / "out" / "v.mp4").exists()
+    assert not out.exists()
