@@ -138,7 +138,7 @@ class ConcatReader(io.RawIOBase):
         end = self._starts[index + 1] if index + 1 < len(self._starts) else self._size
         data = self._file.read(min(size, end - self._pos))
         if not data:
-            raise RemuxError(f"The segment file {self._paths[index]} shrank while reading.")
+            self._shrank(index)
         self._pos += len(data)
         return data
 
@@ -153,10 +153,15 @@ class ConcatReader(io.RawIOBase):
             self._file.seek(self._pos - self._starts[index])
             count = self._file.readinto(view[filled:])
             if not count:
-                raise RemuxError(f"The segment file {self._paths[index]} shrank while reading.")
+                self._shrank(index)
             filled += count
             self._pos += count
         return filled
+
+    def _shrank(self, index: int) -> None:
+        self._size = self._pos  # FFmpeg reads on after an error: let it meet the end, so
+        # that PyAV re-raises this error rather than dropping it for the next one.
+        raise RemuxError(f"The segment file {self._paths[index]} shrank while reading.")
 
     def _open(self, index: int) -> None:
         if self._file is not None:
@@ -196,7 +201,11 @@ class FollowReader(io.RawIOBase):
                 path = next(self._paths, None)
                 if path is None:
                     return b""
-                self._wait(path)
+                try:
+                    self._wait(path)
+                except BaseException:
+                    self._paths = iter(())  # as ConcatReader._shrank: the end, from now on
+                    raise
                 self._file = open(path, "rb", buffering=0)  # noqa: SIM115 - kept open
             data = self._file.read(size)
             if data:

@@ -23,7 +23,13 @@ import pytest
 
 from dlstore import remux as remux_module
 from dlstore.engine import DownloadResult, download
-from dlstore.errors import DlstoreError, NestedOpenError, RemuxError, WrongContentError
+from dlstore.errors import (
+    CancelledError,
+    DlstoreError,
+    NestedOpenError,
+    RemuxError,
+    WrongContentError,
+)
 from dlstore.remux import ConcatReader, concat, make_poster, probe, remux
 from tests.support.hls_server import Body, HlsServer
 from tests.support.media import encode_source
@@ -363,3 +369,16 @@ def test_our_output_is_read_only_as_mp4_or_mpeg_ts(read, secret, tmp_path, socke
         read(fake)
     assert MARKER not in str(caught.value)
     assert set(sockets_while_open) <= {0}
+
+
+def test_a_reader_error_while_the_demuxer_opens_is_raised_once(tmp_path, capfd):
+    """A forced demuxer reads on after a failed read; PyAV must keep the first error."""
+    segment = tmp_path / "video-000000.seg"
+    segment.write_bytes(b"\x47" + bytes(187))
+
+    def wait(path: Path) -> None:
+        raise CancelledError()
+
+    with pytest.raises(CancelledError):
+        remux([segment, segment], tmp_path / "out.mp4", containers=["mpegts"], wait=wait)
+    assert "exception being dropped" not in capfd.readouterr().err
