@@ -3,6 +3,8 @@
 ``KeyStore`` fetches each key URI once, however many threads ask at the same
 time. ``Decryptor`` is fed the encrypted bytes chunk by chunk and checks the
 PKCS#7 padding at the end: bad padding almost always means the wrong key.
+A key server's answer that is not a key is described by kind and size
+(:func:`dlstore.sniff.describe`), never quoted.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from dlstore.errors import DownloadError, SegmentError
+from dlstore.sniff import Kind, describe, identify
 
 KEY_BYTES = 16
 BLOCK_BITS = 128
@@ -57,13 +60,10 @@ def parse_key(raw: bytes, uri: str) -> bytes:
             return bytes.fromhex(text.decode("ascii"))
         except (UnicodeDecodeError, ValueError):
             pass
-    hint = (
-        " (it looks like an HTML page: the key server may want a Cookie or Referer)"
-        if (b"<html" in raw[:512].lower())
-        else ""
-    )
+    hint = " (the key server may want a Cookie or Referer)" if identify(raw) is Kind.HTML else ""
+    where = "The playlist's data: key" if uri.startswith("data:") else f"The AES key at {uri[:160]}"
     raise DownloadError(
-        f"The AES key at {uri[:160]} is {len(raw)} bytes long, not {KEY_BYTES}{hint}."
+        f"{where} is {len(raw)} bytes long, not {KEY_BYTES}: it is {describe(raw)}{hint}."
     )
 
 

@@ -211,7 +211,7 @@ class _Download:
         following = None
         if _join_method(plan, self.fmt) == "follow":
             files = track_files(self.work, plan.tracks[0])
-            following = _FollowingRemux.start(files, self.tmp, self.cancel)
+            following = _FollowingRemux.start(files, self.tmp, self.cancel, plan.video.container)
         try:
             fetch_all(
                 jobs,
@@ -250,10 +250,17 @@ class _Download:
         self.output_path.parent.mkdir(parents=True, exist_ok=True)
         video_files = track_files(self.work, plan.tracks[0])
         if _join_method(plan, fmt) == "concat":
-            concat(video_files, self.tmp, cancel)
+            concat(video_files, self.tmp, cancel, container=plan.video.container)
         else:
             audio_files = track_files(self.work, plan.tracks[1]) if plan.audio else None
-            remux(video_files, self.tmp, audio_files=audio_files, output_format=fmt, cancel=cancel)
+            remux(
+                video_files,
+                self.tmp,
+                audio_files=audio_files,
+                output_format=fmt,
+                cancel=cancel,
+                containers=[track.plan.container for track in plan.tracks],
+            )
 
     def place(self) -> MediaInfo:
         """Rename the joined file into place; its media facts, with its size."""
@@ -294,23 +301,39 @@ class _FollowingRemux:
     the download, as their inputs don't arrive in reading order or need no remux.
     """
 
-    def __init__(self, files: list[Path], dest: Path, cancel: threading.Event) -> None:
+    def __init__(
+        self, files: list[Path], dest: Path, cancel: threading.Event, container: str | None
+    ) -> None:
         self.arrivals = Arrivals()
         self._error: BaseException | None = None
         self._thread = threading.Thread(
-            target=self._run, args=(files, dest, cancel), name="dlstore-remux", daemon=True
+            target=self._run,
+            args=(files, dest, cancel, container),
+            name="dlstore-remux",
+            daemon=True,
         )
 
     @classmethod
-    def start(cls, files: list[Path], dest: Path, cancel: threading.Event) -> _FollowingRemux:
-        join = cls(files, dest, cancel)
+    def start(
+        cls, files: list[Path], dest: Path, cancel: threading.Event, container: str | None
+    ) -> _FollowingRemux:
+        join = cls(files, dest, cancel, container)
         join._thread.start()
         return join
 
-    def _run(self, files: list[Path], dest: Path, cancel: threading.Event) -> None:
+    def _run(
+        self, files: list[Path], dest: Path, cancel: threading.Event, container: str | None
+    ) -> None:
         try:
             dest.parent.mkdir(parents=True, exist_ok=True)
-            remux(files, dest, output_format="mp4", cancel=cancel, wait=self.arrivals.wait)
+            remux(
+                files,
+                dest,
+                output_format="mp4",
+                cancel=cancel,
+                wait=self.arrivals.wait,
+                containers=[container],
+            )
         except BaseException as exc:  # handed to the engine's thread by finish()
             self._error = exc
 

@@ -24,7 +24,9 @@ do about it. Third-party errors are wrapped once, where they enter dlstore
         ├── UnsupportedStreamError   SAMPLE-AES, DRM, live streams, unknown schemes
         ├── NetworkPolicyError       deny_networks forbids the address a host resolved to
         ├── SegmentError             a segment that could not be fetched or is corrupt
+        │   └── WrongContentError    a fetched file is not the media its playlist says
         └── RemuxError               the fetched media could not be joined into a file
+            └── NestedOpenError      the media asked the demuxer to open another file or URL
 
 ``transient`` tells the daemon whether an automatic retry may help.
 """
@@ -110,6 +112,10 @@ class SegmentError(DownloadError):
     """A segment of the video could not be downloaded."""
 
 
+class WrongContentError(SegmentError):
+    """A fetched file is not the kind of media its playlist says; the server did not send video."""
+
+
 class RemuxError(DownloadError):
     """The downloaded segments could not be joined into a video file."""
 
@@ -124,3 +130,7 @@ class HttpError(TransientDownloadError):
 
 class CorruptSegmentError(TransientDownloadError):
     """A clear segment whose bytes are not what they should be; retried, then a SegmentError."""
+
+
+class NestedOpenError(RemuxError):
+    """The downloaded media asked to open another file or URL, which dlstore never allows."""

@@ -42,9 +42,10 @@ from dlstore.http import (
     translate_errors,
 )
 from dlstore.options import DownloadOptions
-from dlstore.playlist import ByteRange, InitSection, Key, Segment, display_name
+from dlstore.playlist import ByteRange, InitSection, Key, MediaPlan, Segment, display_name
 from dlstore.progress import ProgressTracker
 from dlstore.segment_checks import LengthCheck, TsValidator, ts_check_mode
+from dlstore.sniff import HEAD_BYTES, check_segment
 from dlstore.workfolder import Track, WorkFolder, init_filename, segment_filename
 
 TICK_SECONDS = 0.25  # how often the calling thread wakes to report progress and check cancel
@@ -64,25 +65,27 @@ class FetchJob:
     key: Key | None = None
     iv: bytes | None = None
     ts_check: str = "sniff"  # "require", "sniff" or "none"
+    container: str | None = None  # what the file must be: MediaPlan.container (sniff.py)
 
 
 def jobs_for(track: Track) -> list[FetchJob]:
     """The files to fetch for ``track``: its init sections first, then its segments."""
     name, plan = track.name, track.plan
-    fmp4 = plan.is_fmp4
     total = len(plan.segments)
     inits = [
-        _job(name, init_filename(name, n), f"init section {n + 1}", init, fmp4)
+        _job(name, init_filename(name, n), f"init section {n + 1}", init, plan)
         for n, init in enumerate(plan.init_sections)
     ]
     segments = [
-        _job(name, segment_filename(name, i), f"segment {i + 1} of {total} ({seg.name})", seg, fmp4)
+        _job(name, segment_filename(name, i), f"segment {i + 1} of {total} ({seg.name})", seg, plan)
         for i, seg in enumerate(plan.segments)
     ]
     return inits + segments
 
 
-def _job(track: str, filename: str, what: str, part: InitSection | Segment, fmp4: bool) -> FetchJob:
+def _job(
+    track: str, filename: str, what: str, part: InitSection | Segment, plan: MediaPlan
+) -> FetchJob:
     segment = part if isinstance(part, Segment) else None  # init sections are never encrypted
     return FetchJob(
         track=track,
@@ -93,7 +96,8 @@ def _job(track: str, filename: str, what: str, part: InitSection | Segment, fmp4
         byte_range=part.byte_range,
         key=segment.key if segment else None,
         iv=segment.iv if segment else None,
-        ts_check=ts_check_mode(part.uri, fmp4),  # "none" for init sections: they are fMP4
+        ts_check=ts_check_mode(part.uri, plan.is_fmp4),  # "none" for init sections: fMP4
+        container=plan.container,
     )
 
 
@@ -340,6 +344,8 @@ def _attempt(ctx: FetchContext, job: FetchJob, key: bytes | None) -> None:
                 ctx.active.discard(response)
         if ctx.stop.is_set():
             raise CancelledError()
+        with open(tmp, "rb") as written:  # is it what the playlist says? (sniff.py)
+            check_segment(written.read(HEAD_BYTES), job.container, job.label, size)
         os.replace(tmp, ctx.work.path(job.filename))
         ctx.tracker.finished(job, size)
     except BaseException:

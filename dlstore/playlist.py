@@ -6,25 +6,55 @@ finally fetched from (after redirects) into either a :class:`MasterPlaylist`
 segments to fetch, with absolute URIs, byte ranges, keys and init sections).
 ``choose_variant`` and ``choose_audio`` pick from a master playlist.
 
+``MediaPlan.container`` says which FFmpeg demuxer reads a plan's files.
+
 Everything that goes wrong raises a :class:`~dlstore.errors.DlstoreError`
-subclass; the ``m3u8`` library's own exceptions never escape.
+subclass; the ``m3u8`` library's own exceptions never escape. No message quotes
+the fetched text: a body that is not a playlist is described by kind and size
+(:func:`dlstore.sniff.describe`), a malformed playlist by line number, a refused
+URI by its scheme.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 from urllib.parse import urljoin, urlsplit
 
 import m3u8
 
 from dlstore.errors import PlaylistError, QualityNotFoundError, UnsupportedStreamError
+from dlstore.sniff import HEAD_BYTES, Kind, describe, identify
 
 SUPPORTED_KEY_METHODS = ("NONE", "AES-128")
 # KEYFORMAT values meaning "a plain AES key at the URI"; anything else is DRM.
 PLAIN_KEY_FORMATS = (None, "", "identity")
 _QUALITY_RE = re.compile(r"^(\d{2,5})p$")
+#: KEYFORMATs named in messages (any other value is playlist text, never quoted).
+DRM_KEY_FORMATS = {
+    "com.apple.streamingkeydelivery": "FairPlay",
+    "urn:uuid:edef8ba9-79d6-4ace-a3c8-27dcd51d21ed": "Widevine",
+    "com.microsoft.playready": "PlayReady",
+    "urn:uuid:9a04f079-9840-4286-ab92-e65be0885f95": "PlayReady",
+}
+SAMPLE_AES_METHODS = ("SAMPLE-AES", "SAMPLE-AES-CTR", "SAMPLE-AES-CENC")
+#: The FFmpeg demuxer for segments without EXT-X-MAP, by the URI's suffix (RFC 8216 §3).
+SEGMENT_CONTAINERS = {
+    **dict.fromkeys((".ts", ".m2ts", ".mts", ".m2t", ".tsv", ".tsa"), "mpegts"),
+    **dict.fromkeys((".aac", ".adts"), "aac"),
+    ".ac3": "ac3",
+    **dict.fromkeys((".ec3", ".eac3"), "eac3"),
+    ".mp3": "mp3",
+    **dict.fromkeys((".mp4", ".m4s", ".m4v", ".m4a", ".fmp4", ".cmfv", ".cmfa"), "mov"),
+    **dict.fromkeys((".vtt", ".webvtt"), "webvtt"),
+}
+#: Said after the description of a body that is not a playlist.
+_NOT_PLAYLIST_HINTS = {
+    Kind.HTML: " (perhaps a login or error page)",
+    Kind.XML: " (a DASH manifest or an error?)",
+    Kind.TEXT: ", which does not start with #EXTM3U",
+}
 
 
 @dataclass(frozen=True)
@@ -103,6 +133,20 @@ class MediaPlan:
     def is_fmp4(self) -> bool:
         return any(s.init is not None for s in self.segments)
 
+    @property
+    def container(self) -> str | None:
+        """The FFmpeg demuxer for this playlist's files: ``mov`` with EXT-X-MAP, else what
+        the first segment's suffix says (``mpegts``, ``aac``, …; see SEGMENT_CONTAINERS).
+
+        ``None`` when the URIs don't say (``seg.php?n=1``): then the first file's bytes
+        choose between MPEG-TS and packed audio (:func:`dlstore.sniff.container_of`).
+        """
+        if self.is_fmp4:
+            return "mov"
+        if not self.segments:
+            return None
+        return segment_container(self.segments[0].uri)
+
 
 @dataclass(frozen=True)
 class Variant:
@@ -156,48 +200,15 @@ class MasterPlaylist:
 
 def decode_playlist(body: bytes, url: str, content_type: str | None = None) -> str:
     """The body as text if it looks like an M3U8 playlist, else a PlaylistError saying what
-    it is instead."""
-    what = _describe_non_playlist(body, content_type)
-    if what is not None:
-        raise PlaylistError(f"{url} did not return an HLS playlist: it returned {what}.")
+    it is instead (its kind and size, never its text)."""
+    kind = identify(body[:HEAD_BYTES])
+    if kind is not Kind.M3U8:
+        what = describe(body[:HEAD_BYTES], len(body), content_type)
+        raise PlaylistError(
+            f"{url} did not return an HLS playlist: it returned {what}"
+            f"{_NOT_PLAYLIST_HINTS.get(kind, '')}."
+        )
     return body.decode("utf-8-sig", errors="replace")
-
-
-def _describe_non_playlist(body: bytes, content_type: str | None) -> str | None:
-    stripped = body.lstrip(b"\xef\xbb\xbf \t\r\n")
-    if not stripped:
-        return "an empty body"
-    if stripped.startswith(b"#EXTM3U"):
-        return None
-    head = stripped[:512].lower()
-    if head.startswith((b"<!doctype html", b"<html", b"<head", b"<body")) or b"<html" in head:
-        return "an HTML page (perhaps a login or error page)"
-    if head.startswith(b"<?xml") or head.startswith(b"<mpd"):
-        return "an XML document (a DASH manifest or an error?)"
-    if head.startswith((b"{", b"[")):
-        try:
-            value = json.loads(stripped[:65536].decode("utf-8", errors="replace"))
-        except ValueError:
-            return "JSON-like text"
-        if isinstance(value, dict):
-            detail = next(
-                (str(value[k]) for k in ("error", "message", "detail") if k in value), None
-            )
-            if detail:
-                return f"a JSON document ({detail[:120]})"
-        return "a JSON document"
-    if stripped[:1] == b"\x47" or b"\x00" in stripped[:512]:
-        return f"binary data ({len(body)} bytes{_ctype(content_type)}), not text"
-    try:
-        stripped[:512].decode("utf-8")
-    except UnicodeDecodeError:
-        return f"binary data ({len(body)} bytes{_ctype(content_type)}), not text"
-    first = stripped.split(b"\n", 1)[0][:80].decode("utf-8", errors="replace").strip()
-    return f"text that does not start with #EXTM3U (first line: {first!r})"
-
-
-def _ctype(content_type: str | None) -> str:
-    return f", {content_type}" if content_type else ""
 
 
 # --------------------------------------------------------------------------- parsing
@@ -209,10 +220,14 @@ def parse_playlist(
     """Parse playlist ``text`` fetched from ``url`` (the final URL, after redirects)."""
     if not text.lstrip("\ufeff \t\r\n").startswith("#EXTM3U"):
         raise PlaylistError(f"{url} is not an HLS playlist: it does not start with #EXTM3U.")
+    line = _LineTracker()
     try:
-        doc = m3u8.loads(text, uri=url)
+        doc = m3u8.loads(text, uri=url, custom_tags_parser=line)
     except Exception as exc:  # the library raises ValueError, KeyError, IndexError, …
-        raise PlaylistError(f"The playlist at {url} is malformed: {_brief(exc)}.") from exc
+        # Its message quotes the bad line: say where it is, not what it says.
+        raise PlaylistError(
+            f"The playlist at {url} is malformed: a tag near line {line.number} could not be read."
+        ) from exc
     try:
         if doc.is_variant:
             return _master(doc, url)
@@ -220,12 +235,21 @@ def parse_playlist(
     except (PlaylistError, UnsupportedStreamError):
         raise
     except Exception as exc:
-        raise PlaylistError(f"The playlist at {url} is malformed: {_brief(exc)}.") from exc
+        raise PlaylistError(
+            f"The playlist at {url} is malformed: the value of one of its tags "
+            f"({type(exc).__name__}) could not be used."
+        ) from exc
 
 
-def _brief(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text[:200]
+class _LineTracker:
+    """An m3u8 ``custom_tags_parser`` that only remembers the number of the tag line read."""
+
+    def __init__(self) -> None:
+        self.number = 0
+
+    def __call__(self, line: str, lineno: int, data: dict, state: dict) -> bool:
+        self.number = lineno
+        return False  # let the library parse the line as usual
 
 
 def _absolute(base: str, ref: str | None, what: str) -> str:
@@ -236,7 +260,7 @@ def _absolute(base: str, ref: str | None, what: str) -> str:
     scheme = urlsplit(absolute).scheme.lower()
     if scheme not in ("http", "https") and not (what == "key" and scheme == "data"):
         raise UnsupportedStreamError(
-            f"The playlist at {base} refers to a {what} at {ref!r}; "
+            f"The playlist at {base} refers to a {what} by a {scheme[:20]}: URL; "
             "only http and https URLs are supported."
         )
     return absolute
@@ -360,16 +384,14 @@ def _byte_range(value: str | None, implicit_offset: int | None, url: str, what: 
         length = int(length_text)
         offset = int(offset_text) if offset_text else implicit_offset
     except ValueError:
-        raise PlaylistError(
-            f"The playlist at {url} has a malformed {what} byte range {text!r}."
-        ) from None
+        raise PlaylistError(f"The playlist at {url} has a malformed {what} byte range.") from None
     if offset is None:
         raise PlaylistError(
-            f"The playlist at {url} has a {what} byte range {text!r} without an offset "
+            f"The playlist at {url} has a {what} byte range without an offset "
             "and no earlier range of the same file to continue from."
         )
     if length <= 0 or offset < 0:
-        raise PlaylistError(f"The playlist at {url} has an invalid {what} byte range {text!r}.")
+        raise PlaylistError(f"The playlist at {url} has an invalid {what} byte range.")
     return ByteRange(length=length, offset=offset)
 
 
@@ -381,18 +403,19 @@ def _key(key, url: str) -> Key | None:
         return None
     keyformat = key.keyformat
     if keyformat not in PLAIN_KEY_FORMATS:
+        drm = DRM_KEY_FORMATS.get(str(keyformat).strip().lower(), "an unknown KEYFORMAT")
         raise UnsupportedStreamError(
-            f"The stream at {url} is protected by DRM (KEYFORMAT {keyformat!r}); "
+            f"The stream at {url} is protected by DRM ({drm}); "
             "DRM-protected streams cannot be downloaded."
         )
     if method.startswith("SAMPLE-AES"):
+        name = method if method in SAMPLE_AES_METHODS else "SAMPLE-AES"
         raise UnsupportedStreamError(
-            f"The stream at {url} uses {method} encryption, which is not supported "
-            "(only AES-128 is)."
+            f"The stream at {url} uses {name} encryption, which is not supported (only AES-128 is)."
         )
     if method != "AES-128":
         raise UnsupportedStreamError(
-            f"The stream at {url} uses the unknown encryption method {method or '(none)'!r}."
+            f"The stream at {url} uses an unknown encryption method (only AES-128 is supported)."
         )
     return Key(method=method, uri=_absolute(url, key.uri, "key"), iv=_iv(key.iv, url))
 
@@ -408,7 +431,7 @@ def _iv(value: str | None, url: str) -> bytes | None:
         if not text or len(text) > 32:
             raise ValueError
     except ValueError:
-        raise PlaylistError(f"The playlist at {url} has a malformed key IV {value!r}.") from None
+        raise PlaylistError(f"The playlist at {url} has a malformed key IV.") from None
     return number.to_bytes(16, "big")
 
 
@@ -464,6 +487,12 @@ def choose_audio(master: MasterPlaylist, variant: Variant) -> AudioRendition | N
     if not group:
         return None
     return next((a for a in group if a.default), group[0])
+
+
+def segment_container(uri: str) -> str | None:
+    """The FFmpeg demuxer a segment URI's suffix names, or None if it names none."""
+    suffix = PurePosixPath(urlsplit(uri).path).suffix.lower()
+    return SEGMENT_CONTAINERS.get(suffix)
 
 
 def display_name(uri: str) -> str:

@@ -9,6 +9,16 @@ an ``EXT-X-DISCONTINUITY`` (or a sloppy encoder) would otherwise cause.
 
 ``concat`` is the plain byte concatenation used for ``.ts`` output of TS
 streams. ``probe`` and ``make_poster`` describe a finished file.
+
+The demuxer opens nothing but the bytes we fetched. FFmpeg, left to guess, reads
+an ``ffconcat`` script's local files, opens an SDP description's UDP sockets and
+fetches a playlist's URLs; so every input is opened with the container its
+playlist says it is (``containers``: FFmpeg demuxer names, see
+``playlist.MediaPlan.container``; ``None`` lets the first file's bytes choose
+between MPEG-TS and packed audio), no protocol may be opened from inside it, mov
+external data references are off, and any nested open raises NestedOpenError.
+Our own output is opened as MP4 or MPEG-TS, told apart by its first bytes.
+Messages carry FFmpeg's error name, never its log (which may quote the media).
 """
 
 from __future__ import annotations
@@ -28,7 +38,8 @@ from pathlib import Path
 
 import av
 
-from dlstore.errors import CancelledError, RemuxError
+from dlstore.errors import CancelledError, NestedOpenError, RemuxError
+from dlstore.sniff import EXPECTED, HEAD_BYTES, Kind, container_of, describe, identify
 
 READ_BUFFER = 1 << 20
 NS = 1_000_000_000
@@ -37,6 +48,18 @@ PRESCAN_PACKETS = 64  # packets read to find where each input's timeline starts
 CANCEL_CHECK_PACKETS = 256
 POSTER_POSITION = 0.10
 OUTPUT_FORMATS = {"mp4": "mp4", "ts": "mpegts"}
+INPUT_CONTAINERS = frozenset(name for name in EXPECTED if name is not None)
+#: Options for every input: no protocol may be opened from inside it (no protocol is
+#: called "none"): a nested playlist, concat list or SDP description would need one.
+NO_PROTOCOLS = {"protocol_whitelist": "none"}
+#: Per demuxer: mov/mp4 never follow (``enable_drefs``) nor resolve (``use_absolute_path``)
+#: a ``dref`` external data reference.
+DEMUXER_OPTIONS = {
+    "mov": {"enable_drefs": "0", "use_absolute_path": "0"},
+    "mp4": {"enable_drefs": "0", "use_absolute_path": "0"},
+}
+#: How files dlstore wrote itself are read, by what their first bytes are.
+OWN_OUTPUT_FORMATS = {Kind.ISO_BMFF: "mp4", Kind.MPEG_TS: "mpegts"}
 
 
 @dataclass(frozen=True)
@@ -115,7 +138,7 @@ class ConcatReader(io.RawIOBase):
         end = self._starts[index + 1] if index + 1 < len(self._starts) else self._size
         data = self._file.read(min(size, end - self._pos))
         if not data:
-            raise RemuxError(f"The segment file {self._paths[index]} shrank while reading.")
+            self._shrank(index)
         self._pos += len(data)
         return data
 
@@ -130,10 +153,15 @@ class ConcatReader(io.RawIOBase):
             self._file.seek(self._pos - self._starts[index])
             count = self._file.readinto(view[filled:])
             if not count:
-                raise RemuxError(f"The segment file {self._paths[index]} shrank while reading.")
+                self._shrank(index)
             filled += count
             self._pos += count
         return filled
+
+    def _shrank(self, index: int) -> None:
+        self._size = self._pos  # FFmpeg reads on after an error: let it meet the end, so
+        # that PyAV re-raises this error rather than dropping it for the next one.
+        raise RemuxError(f"The segment file {self._paths[index]} shrank while reading.")
 
     def _open(self, index: int) -> None:
         if self._file is not None:
@@ -173,7 +201,11 @@ class FollowReader(io.RawIOBase):
                 path = next(self._paths, None)
                 if path is None:
                     return b""
-                self._wait(path)
+                try:
+                    self._wait(path)
+                except BaseException:
+                    self._paths = iter(())  # as ConcatReader._shrank: the end, from now on
+                    raise
                 self._file = open(path, "rb", buffering=0)  # noqa: SIM115 - kept open
             data = self._file.read(size)
             if data:
@@ -189,8 +221,18 @@ class FollowReader(io.RawIOBase):
         super().close()
 
 
-def concat(paths: Sequence[Path], dest: Path, cancel: threading.Event | None = None) -> None:
-    """Write the files back to back into ``dest``."""
+def concat(
+    paths: Sequence[Path],
+    dest: Path,
+    cancel: threading.Event | None = None,
+    *,
+    container: str | None,
+) -> None:
+    """Write the MPEG-TS files back to back into ``dest``; files in another ``container``
+    (packed audio) are remuxed into MPEG-TS instead."""
+    if _input_container(container, paths, None, "video") != "mpegts":
+        remux(paths, dest, containers=[container], output_format="ts", cancel=cancel)
+        return
     with open(dest, "wb") as out:
         for path in paths:
             if cancel is not None and cancel.is_set():
@@ -246,25 +288,72 @@ class _Timeline:
         return t
 
 
+def _refuse_nested_open(url: str, flags: int, options: dict) -> None:
+    """PyAV's ``io_open``: the media may not make the demuxer open anything else."""
+    raise NestedOpenError()
+
+
+def open_input(source, container: str) -> av.container.InputContainer:
+    """Open ``source`` (a file object) as ``container`` and nothing else: no guessing,
+    no protocols, no external references; a nested open raises NestedOpenError."""
+    if container not in INPUT_CONTAINERS and container not in OWN_OUTPUT_FORMATS.values():
+        raise RemuxError(f"dlstore does not read {container!r} media.")
+    return av.open(
+        source,
+        "r",
+        format=container,
+        options={**NO_PROTOCOLS, **DEMUXER_OPTIONS.get(container, {})},
+        buffer_size=READ_BUFFER,
+        io_open=_refuse_nested_open,
+    )
+
+
+def _input_container(
+    container: str | None,
+    files: Sequence[Path],
+    wait: Callable[[Path], None] | None,
+    label: str,
+) -> str:
+    """``container``, or (None) the one the first file's bytes show: MPEG-TS or packed audio."""
+    if container is not None:
+        if container not in INPUT_CONTAINERS:
+            raise RemuxError(f"dlstore does not read {container!r} media.")
+        return container
+    if not files:
+        raise RemuxError(f"There are no downloaded {label} files to join.")
+    if wait is not None:
+        wait(files[0])
+    with open(files[0], "rb") as first:
+        return container_of(first.read(HEAD_BYTES), f"first {label} file")
+
+
+def _reason(exc: av.FFmpegError) -> str:
+    """FFmpeg's name for the error, without its log line (which may quote the media)."""
+    return exc.strerror or type(exc).__name__
+
+
 class _Input:
-    """One track's files opened as a container, with the streams we keep from it."""
+    """One track's files opened as ``container``, with the streams we keep from it."""
 
     def __init__(
         self,
         files: Sequence[Path],
         kinds: tuple[str, ...],
         label: str,
+        container: str | None,
         wait: Callable[[Path], None] | None = None,
     ) -> None:
         self.label = label
+        container = _input_container(container, files, wait, label)
         self.reader = ConcatReader(files) if wait is None else FollowReader(files, wait)
         try:
-            self.container = av.open(self.reader, "r", buffer_size=READ_BUFFER)
+            self.container = open_input(self.reader, container)
         except av.FFmpegError as exc:
             self.reader.close()
             raise RemuxError(
-                f"The downloaded {label} could not be read as video ({exc}); "
-                "the server may have sent something other than the stream's segments."
+                f"The downloaded {label} could not be read as {EXPECTED[container][1]} "
+                f"({_reason(exc)}); the server may have sent something other than the "
+                "stream's segments."
             ) from exc
         except BaseException:  # e.g. the download stopped while waiting for the first file
             self.reader.close()
@@ -287,6 +376,7 @@ def remux(
     video_files: Sequence[Path],
     dest: Path,
     *,
+    containers: Sequence[str | None],
     audio_files: Sequence[Path] | None = None,
     output_format: str = "mp4",
     cancel: threading.Event | None = None,
@@ -294,8 +384,10 @@ def remux(
 ) -> None:
     """Copy the streams of the joined files into ``dest`` (MP4 with faststart, or MPEG-TS).
 
-    With ``wait``, the files are read as they arrive: ``wait(path)`` returns once
-    ``path`` is complete (see :class:`FollowReader`).
+    ``containers`` says what the video files are, then the audio files (FFmpeg
+    demuxer names from ``MediaPlan.container``). With ``wait``, the files are read
+    as they arrive: ``wait(path)`` returns once ``path`` is complete (see
+    :class:`FollowReader`).
     """
     if output_format not in OUTPUT_FORMATS:
         raise RemuxError(f"Unknown output format {output_format!r}; use mp4 or ts.")
@@ -306,15 +398,15 @@ def remux(
                 sources = [(video_files, ("video",), "video"), (audio_files, ("audio",), "audio")]
             else:
                 sources = [(video_files, ("video", "audio"), "video")]
-            for files, kinds, label in sources:
-                inputs.append(_Input(files, kinds, label, wait))
+            for (files, kinds, label), container in zip(sources, containers, strict=True):
+                inputs.append(_Input(files, kinds, label, container, wait))
                 stack.callback(inputs[-1].close)
             if not any(item.streams for item in inputs):
                 raise RemuxError("The downloaded segments contain no video or audio stream.")
             _mux(inputs, dest, output_format, cancel)
     except av.FFmpegError as exc:
         raise RemuxError(
-            f"The segments could not be joined into {output_format.upper()}: {exc}."
+            f"The segments could not be joined into {output_format.upper()}: {_reason(exc)}."
             + (" Try --format ts." if output_format == "mp4" else "")
         ) from exc
 
@@ -331,7 +423,7 @@ def _mux(inputs: list[_Input], dest: Path, output_format: str, cancel) -> None:
                 except ValueError as exc:
                     raise RemuxError(
                         f"The stream's {stream.codec_context.name} {stream.type} cannot be "
-                        f"stored in {output_format.upper()}: {exc}."
+                        f"stored in {output_format.upper()}."
                     ) from exc
         # Each input's timeline starts where the earliest of them starts (they share a clock).
         heads = [_head(item) for item in inputs]
@@ -380,11 +472,25 @@ def _placed(number: int, item: _Input, head: list[av.Packet], timeline: _Timelin
 # --------------------------------------------------------------------------- facts
 
 
+@contextlib.contextmanager
+def _open_own(path: Path) -> Iterator[av.container.InputContainer]:
+    """Open a file dlstore wrote: MP4 or MPEG-TS, told apart by its first bytes."""
+    with open(path, "rb") as file:
+        head = file.read(HEAD_BYTES)
+        fmt = OWN_OUTPUT_FORMATS.get(identify(head))
+        if fmt is None:
+            size = os.fstat(file.fileno()).st_size
+            raise RemuxError(f"{path.name} is not MP4 or MPEG-TS video but {describe(head, size)}.")
+        file.seek(0)
+        with open_input(file, fmt) as container:
+            yield container
+
+
 def probe(path: Path) -> MediaInfo:
     """Duration, size and codecs of a finished video file."""
     path = Path(path)
     try:
-        with av.open(str(path)) as container:
+        with _open_own(path) as container:
             video = container.streams.video[0] if container.streams.video else None
             audio = container.streams.audio[0] if container.streams.audio else None
             duration = (container.duration or 0) / av.time_base
@@ -403,14 +509,16 @@ def probe(path: Path) -> MediaInfo:
                 streams=len(container.streams),
             )
     except av.FFmpegError as exc:
-        raise RemuxError(f"The file {path.name} could not be read as video: {exc}.") from exc
+        raise RemuxError(
+            f"The file {path.name} could not be read as video: {_reason(exc)}."
+        ) from exc
 
 
 def make_poster(video_path: Path, jpeg_path: Path, position: float = POSTER_POSITION) -> Path:
     """Write a JPEG of the frame about ``position`` (a fraction) into the video."""
     video_path, jpeg_path = Path(video_path), Path(jpeg_path)
     try:
-        with av.open(str(video_path)) as container:
+        with _open_own(video_path) as container:
             if not container.streams.video:
                 raise RemuxError(f"{video_path.name} has no video to take a poster frame from.")
             stream = container.streams.video[0]
@@ -427,7 +535,9 @@ def make_poster(video_path: Path, jpeg_path: Path, position: float = POSTER_POSI
                 raise RemuxError(f"{video_path.name} has no decodable video frame.")
             data = _encode_jpeg(frame)
     except av.FFmpegError as exc:
-        raise RemuxError(f"No poster could be made from {video_path.name}: {exc}.") from exc
+        raise RemuxError(
+            f"No poster could be made from {video_path.name}: {_reason(exc)}."
+        ) from exc
     tmp = jpeg_path.with_name(f".{jpeg_path.name}.{os.getpid()}.part")
     tmp.write_bytes(data)
     os.replace(tmp, jpeg_path)

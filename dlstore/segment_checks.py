@@ -12,24 +12,17 @@ again) or, for a segment that does not decrypt to MPEG-TS, a ``SegmentError``.
 
 from __future__ import annotations
 
-from pathlib import PurePosixPath
-from urllib.parse import urlsplit
-
 from dlstore.errors import (
     CorruptSegmentError,
     DownloadError,
     HttpError,
     SegmentError,
 )
-from dlstore.playlist import ByteRange
+from dlstore.playlist import ByteRange, segment_container
+from dlstore.sniff import Kind, identify
 
 TS_PACKET = 188
 TS_SYNC = 0x47
-NOT_TS_SUFFIXES = {
-    ".aac", ".ac3", ".ec3", ".mp3", ".m4a", ".m4s", ".m4v", ".mp4", ".fmp4", ".cmfv",
-    ".cmfa", ".vtt", ".webvtt", ".flac", ".opus",
-}  # fmt: skip
-TS_SUFFIXES = {".ts", ".m2ts", ".mts", ".m2t", ".tsv", ".tsa"}
 
 
 # --------------------------------------------------------------------------- lengths
@@ -99,12 +92,10 @@ def ts_check_mode(uri: str, fmp4: bool) -> str:
     """How to check a segment: "require" MPEG-TS, "sniff" its first byte, or "none"."""
     if fmp4:
         return "none"
-    suffix = PurePosixPath(urlsplit(uri).path).suffix.lower()
-    if suffix in TS_SUFFIXES:
-        return "require"
-    if suffix in NOT_TS_SUFFIXES:
-        return "none"
-    return "sniff"
+    container = segment_container(uri)  # what its suffix says, if anything
+    if container is None:
+        return "sniff"
+    return "require" if container == "mpegts" else "none"
 
 
 class TsChecker:
@@ -147,7 +138,7 @@ class TsValidator:
         if not self.started:
             self.started = True
             if data[0] != TS_SYNC:
-                if self.mode == "sniff":  # not TS (packed audio, subtitles, …): don't check
+                if self.mode == "sniff" or identify(data) is not Kind.BINARY:  # sniffed at the end
                     self.mode = "none"
                     return
                 self._bad("it does not start with an MPEG-TS sync byte")

@@ -324,7 +324,7 @@ def test_segment_limit_from_options(hls_server, fast_options, tmp_path):
     [
         (b"<!DOCTYPE html><html><body>Sign in</body></html>", "text/html", PlaylistError,
          "HTML page"),
-        (b'{"message": "expired token"}', "application/json", PlaylistError, "expired token"),
+        (b'{"message": "expired token"}', "application/json", PlaylistError, "JSON document"),
         (b"", "application/vnd.apple.mpegurl", PlaylistError, "empty body"),
         (b"#EXTM3U\n#EXT-X-TARGETDURATION:4\n#EXT-X-ENDLIST\n", "application/x-mpegurl",
          PlaylistError, "no segments"),
