@@ -24,7 +24,8 @@ do about it. Third-party errors are wrapped once, where they enter dlstore
         ├── UnsupportedStreamError   SAMPLE-AES, DRM, live streams, unknown schemes
         ├── NetworkPolicyError       deny_networks forbids the address a host resolved to
         ├── SegmentError             a segment that could not be fetched or is corrupt
-        └── RemuxError               the fetched media could not be joined into a file
+        ├── RemuxError               the fetched media could not be joined into a file
+        └── WorkFolderError          temp_dir/<task> is a link, or a folder dlstore did not make
 
 ``transient`` tells the daemon whether an automatic retry may help.
 """
@@ -112,6 +113,13 @@ class SegmentError(DownloadError):
 
 class RemuxError(DownloadError):
     """The downloaded segments could not be joined into a video file."""
+
+
+class WorkFolderError(DownloadError):
+    """The task's work folder is not dlstore's to use; it is left alone."""
+
+    # Raised for a symbolic link, a file, a folder without dlstore's marker or one
+    # whose marker names another task: dlstore never writes into or deletes those.
 
 
 class HttpError(TransientDownloadError):
