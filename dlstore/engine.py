@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +32,7 @@ from dlstore.http import (
     make_session,
 )
 from dlstore.options import DownloadOptions, check_format
-from dlstore.paths import ensure_absent, place_file, temp_path_for
+from dlstore.paths import ensure_absent, place_file
 from dlstore.playlist import (
     AudioRendition,
     MasterPlaylist,
@@ -174,12 +173,18 @@ class _Download:
         cancel: threading.Event | None,
         overwrite: bool,
     ) -> _Download:
-        """Check the arguments (nothing is fetched if they are wrong) and say it has started."""
+        """Check the arguments (nothing is fetched if they are wrong: a work folder that is a
+        link or not dlstore's is a WorkFolderError) and say it has started."""
         url = check_url(url)
         output_path = Path(output_path)
         check_format(options.output_format, what="output format")
         if not overwrite:
             ensure_absent(output_path)
+        work = WorkFolder(Path(work_dir))
+        work.check()  # a link or a folder dlstore did not make: refused before any fetch
+        tmp = work.temp_file_for(output_path)
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()  # an earlier, interrupted attempt's partial file
         cancel = cancel if cancel is not None else threading.Event()
         emit = Throttle(on_progress)
         tracker = ProgressTracker(total=0)
@@ -192,8 +197,8 @@ class _Download:
             overwrite=overwrite,
             emit=emit,
             tracker=tracker,
-            work=WorkFolder(Path(work_dir)),
-            tmp=temp_path_for(output_path, uuid.uuid4().hex[:8]),
+            work=work,
+            tmp=tmp,
         )
 
     def fetch(self, session: requests.Session, plan: DownloadPlan) -> _FollowingRemux | None:

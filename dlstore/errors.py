@@ -25,8 +25,9 @@ do about it. Third-party errors are wrapped once, where they enter dlstore
         ├── NetworkPolicyError       deny_networks forbids the address a host resolved to
         ├── SegmentError             a segment that could not be fetched or is corrupt
         │   └── WrongContentError    a fetched file is not the media its playlist says
-        └── RemuxError               the fetched media could not be joined into a file
-            └── NestedOpenError      the media asked the demuxer to open another file or URL
+        ├── RemuxError               the fetched media could not be joined into a file
+        │   └── NestedOpenError      the media asked the demuxer to open another file or URL
+        └── WorkFolderError          temp_dir/<task> is a link, or a folder dlstore did not make
 
 ``transient`` tells the daemon whether an automatic retry may help.
 """
@@ -118,6 +119,13 @@ class WrongContentError(SegmentError):
 
 class RemuxError(DownloadError):
     """The downloaded segments could not be joined into a video file."""
+
+
+class WorkFolderError(DownloadError):
+    """The task's work folder is not dlstore's to use; it is left alone."""
+
+    # Raised for a symbolic link, a file, a folder without dlstore's marker or one
+    # whose marker names another task: dlstore never writes into or deletes those.
 
 
 class HttpError(TransientDownloadError):

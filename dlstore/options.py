@@ -3,19 +3,21 @@
     a row's ``metadata``, a batch entry, ``add``/``download`` flags
         ──check_task_metadata──▶ the caller's keys, checked (CALLER_METADATA_KEYS)
         ──Settings.download_options (config + profile)──▶ DownloadOptions
-    claimed row  ──prepare──▶ Job: URL, a free output file, the task's work folder
+    claimed row  ──prepare──▶ Job: URL, an output name reserved for the task, its work folder
     batch entry  ──batch_task──▶ BatchTask ──job──▶ Job
 
 Each check raises a :class:`~dlstore.errors.DlstoreError` subclass whose message says
 what is wrong and what is accepted, so one check serves ``dlstore add``, batch files
 and the daemon (which writes the message into a row's ``error_message``). No I/O
-beyond looking at paths: whether an output file exists, where a link leads.
+beyond looking at paths (whether an output file exists, where a link leads) and,
+for a claimed row, claiming its work folder and reserving its output name.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,8 +28,19 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from dlstore.errors import DlstoreError, DownloadError, InvalidInputError
-from dlstore.paths import check_name, resolve_output, safe_subdir, sanitize_filename
+from dlstore.paths import (
+    check_name,
+    output_files_exist,
+    release,
+    reservation_path,
+    reserve,
+    reserved_by,
+    resolve_output,
+    safe_subdir,
+    sanitize_filename,
+)
 from dlstore.validate import check_url
+from dlstore.workfolder import WorkFolder
 
 if TYPE_CHECKING:
     from dlstore.config import Settings
@@ -43,7 +56,11 @@ MAX_NAME_SUFFIX = 100
 
 _QUALITY = re.compile(r"^(best|worst|\d{2,4}p)$")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
-_PLAIN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+#: An id that can be its own work folder's name: lower case only (a case-insensitive
+#: file system cannot merge two), no leading or trailing dot or dash.
+_PLAIN_ID = re.compile(r"[a-z0-9](?:[a-z0-9._-]{0,126}[a-z0-9])?")
+#: Folder names dlstore derives itself; an id starting so is hashed, never used as is.
+_DERIVED_PREFIXES = ("task-", "batch-")
 
 #: Networks no connection may reach unless the config says otherwise: link-local
 #: (cloud metadata services live at 169.254.169.254) and the unspecified addresses,
@@ -247,43 +264,95 @@ class Job:
 
 
 def prepare(task: DownloadTask, settings: Settings) -> Job:
-    """Check a row and turn it into a :class:`Job`; a DlstoreError says what is wrong."""
+    """Check a row and turn it into a :class:`Job`; a DlstoreError says what is wrong.
+
+    The task's work folder is claimed (made with dlstore's marker, or checked to be
+    this task's) and its output name reserved, in that order, before anything is
+    fetched; the caller releases the name when the row ends (:func:`~dlstore.paths.release`).
+    """
     metadata = check_task_metadata(task.metadata_dict(), settings.profiles)
     url = check_url(task.url)
     options = task_download_options(settings, metadata)
+    work_dir = work_dir_for(settings.temp_dir, task.id)
+    WorkFolder(work_dir, owner=task.id).claim()
     output = free_output_path(
-        settings.output_dir, metadata.get("output_dir"), task.name, options.output_format
+        settings.output_dir,
+        metadata.get("output_dir"),
+        task.name,
+        options.output_format,
+        owner=task.id,
     )
-    return Job(url, output, work_dir_for(settings.temp_dir, task.id), options)
+    return Job(url, output, work_dir, options)
 
 
-def free_output_path(root: Path, output_dir: str | None, name: str, ext: str) -> Path:
-    """``root/output_dir/name.ext``, or ``name (2).ext``… if that file exists already.
+def free_output_path(
+    root: Path, output_dir: str | None, name: str, ext: str, *, owner: str | None = None
+) -> Path:
+    """``root/output_dir/name.ext``, or ``name (2).ext``… if that name is taken.
 
     Confined to ``root`` (:func:`~dlstore.paths.resolve_output` raises otherwise).
     Another video of the same name gets a numbered file rather than a failed row:
-    the web UI has no way to pick another name.
+    the web UI has no way to pick another name. A name is taken if the video or its
+    poster exists or another task holds its reservation. With ``owner`` the name is
+    reserved for that task (atomically: two rows never get one name), and a task
+    that holds one already, from an earlier attempt, gets the same name again.
     """
     first = resolve_output(root, output_dir, name, ext, overwrite=True)
-    candidate = first
-    for number in range(2, MAX_NAME_SUFFIX + 2):
-        if not (candidate.exists() or candidate.is_symlink()):
+    numbered = range(2, MAX_NAME_SUFFIX + 1)
+    candidates = [first, *(first.with_name(f"{first.stem} ({n}){first.suffix}") for n in numbered)]
+    if owner is None:
+        chosen = next((c for c in candidates if not _name_taken(c, None)), None)
+    else:
+        first.parent.mkdir(parents=True, exist_ok=True)
+        chosen = _held_by(candidates, owner) or _reserve_one(candidates, owner)
+    if chosen is None:
+        raise DownloadError(
+            f"{first} and {MAX_NAME_SUFFIX - 1} numbered copies of it are taken already; "
+            "choose another name or output_dir."
+        )
+    return chosen
+
+
+def _name_taken(candidate: Path, owner: str | None) -> bool:
+    if output_files_exist(candidate):
+        return True
+    held = os.path.lexists(reservation_path(candidate))
+    return held and (owner is None or reserved_by(candidate) != owner)
+
+
+def _held_by(candidates: Sequence[Path], owner: str) -> Path | None:
+    """The candidate ``owner`` reserved on an earlier attempt, if its files are not there."""
+    for candidate in candidates:
+        if reserved_by(candidate) == owner:
+            if not output_files_exist(candidate):
+                return candidate
+            release(candidate, owner)  # the file is there (a crash after placing): move on
+    return None
+
+
+def _reserve_one(candidates: Sequence[Path], owner: str) -> Path | None:
+    """The first free candidate, reserved for ``owner``."""
+    for candidate in candidates:
+        if _name_taken(candidate, owner) or not reserve(candidate, owner):
+            continue
+        if not output_files_exist(candidate):  # a file that appeared meantime wins
             return candidate
-        candidate = first.with_name(f"{first.stem} ({number}){first.suffix}")
-    raise DownloadError(
-        f"{first} and {MAX_NAME_SUFFIX} numbered copies of it already exist; "
-        "choose another name or output_dir."
-    )
+        release(candidate, owner)
+    return None
 
 
 def work_dir_for(temp_dir: Path, task_id: str) -> Path:
     """The task's own work folder, the same on every attempt so that a retry resumes.
 
-    An id that is not a plain file name (the API may insert any text) is hashed.
+    Distinct ids never share a folder: a plain id (see ``_PLAIN_ID``) is its folder's
+    name; any other id, one that starts with a name dlstore derives (``task-``,
+    ``batch-``) included, becomes ``task-<sha256[:32]>``, which no plain id is. All
+    names are lower case, so a case-insensitive file system keeps them apart too, and
+    the folder's marker names the full id (a hash collision is refused, not shared).
     """
     name = task_id
-    if not _PLAIN_ID.match(task_id):
-        name = "task-" + hashlib.sha256(task_id.encode("utf-8")).hexdigest()[:32]
+    if not _PLAIN_ID.fullmatch(task_id) or task_id.startswith(_DERIVED_PREFIXES):
+        name = "task-" + hashlib.sha256(task_id.encode("utf-8", "surrogatepass")).hexdigest()[:32]
     return Path(temp_dir).expanduser().resolve() / name
 
 

@@ -5,14 +5,23 @@
 path that provably stays under the root, and refuses (with
 :class:`~dlstore.errors.UnsafePathError`) anything that tries to leave it.
 ``place_file`` moves a finished temporary file to its final name atomically.
+
+A daemon's download holds its output name from the start with a reservation: a
+hidden ``.<stem>.reserved`` file beside the output, created with ``O_EXCL`` and
+naming its task, so two rows of one name get two files. The reservation covers
+the video and its poster (``<stem>.jpg``). ``write_new_file`` and ``read_own_json``
+are the small-file primitives behind it and behind the work folder's marker: they
+never replace a file and never follow a symbolic link.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import re
+import stat
 import unicodedata
 from pathlib import Path, PurePosixPath
 
@@ -27,6 +36,10 @@ _WINDOWS_RESERVED = {
     *(f"lpt{i}" for i in range(1, 10)),
 }  # fmt: skip
 DEFAULT_NAME = "video"
+POSTER_SUFFIX = ".jpg"
+RESERVATION_SUFFIX = ".reserved"
+#: The largest marker or reservation file read back; anything bigger is not dlstore's.
+MAX_RECORD_BYTES = 1024 * 1024
 
 
 def sanitize_filename(name: str, default: str = DEFAULT_NAME) -> str:
@@ -166,3 +179,81 @@ def place_file(tmp: Path, final: Path, *, overwrite: bool = False) -> None:
         return
     with contextlib.suppress(FileNotFoundError):
         os.unlink(tmp)
+
+
+# --- small files of dlstore's own: never replaced, never through a link ----------------------
+
+
+def write_new_file(path: Path, data: bytes) -> None:
+    """Create ``path`` holding ``data``; FileExistsError if anything is there (a link too)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        raise
+
+
+def read_own_json(path: Path) -> object | None:
+    """The JSON in the regular file ``path``; None if it is absent, a link, not a regular
+    file, larger than MAX_RECORD_BYTES or not JSON (then it is not one of dlstore's)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as source:
+        info = os.fstat(source.fileno())
+        if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_RECORD_BYTES:
+            return None
+        try:
+            return json.loads(source.read(MAX_RECORD_BYTES + 1))
+        except (OSError, ValueError):
+            return None
+
+
+def owner_record(owner: str) -> bytes:
+    """What a reservation holds: the task id, in full."""
+    return json.dumps({"task": owner}).encode("ascii")  # json escapes all else
+
+
+# --- output names held by a task ---------------------------------------------------------------
+
+
+def poster_path_for(video: Path) -> Path:
+    """The poster frame of ``video``: named after it, so ``name (2).jpg`` for ``name (2).mp4``."""
+    return video.with_suffix(POSTER_SUFFIX)
+
+
+def reservation_path(output: Path) -> Path:
+    """The hidden file holding ``output``'s name (and its poster's) for one task."""
+    return output.with_name(f".{output.stem}{RESERVATION_SUFFIX}")
+
+
+def reserve(output: Path, owner: str) -> bool:
+    """Reserve ``output``'s name for ``owner`` atomically; False if it is reserved already."""
+    try:
+        write_new_file(reservation_path(output), owner_record(owner))
+    except FileExistsError:
+        return False
+    return True
+
+
+def reserved_by(output: Path) -> str | None:
+    """The task holding ``output``'s reservation; None if none (or one dlstore cannot read)."""
+    record = read_own_json(reservation_path(output))
+    owner = record.get("task") if isinstance(record, dict) else None
+    return owner if isinstance(owner, str) else None
+
+
+def release(output: Path, owner: str) -> None:
+    """Give ``output``'s name back, if ``owner`` holds it (another task's is left alone)."""
+    if reserved_by(output) == owner:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(reservation_path(output))
+
+
+def output_files_exist(output: Path) -> bool:
+    """Whether the video or its poster is there (a dangling link counts)."""
+    return any(os.path.lexists(p) for p in (output, poster_path_for(output)))

@@ -1,6 +1,7 @@
 """One claimed task, run to its end: the row's path through the engine.
 
-    claimed row ──prepare──▶ Job: URL, output file, work folder, download options
+    claimed row ──prepare──▶ Job: URL, output name reserved for the task, its work
+        │                    folder claimed, download options
         │                    (a bad row: ``fail`` with the reason, nothing fetched)
         ▼
     engine.download ──Progress──▶ ProgressReporter ──once a second──▶ report_progress
@@ -14,6 +15,11 @@
                                         daemon stopping → ``release`` (progress kept)
         a write that touched no row → row cancelled or deleted: our files removed;
                                       held by another claim: everything left alone
+        completed, failed for good, cancelled → the output name's reservation released
+        (kept while the row waits for a retry, so the next attempt gets the same name)
+
+Only this task's own files are ever removed: its work folder (if it holds dlstore's
+marker for this task), its own partial files and the video and poster it placed.
 
 What each ending means is decided in :mod:`dlstore.outcome`; this module does the I/O.
 Knows nothing of the daemon's loop; :class:`TaskRunner.run` is what its thread runs.
@@ -22,9 +28,7 @@ Knows nothing of the daemon's loop; :class:`TaskRunner.run` is what its thread r
 from __future__ import annotations
 
 import contextlib
-import glob
 import logging
-import shutil
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -37,10 +41,12 @@ from dlstore.logs import TaskLog
 from dlstore.models import DownloadTask, Status
 from dlstore.options import Job, prepare
 from dlstore.outcome import Action, Decision, Outcome, Policy, StopReason, decide
+from dlstore.paths import place_file, poster_path_for, release
 from dlstore.progress import Progress
 from dlstore.remux import make_poster
 from dlstore.store import Claim, ProgressUpdate, TaskStore
 from dlstore.timeutil import ts_after
+from dlstore.workfolder import WorkFolder
 
 #: How often a running task's row gets its progress and heartbeat: about once a
 #: second, never more (CONTRACT.md §2).
@@ -207,7 +213,7 @@ class TaskRunner:
                 cancel=self.cancel,
             )
             reporter.note("Making the poster frame")
-            poster = self._poster(result.output_path)
+            poster = self._poster(job, result.output_path)
         except Exception as exc:
             reporter.stop()
             self._settle(Outcome.raised(exc, self.reason, self.task.auto_retries or 0))
@@ -217,13 +223,20 @@ class TaskRunner:
         outcome = Outcome.completed(result, poster, self.reason)
         self._settle(outcome, reporter.latest, time.monotonic() - started)
 
-    def _poster(self, video: Path) -> Path | None:
-        poster = video.with_suffix(".jpg")
+    def _poster(self, job: Job, video: Path) -> Path | None:
+        """The poster frame, named after the video; never put over a file already there."""
+        poster = poster_path_for(video)
+        tmp = WorkFolder(job.work_dir).temp_file_for(poster)
         try:
-            return make_poster(video, poster)
+            make_poster(video, tmp)
+            place_file(tmp, poster)  # refuses (DownloadError) if a file has the name
+            return poster
         except (DlstoreError, OSError) as exc:
             self.log.warning("No poster frame: %s", exc)
             return None
+        finally:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
 
     # --- carrying out the decision -----------------------------------------------------
 
@@ -237,6 +250,8 @@ class TaskRunner:
             self.log.log(decision.level, "%s", decision.note, exc_info=exc_info)
         if not self._write(decision, outcome, progress, seconds):
             self._after_lost_write(decision.produced)
+        elif decision.action in (Action.COMPLETE, Action.FAIL):
+            self._release_output()  # the row has ended: its name is no longer held
 
     def _write(
         self, decision: Decision, outcome: Outcome, progress: Progress | None, seconds: float
@@ -319,12 +334,30 @@ class TaskRunner:
             )
 
     def _remove_files(self, produced: Sequence[Path]) -> None:
+        """Remove this task's files: its work folder, the video and poster this attempt
+        placed (``produced``), its partial files; then give its output name back."""
         job = self.job
         if job is None:
             return
-        shutil.rmtree(job.work_dir, ignore_errors=True)
-        pattern = f".{glob.escape(job.output_path.name)}.*.part"
-        leftovers = list(job.output_path.parent.glob(pattern))
-        for path in [*produced, *leftovers]:
+        try:
+            WorkFolder(job.work_dir, owner=self.task.id).remove()
+        except (DlstoreError, OSError) as exc:
+            self.log.warning("Work folder left alone: %s", exc)
+        for path in produced:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
+        self._release_output()
+
+    def _release_output(self) -> None:
+        """Remove this task's partial files beside its output and release the output name."""
+        job = self.job
+        if job is None:
+            return
+        work = WorkFolder(job.work_dir)
+        try:
+            for final in (job.output_path, poster_path_for(job.output_path)):
+                with contextlib.suppress(FileNotFoundError):
+                    work.temp_file_for(final).unlink()
+            release(job.output_path, self.task.id)
+        except OSError as exc:
+            self.log.warning("Could not remove the reservation of %s: %s", job.output_path, exc)

@@ -5,21 +5,32 @@ checked), so a download run again with the same folder fetches only what is
 missing: that is all resuming is. The manifest records what the files belong
 to; a different download wipes them. File names are pure functions of the
 track and the position, so every run names the same file the same way.
+
+The folder is dlstore's alone: created with a marker naming the task, never
+followed through a symbolic link, and only a folder holding that marker is ever
+written into, wiped or removed (:class:`WorkFolder`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from dlstore.errors import WorkFolderError
+from dlstore.paths import read_own_json, temp_path_for, write_new_file
 from dlstore.playlist import InitSection, MediaPlan
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION = 1
+#: The file that makes a folder dlstore's: {"format": MARKER_FORMAT, "task": <the owner>}.
+MARKER_NAME = ".dlstore-work"
+MARKER_FORMAT = 1
 
 
 @dataclass(frozen=True)
@@ -41,45 +52,83 @@ def segment_filename(track: str, index: int) -> str:
 
 
 class WorkFolder:
-    """The folder holding one download's fetched files and its manifest."""
+    """The folder holding one download's fetched files and its manifest.
 
-    def __init__(self, root: Path) -> None:
+    dlstore makes it, with a marker file naming its ``owner`` (a task id, or None for
+    ``download``/``batch``), and only ever writes into, wipes or removes a folder that
+    holds that marker: a symbolic link, a file or a folder someone else made is
+    refused with a :class:`~dlstore.errors.WorkFolderError` and left alone. An empty
+    folder is adopted (there is nothing in it to lose), and so is one an earlier dlstore
+    made before markers existed (it holds that version's manifest).
+    """
+
+    def __init__(self, root: Path, owner: str | None = None) -> None:
         self.root = Path(root)
+        self.owner = owner
 
     def path(self, filename: str) -> Path:
         return self.root / filename
 
+    @property
+    def part_tag(self) -> str:
+        """A tag of this folder's download, the same on every attempt (:meth:`temp_file_for`)."""
+        where = os.path.abspath(self.root).encode("utf-8", "surrogateescape")
+        return hashlib.sha256(where).hexdigest()[:12]
+
+    def temp_file_for(self, final: Path) -> Path:
+        """The hidden temporary file beside ``final`` that this download writes before placing
+        it: one name per task, so a later attempt replaces (or removes) an earlier one's."""
+        return temp_path_for(final, self.part_tag)
+
+    def check(self) -> None:
+        """Raise WorkFolderError unless the folder is absent, adoptable or this owner's."""
+        self._state()
+
+    def claim(self) -> None:
+        """Create the folder with its marker, or check that it is ours (WorkFolderError)."""
+        self.root.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.mkdir(self.root)
+        except FileExistsError:
+            if self._state() == "ours":
+                return
+        record = {"format": MARKER_FORMAT, "task": self.owner}
+        try:
+            write_new_file(self.path(MARKER_NAME), json.dumps(record).encode("ascii"))
+        except FileExistsError:  # another run claimed it meantime: it must be for this owner
+            self._state()
+
     def prepare(self, identity: dict) -> bool:
-        """Create the folder for ``identity``; wipe files of another download. True if resuming."""
-        manifest = self.root / MANIFEST_NAME
+        """Claim the folder for ``identity``; wipe files of another download. True if resuming."""
+        self.claim()
+        manifest = self.path(MANIFEST_NAME)
         wanted = {"version": MANIFEST_VERSION, **identity}
-        if self.root.exists():
-            try:
-                current = json.loads(manifest.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                current = None
-            if current == wanted:
-                return True
-            self.wipe()
-        self.root.mkdir(parents=True, exist_ok=True)
+        if read_own_json(manifest) == wanted:
+            return True
+        self.wipe()
         tmp = manifest.with_name(MANIFEST_NAME + ".tmp")
         tmp.write_text(json.dumps(wanted, sort_keys=True, indent=1), encoding="utf-8")
         os.replace(tmp, manifest)
         return False
 
     def wipe(self) -> None:
-        """Delete everything in the folder (but keep the folder)."""
-        if not self.root.exists():
+        """Delete everything in the folder but its marker (only if it is dlstore's)."""
+        if self._state() != "ours":
             return
-        for entry in self.root.iterdir():
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry, ignore_errors=True)
-            else:
-                with contextlib.suppress(FileNotFoundError):
-                    entry.unlink()
+        with os.scandir(self.root) as entries:
+            for entry in entries:
+                if entry.name == MARKER_NAME:
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path, ignore_errors=True)
+                else:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(entry.path)
 
     def remove(self) -> None:
-        shutil.rmtree(self.root, ignore_errors=True)
+        """Delete the folder if it is dlstore's; WorkFolderError (nothing deleted) if it is not."""
+        if self._state() == "ours":
+            shutil.rmtree(self.root, ignore_errors=True)  # rmtree never follows a link
 
     def finished_size(self, filename: str) -> int | None:
         """The size of the file if it is in place (complete), else None."""
@@ -87,6 +136,47 @@ class WorkFolder:
             return self.path(filename).stat().st_size
         except FileNotFoundError:
             return None
+
+    def _is_empty(self) -> bool:
+        with os.scandir(self.root) as entries:
+            return next(entries, None) is None
+
+    def _is_from_before_markers(self) -> bool:
+        manifest = read_own_json(self.path(MANIFEST_NAME))
+        return isinstance(manifest, dict) and manifest.get("version") == 1 and "url" in manifest
+
+    def _state(self) -> str:
+        """One of "absent", "adoptable" or "ours"; WorkFolderError for anything else."""
+        try:
+            info = os.lstat(self.root)
+        except FileNotFoundError:
+            return "absent"
+        if stat.S_ISLNK(info.st_mode):
+            raise WorkFolderError(
+                f"The work folder {self.root} is a symbolic link; dlstore never follows one "
+                "there. Remove the link and retry (what it points to is left alone)."
+            )
+        if not stat.S_ISDIR(info.st_mode):
+            raise WorkFolderError(
+                f"The work folder {self.root} is a file, not a folder; dlstore leaves it "
+                "alone. Move it away and retry."
+            )
+        marker = read_own_json(self.path(MARKER_NAME))
+        if marker is None:
+            if self._is_empty() or self._is_from_before_markers():
+                return "adoptable"
+            raise WorkFolderError(
+                f"The folder {self.root} was not made by dlstore (it holds no {MARKER_NAME} "
+                "marker), so dlstore neither writes into it nor wipes it. Move it away and retry."
+            )
+        if not isinstance(marker, dict) or marker.get("format") != MARKER_FORMAT:
+            raise WorkFolderError(f"The work folder {self.root} has a marker dlstore cannot read.")
+        if self.owner is not None and marker.get("task") != self.owner:
+            raise WorkFolderError(
+                f"The work folder {self.root} belongs to another task, not {self.owner[:80]!r}; "
+                "dlstore leaves it alone."
+            )
+        return "ours"
 
 
 def track_files(work: WorkFolder, track: Track) -> list[Path]:
