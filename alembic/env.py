@@ -1,4 +1,4 @@
-"""Alembic environment for dlstore: only ``download_tasks`` and its indexes, ever.
+"""Alembic environment for dlstore: only dlstore's own objects, ever.
 
 The database is shared with the Rust app, so autogenerate and every migration
 see dlstore's objects alone (``include_name``/``include_object``), and Alembic

@@ -17,25 +17,29 @@ from sqlalchemy.exc import DBAPIError as SADBAPIError
 from alembic import command
 from dlstore import db
 from dlstore.errors import DatabaseError
-from dlstore.models import TABLE_NAME
+from dlstore.models import DLSTORE_TABLES
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
 
 def include_name(name, type_, parent_names):  # type: ignore[no-untyped-def]
-    """Alembic filter: dlstore's table and what hangs off it, nothing of the Rust app's."""
+    """Alembic filter: dlstore's tables and what hangs off them, nothing of the Rust app's.
+
+    The view ``download_status`` is dlstore's too, but no model: revision 0002 creates
+    it and drops it on downgrade, so autogenerate must not see it (it is not listed).
+    """
     if type_ == "table":
-        return name == TABLE_NAME
+        return name in DLSTORE_TABLES
     if type_ in ("index", "column", "unique_constraint", "foreign_key_constraint"):
-        return parent_names.get("table_name") == TABLE_NAME
+        return parent_names.get("table_name") in DLSTORE_TABLES
     return True
 
 
 def include_object(obj, name, type_, reflected, compare_to):  # type: ignore[no-untyped-def]
     if type_ == "table":
-        return name == TABLE_NAME
+        return name in DLSTORE_TABLES
     table = getattr(obj, "table", None)
-    return table is None or table.name == TABLE_NAME
+    return table is None or table.name in DLSTORE_TABLES
 
 
 def script_location() -> Path:

@@ -1,9 +1,11 @@
-"""The ``download_tasks`` table, as the video manager's DDL defines it plus dlstore's columns.
+"""The ``download_tasks`` table, as the video manager's DDL defines it plus dlstore's columns;
+and ``dlstore_queue``, dlstore's own table (the queue-wide pause switch).
 
 The seed columns (id … metadata) match the Rust app's ``CREATE TABLE`` column for
 column; every column dlstore adds is nullable or defaulted, so the Rust API's
 INSERT of the seed columns alone keeps working. Timestamps are TEXT in RFC 3339
-(see :mod:`dlstore.timeutil`); ``metadata`` is TEXT holding a JSON object.
+(see :mod:`dlstore.timeutil`); ``metadata`` is TEXT holding a JSON object, ``history``
+TEXT holding a JSON array.
 
 :class:`DownloadTask` is also the row as dlstore reads it: :class:`~dlstore.store.TaskStore`
 returns instances built with :meth:`DownloadTask.from_row`.
@@ -12,13 +14,16 @@ returns instances built with :meth:`DownloadTask.from_row`.
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Mapping
 from datetime import datetime
 from enum import Enum
 from typing import Any, Optional
 
-from sqlalchemy import BigInteger, Column, Index, Integer, Text, text
+from sqlalchemy import BigInteger, Column, Index, Integer, Table, Text, text
 from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql import operators
+from sqlalchemy.sql.elements import UnaryExpression
 from sqlalchemy.sql.functions import FunctionElement
 from sqlmodel import Field, SQLModel
 
@@ -75,14 +80,7 @@ class DownloadTask(SQLModel, table=True):
     __table_args__ = (
         Index("idx_download_status", "status"),
         Index("idx_download_created", "created_at"),
-        # What the claim query scans: pending rows, oldest first.
-        Index(
-            "idx_download_pending",
-            "created_at",
-            "id",
-            sqlite_where=PENDING_WHERE,
-            postgresql_where=PENDING_WHERE,
-        ),
+        # idx_download_pending, in the claim's order, is defined below the class.
     )
 
     # --- the video manager's columns, exactly as its DDL has them ---
@@ -130,6 +128,10 @@ class DownloadTask(SQLModel, table=True):
     auto_retries: Optional[int] = Field(
         default=0, sa_column=Column("auto_retries", Integer, server_default=text("0"))
     )
+    priority: Optional[int] = Field(
+        default=0, sa_column=Column("priority", Integer, server_default=text("0"))
+    )
+    history: Optional[str] = Field(default=None, sa_column=Column("history", Text))
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> DownloadTask:
@@ -141,8 +143,12 @@ class DownloadTask(SQLModel, table=True):
         return parse_metadata(self.meta)
 
     def to_json(self) -> dict[str, Any]:
-        """The row keyed by column name, ``metadata`` parsed (left as text if it isn't JSON)."""
+        """The row keyed by column name, ``metadata`` and ``history`` parsed (each left as
+        text if it isn't JSON of the right kind)."""
         out = {column: getattr(self, attribute) for attribute, column in COLUMN_ATTRIBUTES}
+        entries = self.history_entries()
+        if entries is not None:  # else shown as the text it is (or null)
+            out["history"] = entries
         if self.meta is None:
             return out
         with contextlib.suppress(DlstoreError):  # not JSON: shown as the text it is
@@ -154,6 +160,15 @@ class DownloadTask(SQLModel, table=True):
             return parse_ts(self.created_at)
         except ValueError:
             return None
+
+    def history_entries(self) -> list[Any] | None:
+        """The ``history`` column parsed, oldest first; None if it is NULL or not a JSON array
+        (the API may write anything; dlstore's next transition starts a fresh one)."""
+        try:
+            entries = json.loads(self.history) if self.history is not None else None
+        except (TypeError, ValueError):
+            return None
+        return entries if isinstance(entries, list) else None
 
 
 download_tasks = DownloadTask.__table__  # type: ignore[attr-defined]
@@ -170,3 +185,72 @@ SEED_COLUMNS = (
 )  # fmt: skip
 #: The columns dlstore adds to it, in the order the migrations add them.
 ADDED_COLUMNS = tuple(c.name for c in download_tasks.columns if c.name not in SEED_COLUMNS)
+
+
+# --- priority, history, the status view and the pause switch (issue #11) -------------------
+
+
+class desc_nulls_last(UnaryExpression):  # noqa: N801 - reads like the SQL it renders
+    """``column DESC`` with NULLs after every value, on both databases.
+
+    SQLite sorts NULL below every value (so DESC puts it last) and refuses ``NULLS
+    LAST`` in ``CREATE INDEX``; PostgreSQL's DESC puts NULLs first unless told. Used
+    by the pending index and the claim's ORDER BY alike, so the two always match.
+    """
+
+    inherit_cache = True
+
+    def __init__(self, column: Any) -> None:
+        super().__init__(column, modifier=operators.desc_op, wraps_column_expression=False)
+
+
+@compiles(desc_nulls_last)
+def _desc_nulls_last(element, compiler, **kw):  # type: ignore[no-untyped-def]
+    return f"{compiler.process(element.element, **kw)} DESC NULLS LAST"
+
+
+@compiles(desc_nulls_last, "sqlite")
+def _desc_nulls_last_sqlite(element, compiler, **kw):  # type: ignore[no-untyped-def]
+    return f"{compiler.process(element.element, **kw)} DESC"
+
+
+#: The order pending rows are claimed in: highest priority first (a NULL one after every
+#: number), then oldest. The pending index below follows it column for column.
+CLAIM_ORDER = (
+    desc_nulls_last(download_tasks.c.priority),
+    download_tasks.c.created_at,
+    download_tasks.c.id,
+)
+# What the claim scans: pending rows in CLAIM_ORDER. ``status`` leads although the index
+# holds pending rows only: without statistics SQLite's planner otherwise prefers the
+# equality on idx_download_status and sorts; with it, both databases read this index
+# in order and stop at the first due row.
+Index(
+    "idx_download_pending",
+    download_tasks.c.status,
+    *CLAIM_ORDER,
+    sqlite_where=PENDING_WHERE,
+    postgresql_where=PENDING_WHERE,
+)
+
+#: Entries kept in ``history``: the last this many.
+HISTORY_LIMIT = 50
+#: What a ``history`` entry's ``event`` may be.
+HISTORY_EVENTS = (
+    "claimed", "requeued", "released", "reclaimed", "failed", "completed", "cancelled", "retried",
+)  # fmt: skip
+
+QUEUE_TABLE_NAME = "dlstore_queue"
+#: The queue every daemon on a database serves (one row of ``dlstore_queue``, made on demand).
+DEFAULT_QUEUE = "default"
+#: dlstore's own table: queue-wide switches. ``paused`` is 0 or 1; no row means not paused.
+dlstore_queue = Table(
+    QUEUE_TABLE_NAME,
+    SQLModel.metadata,
+    Column("name", Text, primary_key=True),
+    Column("paused", Integer, nullable=False, server_default=text("0")),
+    Column("reason", Text),
+    Column("updated_at", Text),
+)
+#: The tables dlstore's migrations own (the filters in dlstore.migrate hide all others).
+DLSTORE_TABLES = (TABLE_NAME, QUEUE_TABLE_NAME)

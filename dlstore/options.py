@@ -49,8 +49,10 @@ if TYPE_CHECKING:
 OUTPUT_FORMATS = ("mp4", "ts")
 #: Keys a caller (the Rust API, `dlstore add`, a batch file) may set in ``metadata``.
 CALLER_METADATA_KEYS = ("quality", "output_dir", "headers", "format", "profile")
-#: The keys of a batch file's entry.
-BATCH_KEYS = ("name", "url", *CALLER_METADATA_KEYS)
+#: The keys of a batch file's entry (``priority`` is the row's column, not metadata).
+BATCH_KEYS = ("name", "url", *CALLER_METADATA_KEYS, "priority")
+#: The ``priority`` values dlstore writes (higher is claimed sooner; the default is 0).
+PRIORITY_RANGE = (-1000, 1000)
 #: "name (2).mp4" … "name (100).mp4" are tried when "name.mp4" exists.
 MAX_NAME_SUFFIX = 100
 
@@ -187,6 +189,17 @@ def check_headers(headers: Any) -> dict[str, str]:
             ) from None
         checked[name] = value
     return checked
+
+
+def check_priority(priority: Any) -> int:
+    """A task's priority: a whole number in PRIORITY_RANGE."""
+    low, high = PRIORITY_RANGE
+    if isinstance(priority, bool) or not isinstance(priority, int) or not low <= priority <= high:
+        raise InvalidInputError(
+            f"priority must be a whole number from {low} to {high} (higher is claimed "
+            f"sooner, 0 is the default), not {priority!r}."
+        )
+    return priority
 
 
 def parse_header(line: str) -> tuple[str, str]:
@@ -363,6 +376,7 @@ class BatchTask:
     name: str
     url: str
     metadata: dict[str, Any]  # the caller's optional keys, checked
+    priority: int = 0  # the row's, with --enqueue
 
     def job(self, settings: Settings, *, overwrite: bool) -> Job:
         """The entry's download: its file under the output root (an existing one is an
@@ -395,7 +409,8 @@ def batch_task(entry: Any, settings: Settings) -> BatchTask:
     url = check_url(entry["url"])
     metadata = caller_metadata(entry, settings.profiles)
     check_name(name)
-    return BatchTask(name=name, url=url, metadata=metadata)
+    priority = check_priority(0 if entry.get("priority") is None else entry["priority"])
+    return BatchTask(name=name, url=url, metadata=metadata, priority=priority)
 
 
 def _digest(*parts: str) -> str:

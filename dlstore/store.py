@@ -14,6 +14,13 @@ stop. No write here ever turns a ``cancelled`` row into anything else, except
        │                 │  └──release (daemon shutdown)──▶ pending
        └──reclaim (lease expired or holder dead)─┘
     pending | downloading ──cancel──▶ cancelled ──retry──▶ pending
+
+Each of those transitions also appends an entry to the row's ``history`` (a JSON
+array, the last 50 entries) in the same statement: :meth:`TaskStore._history`
+builds that one SQL expression, per database. Pending rows are claimed in
+:data:`~dlstore.models.CLAIM_ORDER` (priority, then age). The queue-wide pause
+switch (``dlstore_queue``) is read with :meth:`TaskStore.is_paused` and written with
+:meth:`TaskStore.set_paused`.
 """
 
 from __future__ import annotations
@@ -26,8 +33,26 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, func, or_, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Integer,
+    Text,
+    and_,
+    case,
+    cast,
+    func,
+    literal,
+    literal_column,
+    null,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError as SADBAPIError
+from sqlalchemy.sql.elements import ColumnElement
 
 from dlstore import db
 from dlstore.errors import (
@@ -37,11 +62,24 @@ from dlstore.errors import (
     NotMigratedError,
     TaskNotFoundError,
 )
-from dlstore.models import PENDING_WHERE, DownloadTask, Status, download_tasks
+from dlstore.models import (
+    CLAIM_ORDER,
+    DEFAULT_QUEUE,
+    HISTORY_EVENTS,
+    HISTORY_LIMIT,
+    PENDING_WHERE,
+    DownloadTask,
+    Status,
+    dlstore_queue,
+    download_tasks,
+)
 from dlstore.options import merge_metadata, parse_metadata
 from dlstore.timeutil import format_ts, now_ts, utcnow
 
 T = download_tasks.c
+Q = dlstore_queue.c
+#: A history entry's message is cut to this many characters.
+HISTORY_MESSAGE_CHARS = 500
 
 
 @dataclass(frozen=True)
@@ -63,6 +101,15 @@ class ProgressUpdate:
     eta_seconds: int | None
     current_file: str | None
     message: str | None
+
+
+@dataclass(frozen=True)
+class QueueState:
+    """The pause switch: ``since`` is when it last changed (None if never set)."""
+
+    paused: bool
+    reason: str | None = None
+    since: str | None = None
 
 
 class TaskStore:
@@ -134,6 +181,45 @@ class TaskStore:
         with self._read() as conn:
             return conn.execute(query).scalar()
 
+    # --- the pause switch (dlstore_queue) ----------------------------------------------
+
+    def is_paused(self) -> bool:
+        """Whether ``dlstore pause`` holds the queue: one primary-key read."""
+        with self._read() as conn:
+            paused = conn.execute(select(Q.paused).where(Q.name == DEFAULT_QUEUE)).scalar()
+        return bool(paused)
+
+    def queue_state(self) -> QueueState:
+        with self._read() as conn:
+            row = conn.execute(
+                select(Q.paused, Q.reason, Q.updated_at).where(Q.name == DEFAULT_QUEUE)
+            ).first()
+        return QueueState(False) if row is None else QueueState(bool(row[0]), row[1], row[2])
+
+    def set_paused(self, paused: bool, reason: str | None = None) -> QueueState:
+        """Pause or resume every daemon on this database; idempotent.
+
+        Setting the state it already has keeps ``since`` (and the reason, unless a new
+        one is given). One upsert: the row is made on first use.
+        """
+        insert = (pg_insert if self._postgres else sqlite_insert)(dlstore_queue)
+        statement = insert.values(
+            name=DEFAULT_QUEUE, paused=int(paused), reason=reason, updated_at=now_ts()
+        )
+        new = statement.excluded
+        unchanged = Q.paused == new.paused
+        statement = statement.on_conflict_do_update(
+            index_elements=[Q.name],
+            set_={
+                "paused": new.paused,
+                "reason": case((unchanged, func.coalesce(new.reason, Q.reason)), else_=new.reason),
+                "updated_at": case((unchanged, Q.updated_at), else_=new.updated_at),
+            },
+        ).returning(Q.paused, Q.reason, Q.updated_at)
+        with self._write() as conn:
+            row = conn.execute(statement).one()
+        return QueueState(bool(row[0]), row[1], row[2])
+
     # --- transitions ---------------------------------------------------------------
 
     def create(
@@ -143,7 +229,10 @@ class TaskStore:
         url: str,
         metadata: Mapping[str, Any] | None = None,
         task_id: str | None = None,
+        priority: int = 0,
     ) -> DownloadTask:
+        """A new ``pending`` row; ``priority`` as :func:`~dlstore.options.check_priority`
+        allows (higher is claimed sooner)."""
         now = now_ts()
         values = {
             "id": task_id or str(uuid.uuid4()),
@@ -153,6 +242,7 @@ class TaskStore:
             "created_at": now,
             "updated_at": now,
             "metadata": json.dumps(dict(metadata)) if metadata else None,
+            "priority": priority,
         }
         with self._write() as conn:
             row = (
@@ -163,7 +253,8 @@ class TaskStore:
         return DownloadTask.from_row(row)
 
     def claim(self, worker_id: str, *, now: str | None = None) -> tuple[DownloadTask, Claim] | None:
-        """Take the oldest due pending row for ``worker_id``; None if there is none.
+        """Take the first due pending row (highest priority, then oldest) for ``worker_id``;
+        None if there is none.
 
         One statement. On PostgreSQL the inner SELECT skips rows other claimers hold
         (``FOR UPDATE SKIP LOCKED``); on SQLite the IMMEDIATE transaction serialises
@@ -174,7 +265,7 @@ class TaskStore:
             select(T.id)
             # A literal predicate, so the partial index idx_download_pending applies.
             .where(PENDING_WHERE, or_(T.run_after.is_(None), T.run_after <= now))
-            .order_by(T.created_at, T.id)
+            .order_by(*CLAIM_ORDER)  # idx_download_pending's order
             .limit(1)
         )
         if self._postgres:
@@ -195,6 +286,13 @@ class TaskStore:
                 speed_bps=None,
                 eta_seconds=None,
                 message="Starting download",
+                history=self._history(
+                    "claimed",
+                    now,
+                    "Starting download",
+                    attempt=func.coalesce(T.attempts, 0) + 1,
+                    worker=worker_id,
+                ),
             )
             .returning(*download_tasks.c)
         )
@@ -257,6 +355,7 @@ class TaskStore:
             "run_after": None,
             "auto_retries": 0,
             "message": "Download complete",
+            "history": self._history("completed", now, f"Saved {output_path}"),
         }
         if downloaded_bytes is not None:
             values["downloaded_bytes"] = downloaded_bytes
@@ -273,6 +372,7 @@ class TaskStore:
                 "status": Status.FAILED.value,
                 "error_message": error_message,
                 "message": "Download failed",
+                "history": self._history("failed", now, error_message),
                 "updated_at": now,
                 "heartbeat_at": None,
                 "speed_bps": None,
@@ -285,13 +385,15 @@ class TaskStore:
     def requeue(self, claim: Claim, error_message: str, *, run_after: str) -> bool:
         """A transient failure: back to ``pending``, due at ``run_after``."""
         now = now_ts()
+        message = f"Will retry after {run_after}: {error_message}"
         return self._fenced(
             claim,
             {
                 "status": Status.PENDING.value,
                 "run_after": run_after,
                 "auto_retries": func.coalesce(T.auto_retries, 0) + 1,
-                "message": f"Will retry after {run_after}: {error_message}",
+                "message": message,
+                "history": self._history("requeued", now, message),
                 "updated_at": now,
                 "heartbeat_at": None,
                 "speed_bps": None,
@@ -302,6 +404,7 @@ class TaskStore:
 
     def release(self, claim: Claim, message: str = "Daemon stopped; waiting to resume") -> bool:
         """Daemon shutdown: back to ``pending``, progress kept, the attempt not counted."""
+        now = now_ts()
         return self._fenced(
             claim,
             {
@@ -309,7 +412,8 @@ class TaskStore:
                 # A claim counted the attempt; one that ended by shutdown doesn't count.
                 "attempts": func.coalesce(T.attempts, 1) - 1,
                 "message": message,
-                "updated_at": now_ts(),
+                "history": self._history("released", now, message),
+                "updated_at": now,
                 "heartbeat_at": None,
                 "speed_bps": None,
                 "eta_seconds": None,
@@ -324,6 +428,7 @@ class TaskStore:
         """
         if from_status == Status.CANCELLED.value:
             return False
+        now = now_ts()
         with self._write() as conn:
             result = conn.execute(
                 update(download_tasks)
@@ -332,17 +437,25 @@ class TaskStore:
                     status=Status.FAILED.value,
                     error_message=error_message,
                     message="Download failed",
-                    updated_at=now_ts(),
+                    history=self._history("failed", now, error_message),
+                    updated_at=now,
                 )
             )
         return result.rowcount == 1
 
     def cancel(self, task_id: str) -> DownloadTask:
-        """The Rust API's cancel, with dlstore's bookkeeping columns."""
+        """The Rust API's cancel, with dlstore's bookkeeping columns (and history entry)."""
+        now = now_ts()
         values = {
             "status": Status.CANCELLED.value,
             "message": "Cancelled",
-            "updated_at": now_ts(),
+            "history": self._history(
+                "cancelled",
+                now,
+                "Cancelled with dlstore cancel",
+                worker=case((T.status == Status.DOWNLOADING.value, T.worker_id)),
+            ),
+            "updated_at": now,
             "run_after": None,
         }
         return self._user_transition(
@@ -351,12 +464,14 @@ class TaskStore:
 
     def retry(self, task_id: str) -> DownloadTask:
         """The Rust API's retry: back to ``pending``; what was fetched is kept for resume."""
+        now = now_ts()
         values = {
             "status": Status.PENDING.value,
             "error_message": None,
             "run_after": None,
             "message": "Queued for retry",
-            "updated_at": now_ts(),
+            "history": self._history("retried", now, "Queued with dlstore retry", worker=None),
+            "updated_at": now,
         }
         return self._user_transition(task_id, "retried", (Status.FAILED, Status.CANCELLED), values)
 
@@ -365,6 +480,7 @@ class TaskStore:
         the lease: its daemon died or hung. The old holder's writes no longer match."""
         moment = now or utcnow()
         cutoff = format_ts(moment - timedelta(seconds=lease_seconds))
+        message = f"Its daemon stopped responding for over {lease_seconds:g} s; waiting to resume"
         statement = (
             update(download_tasks)
             .where(
@@ -377,8 +493,8 @@ class TaskStore:
                 heartbeat_at=None,
                 speed_bps=None,
                 eta_seconds=None,
-                message=f"Its daemon stopped responding for over {lease_seconds:g} s; "
-                "waiting to resume",
+                message=message,
+                history=self._history("reclaimed", format_ts(moment), message),
                 updated_at=format_ts(moment),
             )
             .returning(T.id)
@@ -399,6 +515,7 @@ class TaskStore:
         """Put back to ``pending`` a row whose holder is known to be dead."""
         if task.worker_id is None or task.attempts is None:
             return False
+        now = now_ts()
         return self._fenced(
             Claim(task.id, task.worker_id, task.attempts),
             {
@@ -408,7 +525,8 @@ class TaskStore:
                 "speed_bps": None,
                 "eta_seconds": None,
                 "message": message,
-                "updated_at": now_ts(),
+                "history": self._history("reclaimed", now, message),
+                "updated_at": now,
             },
         )
 
@@ -417,6 +535,37 @@ class TaskStore:
             return conn.execute(select(T.status).where(T.id == task_id)).scalar()
 
     # --- helpers -------------------------------------------------------------------
+
+    def _history(
+        self,
+        event: str,
+        at: str,
+        message: str | None,
+        *,
+        attempt: Any = T.attempts,
+        worker: Any = T.worker_id,
+    ) -> ColumnElement[Any]:
+        """``history`` with one entry appended and cut to the last HISTORY_LIMIT: the value
+        for the transition's own SET, so entry and transition are one atomic write.
+
+        ``attempt`` and ``worker`` default to the row's columns as they were before the
+        statement (SET reads the old row). A ``history`` that is NULL or not a JSON array
+        (the API may write anything) is started afresh rather than failing the write.
+        """
+        assert event in HISTORY_EVENTS, event
+        entry = {
+            "at": at,
+            "event": event,
+            "attempt": attempt,
+            "worker": worker,
+            "message": None if message is None else message[:HISTORY_MESSAGE_CHARS],
+        }
+        pairs: list[Any] = []
+        for key, value in entry.items():
+            pairs += [literal(key, Text), _sql_value(value)]
+        if self._postgres:
+            return _postgres_appended(pairs)
+        return _sqlite_appended(pairs)
 
     def _fenced(self, claim: Claim, values: Mapping[str, Any]) -> bool:
         with self._write() as conn:
@@ -473,3 +622,42 @@ class TaskStore:
         raise InvalidTransitionError(
             f"Task {task_id} is {status}; only {allowed} tasks can be {verb}."
         )
+
+
+def _sql_value(value: Any) -> Any:
+    """A history entry's value as SQL: expressions as they are, Python values typed."""
+    if isinstance(value, ColumnElement):
+        return value
+    if value is None:
+        return null()
+    return literal(value, Integer if isinstance(value, int) else Text)
+
+
+def _sqlite_appended(pairs: list[Any]) -> ColumnElement[Any]:
+    """SQLite: json_insert at the end, then the last HISTORY_LIMIT elements, in order."""
+    is_array = case((func.json_type(T.history) == "array", T.history))
+    # json_type raises on text that is not JSON: json_valid first (a CASE keeps the order).
+    current = func.coalesce(case((func.json_valid(T.history) == 1, is_array)), "[]")
+    appended = func.json_insert(current, "$[#]", func.json_object(*pairs))
+    element = func.json_each(appended).table_valued("key", "value", "type").alias("element")
+    # json_each gives true/false as 1/0; keep them JSON booleans.
+    value = case(
+        (element.c.type == "true", func.json("true")),
+        (element.c.type == "false", func.json("false")),
+        else_=element.c.value,
+    )
+    kept = element.c.key >= func.json_array_length(current) + 1 - HISTORY_LIMIT
+    return select(func.json_group_array(value)).where(kept).scalar_subquery()
+
+
+def _postgres_appended(pairs: list[Any]) -> ColumnElement[Any]:
+    """PostgreSQL: jsonb ``||``, then a jsonpath slice of the last HISTORY_LIMIT, as TEXT.
+
+    ``dlstore_json_array`` (migration 0002) reads the TEXT column as a jsonb array, or
+    ``[]`` when it is not one, without raising.
+    """
+    appended = func.dlstore_json_array(T.history).op("||")(
+        func.jsonb_build_array(func.jsonb_build_object(*pairs))
+    )
+    last = literal_column(f"'$[last - {HISTORY_LIMIT - 1} to last]'")
+    return cast(func.jsonb_path_query_array(appended, last), Text)

@@ -70,19 +70,24 @@ def snapshot(url: str, table: str) -> tuple:
         engine.dispose()
 
 
-def table_names(url: str) -> set[str]:
+def inspected(url: str, look):  # type: ignore[no-untyped-def]
+    """``look(inspector)`` on a connection of its own."""
     engine = db.make_engine(url)
     try:
         with engine.connect() as conn:
-            return set(inspect(conn).get_table_names())
+            return look(inspect(conn))
     finally:
         engine.dispose()
+
+
+def table_names(url: str) -> set[str]:
+    return inspected(url, lambda insp: set(insp.get_table_names()))
 
 
 def test_upgrade_on_empty_database_matches_models(db_url):
     migrate.upgrade(db_url)
     assert schema_diff(db_url) == []
-    assert table_names(db_url) == {"download_tasks", db.VERSION_TABLE}
+    assert table_names(db_url) == {"download_tasks", "dlstore_queue", db.VERSION_TABLE}
     engine = db.make_engine(db_url)
     assert db.current_revision(engine) == migrate.head_revision()
     engine.dispose()
@@ -240,3 +245,99 @@ def test_wheel_ships_migrations_and_upgrades_from_any_directory(tmp_path):
     )
     assert probe.stdout.startswith(str(tmp_path / "site"))
     assert schema_diff(str(elsewhere / "x.sqlite")) == []
+
+
+# --- 0002: priority, history, the download_status view, dlstore_queue ------------------
+
+
+def view_names(url: str) -> set[str]:
+    return inspected(url, lambda insp: set(insp.get_view_names()))
+
+
+def pending_index_columns(url: str) -> list[str]:
+    indexes = inspected(url, lambda insp: insp.get_indexes("download_tasks"))
+    (pending,) = [i for i in indexes if i["name"] == "idx_download_pending"]
+    return pending["column_names"]
+
+
+def pg_function_exists(url: str) -> bool:
+    query = text("SELECT to_regprocedure('dlstore_json_array(text)') IS NOT NULL")
+    return inspected(url, lambda insp: bool(insp.bind.execute(query).scalar()))
+
+
+def test_0002_upgrades_a_0001_database_keeping_rows(db_url):
+    migrate.upgrade(db_url, "0001")
+    run_script(db_url, SEED_ROWS)
+    before = snapshot(db_url, "download_tasks")[2]
+    migrate.upgrade(db_url)
+    columns, _, rows = snapshot(db_url, "download_tasks")
+    names = [c[0] for c in columns]
+    assert names[-2:] == ["priority", "history"]
+    assert [r[:-2] for r in rows] == before
+    assert [r[-2:] for r in rows] == [(0, None), (0, None)]
+    assert pending_index_columns(db_url) == ["status", "priority", "created_at", "id"]
+    assert view_names(db_url) == {"download_status"}
+    assert "dlstore_queue" in table_names(db_url)
+    assert schema_diff(db_url) == []
+
+
+def test_0002_on_an_adopted_seed_table_serves_the_view(db_url):
+    run_script(db_url, SEED_DDL)
+    run_script(db_url, SEED_ROWS)
+    migrate.upgrade(db_url)
+    engine = db.make_engine(db_url)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text("SELECT task_id, status, speed, eta FROM download_status ORDER BY task_id")
+        ).all()
+        priorities = conn.execute(text("SELECT priority FROM download_tasks")).scalars().all()
+    engine.dispose()
+    assert [tuple(r) for r in rows] == [
+        ("old-1", "completed", None, None),
+        ("old-2", "pending", None, None),
+    ]
+    assert priorities == [0, 0]
+
+
+def test_downgrade_to_0001_removes_0002_and_restores_the_old_index(db_url):
+    run_script(db_url, FOREIGN_DDL)
+    migrate.upgrade(db_url, "0001")
+    run_script(db_url, SEED_ROWS)
+    at_0001 = snapshot(db_url, "download_tasks")
+    migrate.upgrade(db_url)
+    run_script(db_url, "UPDATE download_tasks SET priority = 3, history = '[]'")
+    run_script(db_url, "INSERT INTO dlstore_queue (name, paused) VALUES ('default', 1)")
+    migrate.downgrade(db_url, "0001")
+
+    assert snapshot(db_url, "download_tasks") == at_0001  # columns, indexes and rows
+    assert pending_index_columns(db_url) == ["created_at", "id"]
+    assert view_names(db_url) == set()
+    assert table_names(db_url) == {"download_tasks", "videos", "_sqlx_migrations", db.VERSION_TABLE}
+    if db_url.startswith("postgresql"):
+        assert not pg_function_exists(db_url)
+    engine = db.make_engine(db_url)
+    assert db.current_revision(engine) == "0001"
+    engine.dispose()
+    migrate.upgrade(db_url)  # and up again
+    assert schema_diff(db_url) == []
+    assert view_names(db_url) == {"download_status"}
+    if db_url.startswith("postgresql"):
+        assert pg_function_exists(db_url)
+
+
+def test_the_filters_know_dlstores_tables_and_hide_the_view():
+    assert migrate.include_name("download_tasks", "table", {})
+    assert migrate.include_name("dlstore_queue", "table", {})
+    assert migrate.include_name("idx_x", "index", {"table_name": "dlstore_queue"})
+    assert not migrate.include_name("download_status", "table", {})
+    assert not migrate.include_name("videos", "table", {})
+    assert not migrate.include_name("idx_videos_title", "index", {"table_name": "videos"})
+
+
+def test_upgrade_leaves_a_foreign_view_alone(db_url):
+    run_script(db_url, FOREIGN_DDL)
+    run_script(db_url, "CREATE VIEW video_titles AS SELECT title FROM videos")
+    migrate.upgrade(db_url)
+    assert view_names(db_url) == {"download_status", "video_titles"}
+    migrate.downgrade(db_url, "base")
+    assert view_names(db_url) == {"video_titles"}

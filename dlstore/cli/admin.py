@@ -1,4 +1,4 @@
-"""Admin commands: db upgrade|current, add, list, status, retry, cancel."""
+"""Admin commands: db upgrade|current, add, list, status, retry, cancel, pause, resume."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ import typer
 
 from dlstore import db, migrate
 from dlstore.cli import ConfigOption, DbOption, command, db_app, load_env
-from dlstore.cli.format import format_table, format_task
+from dlstore.cli.format import format_queue, format_table, format_task
 from dlstore.errors import DlstoreError
 from dlstore.models import DownloadTask, Status
-from dlstore.options import caller_metadata, parse_headers
-from dlstore.store import TaskStore
+from dlstore.options import PRIORITY_RANGE, caller_metadata, check_priority, parse_headers
+from dlstore.store import QueueState, TaskStore
 from dlstore.validate import check_url
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
@@ -62,6 +62,12 @@ def add(
         str | None, typer.Option("--format", help='"mp4" (default) or "ts".')
     ] = None,
     profile: Annotated[str | None, typer.Option(help="fast, stable or low_bandwidth.")] = None,
+    priority: Annotated[
+        int,
+        typer.Option(
+            help=f"{PRIORITY_RANGE[0]}..{PRIORITY_RANGE[1]}; higher is claimed sooner.",
+        ),
+    ] = 0,
     database: DbOption = None,
     config: ConfigOption = None,
 ) -> None:
@@ -75,9 +81,12 @@ def add(
     }
     if not name.strip():
         raise DlstoreError("--name must not be empty.")
+    check_priority(priority)
     with load_env(config, database) as env:
         metadata = caller_metadata(metadata, env.settings.profiles)
-        task = env.store().create(name=name, url=check_url(url), metadata=metadata)
+        task = env.store().create(
+            name=name, url=check_url(url), metadata=metadata, priority=priority
+        )
     typer.echo(task.id)
 
 
@@ -95,10 +104,14 @@ def list_tasks(
             f"Unknown status {status!r}; use one of {', '.join(s.value for s in Status)}."
         )
     with load_env(config, database) as env:
-        tasks = env.store().list(status=status, limit=limit)
+        store = env.store()
+        tasks = store.list(status=status, limit=limit)
+        queue = None if as_json else store.queue_state()
     if as_json:
         typer.echo(json.dumps([t.to_json() for t in tasks], indent=2))
-    elif tasks:
+        return
+    _print_paused(queue)
+    if tasks:
         typer.echo(format_table(tasks))
     else:
         typer.echo("No tasks." if status is None else f"No {status} tasks.")
@@ -111,9 +124,12 @@ def status(
     database: DbOption = None,
     config: ConfigOption = None,
 ) -> None:
-    """Show one task: status, progress, speed, ETA, error."""
+    """Show one task: status, progress, speed, ETA, error, history."""
     with load_env(config, database) as env:
-        task = env.store().get(task_id)
+        store = env.store()
+        task = store.get(task_id)
+        queue = None if as_json else store.queue_state()
+    _print_paused(queue)
     _print(task, as_json)
 
 
@@ -135,6 +151,38 @@ def cancel(
 ) -> None:
     """Cancel a pending or downloading task."""
     _transition(TaskStore.cancel, task_id, database, config)
+
+
+@command()
+def pause(
+    reason: Annotated[
+        str | None, typer.Option(help="Why, shown by list and status.", show_default=False)
+    ] = None,
+    database: DbOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Pause the queue: every daemon on this database finishes what runs, starts nothing."""
+    _set_paused(True, reason, database, config)
+
+
+@command()
+def resume(database: DbOption = None, config: ConfigOption = None) -> None:
+    """Resume the queue after `dlstore pause`: daemons start pending downloads again."""
+    _set_paused(False, None, database, config)
+
+
+def _set_paused(
+    paused: bool, reason: str | None, database: str | None, config: Path | None
+) -> None:
+    with load_env(config, database) as env:
+        state = env.store().set_paused(paused, reason)
+    typer.echo(format_queue(state.paused, state.reason, state.since))
+
+
+def _print_paused(queue: QueueState | None) -> None:
+    """The header line of `list` and `status` while the queue is paused."""
+    if queue is not None and queue.paused:
+        typer.echo(format_queue(queue.paused, queue.reason, queue.since))
 
 
 def _transition(

@@ -109,14 +109,17 @@ def batch(
     """Download every task in TASKS.json into the output folder, or queue them (--enqueue).
 
     Each task is {"name", "url", "quality"?, "output_dir"?, "headers"?, "format"?,
-    "profile"?}. The whole file is checked before anything starts.
+    "profile"?, "priority"?}; priority (-1000..1000) orders the --enqueue'd rows.
+    The whole file is checked before anything starts.
     """
     with load_env(config, database) as env:
         tasks = read_batch(tasks_file, env.settings)
         if enqueue:
             store = env.store()
             for task in tasks:
-                row = store.create(name=task.name, url=task.url, metadata=task.metadata)
+                row = store.create(
+                    name=task.name, url=task.url, metadata=task.metadata, priority=task.priority
+                )
                 typer.echo(f"{row.id}\t{task.name}")
             return
         settings = env.settings

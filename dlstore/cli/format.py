@@ -1,6 +1,8 @@
-"""Text for people: the task table and one task's details. Pure."""
+"""Text for people: the task table, one task's details and history, the pause state. Pure."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from dlstore.models import DownloadTask
 from dlstore.timeutil import parse_ts
@@ -87,5 +89,39 @@ def format_task(task: DownloadTask) -> str:
     ]
     if task.run_after:
         lines.append(("retry after", format_when(task.run_after)))
+    if task.priority:
+        lines.append(("priority", str(task.priority)))
+    history = format_history(task.history_entries() or [])
+    lines += [("history" if n == 0 else "", line) for n, line in enumerate(history)]
     width = max(len(k) for k, _ in lines)
     return "\n".join(f"{k.ljust(width)}  {v}" for k, v in lines)
+
+
+def format_history(entries: list[Any], last: int = 5) -> list[str]:
+    """The last few history entries, oldest first, one line each."""
+    lines = [f"({len(entries) - last} earlier)"] if len(entries) > last else []
+    for entry in entries[-last:]:
+        if not isinstance(entry, dict):
+            lines.append(str(entry))
+            continue
+        attempt = entry.get("attempt")
+        cells = (
+            format_when(entry.get("at")),
+            str(entry.get("event") or "?").ljust(9),
+            f"attempt {attempt}" if attempt is not None else "",
+            str(entry.get("worker") or ""),
+            str(entry.get("message") or ""),
+        )
+        lines.append("  ".join(c for c in cells if c))
+    return lines
+
+
+def format_queue(paused: bool, reason: str | None, since: str | None) -> str:
+    """One line on the pause switch (``dlstore pause`` / ``resume``)."""
+    if not paused:
+        return "Queue running: daemons start pending downloads."
+    why = f" ({reason})" if reason else ""
+    return (
+        f"Queue paused since {format_when(since)} UTC{why}: running downloads finish, "
+        "none start until `dlstore resume`."
+    )

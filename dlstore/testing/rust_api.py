@@ -22,6 +22,9 @@ CREATE = (
     "VALUES (?, ?, ?, 'pending', ?, ?)"
 )
 STATUS = "SELECT * FROM download_tasks WHERE id = ?"
+#: The status endpoint's other form (CONTRACT.md §2): the seed's response shape, with
+#: ``speed`` and ``eta`` already formatted by the view dlstore's migrations own.
+STATUS_VIEW = "SELECT * FROM download_status WHERE task_id = ?"
 LIST = "SELECT * FROM download_tasks ORDER BY created_at DESC"
 CANCEL = (
     "UPDATE download_tasks SET status = 'cancelled' "
@@ -76,6 +79,10 @@ class RustApi:
 
     def status(self, task_id: str) -> dict | None:
         row = self.execute(STATUS, (task_id,)).fetchone()
+        return dict(row) if row is not None else None
+
+    def status_view(self, task_id: str) -> dict | None:
+        row = self.execute(STATUS_VIEW, (task_id,)).fetchone()
         return dict(row) if row is not None else None
 
     def list(self) -> list[dict]:
