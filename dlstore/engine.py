@@ -1,4 +1,5 @@
-"""One download, from an M3U8 URL to a playable file. Used by the CLI and the daemon alike.
+"""One download, from an M3U8 (or DASH MPD) URL to a playable file. Used by the CLI and the
+daemon alike.
 
     playlist fetched → parsed (variant and audio chosen) → segments fetched and
     decrypted into the work folder → joined and remuxed beside the output →
@@ -22,6 +23,8 @@ from urllib.parse import urlsplit, urlunsplit
 import requests
 
 from dlstore.crypto import KeyStore
+from dlstore.dash import DashManifest, is_mpd, parse_mpd  # Streams (#12): DASH
+from dlstore.dash_tracks import resolve_dash  # Streams (#12): DASH
 from dlstore.errors import CancelledError, DownloadError, PlaylistError
 from dlstore.fetch import Arrivals, fetch_all, jobs_for
 from dlstore.http import (
@@ -361,9 +364,14 @@ def resolve_plan(
     options: DownloadOptions,
     cancel: threading.Event | None = None,
 ) -> DownloadPlan:
-    """Fetch the playlist at ``url`` (and the chosen variant's and audio's) into a plan."""
+    """Fetch the playlist at ``url`` (and the chosen variant's and audio's) into a plan;
+    a DASH manifest's plan comes from :func:`dlstore.dash_tracks.resolve_dash`."""
     retry = Retry.from_options(options, cancel)
     parsed = _fetch_playlist(session, url, options, retry, cancel)
+    if isinstance(parsed, DashManifest):  # Streams (#12): a DASH manifest lists every track
+        dash = resolve_dash(session, parsed, options, retry, cancel)
+        return DownloadPlan(url=url, video=dash.video, audio=dash.audio, variant=dash.variant,
+                            audio_rendition=dash.audio_rendition)  # fmt: skip
     if isinstance(parsed, MediaPlan):
         return DownloadPlan(url=url, video=parsed)
     variant = choose_variant(parsed.variants, options.quality)
@@ -385,7 +393,7 @@ def _fetch_playlist(
     options: DownloadOptions,
     retry: Retry,
     cancel: threading.Event | None,
-) -> MasterPlaylist | MediaPlan:
+) -> MasterPlaylist | MediaPlan | DashManifest:
     fetched = call_cancellable(
         lambda: fetch_small(
             session,
@@ -397,6 +405,8 @@ def _fetch_playlist(
         ),
         cancel,
     )
+    if is_mpd(fetched.url, fetched.body):  # Streams (#12): DASH, by URL or by content
+        return parse_mpd(fetched.body, fetched.url)
     text = decode_playlist(fetched.body, fetched.url, fetched.content_type)
     return parse_playlist(text, fetched.url, max_segments=options.max_segments)
 

@@ -10,6 +10,9 @@ what its module needs:
 - :mod:`dlstore.testing.media`: real test media made with PyAV (a test-pattern video
   with a sine tone, cut into HLS, plain, fMP4, AES-128, byte ranges, master playlists),
   and ``decode_check`` to decode a result completely.
+- :mod:`dlstore.testing.dash_media`: the same sources cut into DASH by FFmpeg's dash muxer
+  (SegmentTemplate with and without SegmentTimeline, SegmentList, SegmentBase, two
+  representations, two periods), and ``sidx_box`` to make segment index boxes.
 - :mod:`dlstore.testing.rust_api`: the Rust API's side of the contract (CONTRACT.md §2):
   its exact SQL statements, written once here, and ``RustApi`` to run them.
 """
