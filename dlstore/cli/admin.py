@@ -73,8 +73,9 @@ def add(
         "format": output_format,
         "profile": profile,
     }
-    if not name.strip():
-        raise DlstoreError("--name must not be empty.")
+    from dlstore.paths import check_name  # the daemon refuses what this refuses
+
+    check_name(name)
     with load_env(config, database) as env:
         metadata = caller_metadata(metadata, env.settings.profiles)
         task = env.store().create(name=name, url=check_url(url), metadata=metadata)

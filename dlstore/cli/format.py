@@ -1,8 +1,16 @@
-"""Text for people: the task table and one task's details. Pure."""
+"""Text for people: the task table and one task's details. Pure.
+
+Every value printed comes from a row that strangers wrote (through the web UI) or
+that servers shaped (a message naming a segment), so each one is shown through
+:func:`~dlstore.redact.escape_controls`: an ESC, a newline or a bidi mark is
+printed as an escape (``\\x1b``), never sent to the terminal as it is. The URL is
+shown as :func:`~dlstore.redact.redact_url` shows it (no user-info or query string).
+"""
 
 from __future__ import annotations
 
 from dlstore.models import DownloadTask
+from dlstore.redact import escape_controls, redact_url
 from dlstore.timeutil import parse_ts
 
 
@@ -45,20 +53,25 @@ def format_progress(task: DownloadTask) -> str:
 
 def format_table(tasks: list[DownloadTask]) -> str:
     header = ("ID", "STATUS", "PROGRESS", "CREATED (UTC)", "NAME")
-    rows = [(t.id, t.status, format_progress(t), format_when(t.created_at), t.name) for t in tasks]
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header) - 1)]
+    rows = [_row(t) for t in tasks]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header) - 1)]
     lines = []
     for row in [header, *rows]:
-        cells = [str(c).ljust(w) for c, w in zip(row, widths)] + [str(row[-1])]
+        cells = [c.ljust(w) for c, w in zip(row, widths)] + [row[-1]]
         lines.append("  ".join(cells))
     return "\n".join(lines)
+
+
+def _row(task: DownloadTask) -> tuple[str, ...]:
+    cells = (task.id, task.status, format_progress(task), format_when(task.created_at), task.name)
+    return tuple(_shown(cell) for cell in cells)
 
 
 def format_task(task: DownloadTask) -> str:
     lines = [
         ("id", task.id),
         ("name", task.name),
-        ("url", task.url),
+        ("url", redact_url(task.url)),  # the whole URL, token and all: `status --json`
         ("status", task.status),
         ("progress", format_progress(task)),
     ]
@@ -88,4 +101,8 @@ def format_task(task: DownloadTask) -> str:
     if task.run_after:
         lines.append(("retry after", format_when(task.run_after)))
     width = max(len(k) for k, _ in lines)
-    return "\n".join(f"{k.ljust(width)}  {v}" for k, v in lines)
+    return "\n".join(f"{k.ljust(width)}  {_shown(v)}" for k, v in lines)
+
+
+def _shown(value: object) -> str:
+    return escape_controls(str(value))
