@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from dlstore.errors import DownloadError, SegmentError
+from dlstore.redact import redact_url
 from dlstore.sniff import Kind, describe, identify
 
 KEY_BYTES = 16
@@ -61,7 +62,8 @@ def parse_key(raw: bytes, uri: str) -> bytes:
         except (UnicodeDecodeError, ValueError):
             pass
     hint = " (the key server may want a Cookie or Referer)" if identify(raw) is Kind.HTML else ""
-    where = "The playlist's data: key" if uri.startswith("data:") else f"The AES key at {uri[:160]}"
+    data = uri.startswith("data:")
+    where = "The playlist's data: key" if data else f"The AES key at {redact_url(uri)}"
     raise DownloadError(
         f"{where} is {len(raw)} bytes long, not {KEY_BYTES}: it is {describe(raw)}{hint}."
     )

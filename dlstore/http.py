@@ -6,7 +6,9 @@ may go, which headers go where), this is the only module that talks to
 trouble, timeouts, 5xx and 429 become
 :class:`~dlstore.errors.TransientDownloadError` (worth retrying), other 4xx a
 plain :class:`~dlstore.errors.DownloadError` that says what to do. URLs in those
-sentences are shown by :func:`describe`, without user-info or query string.
+sentences are shown by :func:`describe`, without user-info or query string, and no
+sentence quotes what a server sent: a status is given its standard phrase
+(:func:`status_text`), a broken connection or response the kind of failure it was.
 
 Tests inject a transport with ``session.mount(prefix, adapter)``.
 """
@@ -16,16 +18,21 @@ from __future__ import annotations
 import contextlib
 import email.utils
 import errno
+import http.client
+import os
 import random
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import TypeVar
 
 import requests
+import urllib3.exceptions
 
 from dlstore.errors import (
     CancelledError,
@@ -37,7 +44,7 @@ from dlstore.errors import (
 from dlstore.netpolicy import ORIGIN_BOUND_HEADERS, OriginBoundSession, PolicyAdapter
 from dlstore.options import DownloadOptions
 from dlstore.playlist import ByteRange
-from dlstore.redact import escape_controls, redact_text, redact_url
+from dlstore.redact import redact_url
 from dlstore.validate import check_url
 
 USER_AGENT = "Mozilla/5.0 (compatible; dlstore/0.1; +https://github.com/)"
@@ -114,9 +121,9 @@ class Retry:
 
 
 def describe(url: str) -> str:
-    """``url`` as error sentences show it: no user-info or query string, at most 160 chars."""
-    shown = redact_url(url)
-    return shown if len(shown) <= 160 else shown[:157] + "..."
+    """``url`` as error sentences show it: no user-info or query string, at most 160 chars
+    (:func:`~dlstore.redact.redact_url`)."""
+    return redact_url(url)
 
 
 def check_status(response: requests.Response, what: str) -> None:
@@ -124,8 +131,7 @@ def check_status(response: requests.Response, what: str) -> None:
     status = response.status_code
     if 200 <= status < 300:
         return
-    phrase = escape_controls(str(response.reason or "")[:60])  # the server's text: keep it tame
-    reason = f"HTTP {status}{' ' + phrase if phrase else ''}"
+    reason = status_text(status)
     if status == 429 or status == 408 or status >= 500:
         raise HttpError(
             f"The server failed to send {what} ({reason}); trying again later may work.",
@@ -142,6 +148,15 @@ def check_status(response: requests.Response, what: str) -> None:
             f"The server does not have {what} ({reason}); the link may have expired."
         )
     raise DownloadError(f"The server rejected the request for {what} ({reason}).")
+
+
+def status_text(status: int) -> str:
+    """``"HTTP 403 Forbidden"``: the standard phrase for the code, never the server's own
+    (which is free text: it may carry an internal service's secrets, or ESC sequences)."""
+    try:
+        return f"HTTP {status} {HTTPStatus(status).phrase}"
+    except ValueError:
+        return f"HTTP {status}"
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -207,11 +222,58 @@ def translate_errors(what: str) -> Iterator[None]:
 
 
 def _root(exc: BaseException) -> str:
-    seen = exc
-    while seen.__cause__ is not None or seen.__context__ is not None:
-        seen = seen.__cause__ or seen.__context__
-    text = redact_text(str(seen)) or type(seen).__name__
-    return text[:160]
+    """What kind of failure ``exc`` is, in a few words, from the types in its chain.
+
+    Never the libraries' text: it quotes what the peer sent (a status line, a chunk
+    length, a header, a redirect's URL), which may be an internal service's secret.
+    The innermost error that names a kind wins; else the innermost error's type name.
+    """
+    chain = [exc]
+    while len(chain) < 20 and (chain[-1].__cause__ or chain[-1].__context__) is not None:
+        chain.append(chain[-1].__cause__ or chain[-1].__context__)  # type: ignore[arg-type]
+    for error in reversed(chain):
+        kind = _failure_kind(error)
+        if kind is not None:
+            return kind
+    return type(chain[-1]).__name__
+
+
+#: Failure kinds by exception type, most specific first (an error is several of these).
+_FAILURE_KINDS: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], str], ...] = (
+    (http.client.RemoteDisconnected, "the server closed the connection without answering"),
+    (urllib3.exceptions.InvalidChunkLength, "the response's chunked encoding was broken"),
+    ((http.client.IncompleteRead, urllib3.exceptions.IncompleteRead), "the response ended early"),
+    (
+        (http.client.HTTPException, urllib3.exceptions.HeaderParsingError),
+        "the server's response was not valid HTTP",
+    ),
+    (urllib3.exceptions.DecodeError, "the response's compression was broken"),
+    (urllib3.exceptions.LocationParseError, "the URL could not be parsed"),
+    (ssl.SSLCertVerificationError, "certificate not trusted"),
+    (ssl.SSLError, "the TLS handshake failed"),
+    (socket.gaierror, "name not resolved"),
+    (TimeoutError, "timed out"),
+    (ConnectionRefusedError, "connection refused"),
+    (ConnectionResetError, "connection reset"),
+    ((BrokenPipeError, ConnectionAbortedError), "connection broken"),
+    (urllib3.exceptions.ProtocolError, "the connection broke mid-response"),
+)
+_ERRNO_KINDS = {
+    errno.ENETUNREACH: "network unreachable",
+    errno.EHOSTUNREACH: "host unreachable",
+    errno.EADDRNOTAVAIL: "address not available",
+}
+
+
+def _failure_kind(error: BaseException) -> str | None:
+    for types, kind in _FAILURE_KINDS:
+        if isinstance(error, types):
+            return kind
+    if isinstance(error, OSError) and error.errno is not None:
+        return _ERRNO_KINDS.get(error.errno) or os.strerror(error.errno).lower()
+    if isinstance(error, requests.exceptions.InvalidURL):
+        return "the URL could not be parsed"
+    return None
 
 
 def range_header(byte_range: ByteRange | None) -> dict[str, str]:

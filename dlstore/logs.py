@@ -4,6 +4,14 @@ Every line about a task starts with ``[task <id>]`` (:class:`TaskLog`), so
 ``journalctl -u dlstore | grep <id>`` tells one download's story. Under journald
 (the CLI passes ``journald=True`` when ``$JOURNAL_STREAM`` is set) stderr lines
 carry a ``<N>`` syslog priority prefix and no timestamp, which journald adds.
+
+A log line is one line: control characters in a message (a row's name, a
+server's text) are written escaped (:func:`~dlstore.redact.escape_controls`), so
+no value can forge a line or move a terminal's cursor. URLs are redacted where
+the line is written (:func:`~dlstore.redact.redact_url`). urllib3 is held to
+ERROR: its warnings quote what a peer sent (``Failed to parse headers
+(url=…?token=…): … unparsed data: '…'``), and dlstore reports those failures in
+its own words.
 """
 
 from __future__ import annotations
@@ -15,12 +23,15 @@ from pathlib import Path
 from typing import Any
 
 from dlstore.errors import ConfigError
+from dlstore.redact import escape_controls
 
 LOGGER_NAME = "dlstore"
 FILE_FORMAT = "%(asctime)s %(levelname)s %(message)s"
 TERMINAL_FORMAT = "%(asctime)s %(levelname)s %(message)s"
 JOURNALD_FORMAT = "<%(syslog_priority)d>%(levelname)s %(message)s"
 _SYSLOG_PRIORITY = {"DEBUG": 7, "INFO": 6, "WARNING": 4, "ERROR": 3, "CRITICAL": 2}
+#: Libraries whose log lines may quote a peer's bytes, and the level they are held to.
+QUIET_LOGGERS = {"urllib3": logging.ERROR}
 
 
 class _Priority(logging.Filter):
@@ -29,8 +40,21 @@ class _Priority(logging.Filter):
         return True
 
 
+class _OneLine(logging.Filter):
+    """Escapes the control characters of a record's message (not of its traceback)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        escaped = escape_controls(message)
+        if escaped != message:
+            record.msg, record.args = escaped, None
+        return True
+
+
 def setup(level: str, log_file: Path | None, *, journald: bool = False) -> logging.Logger:
     """Send the ``dlstore`` loggers to stderr and, if set, ``log_file`` (created if missing)."""
+    for name, quiet in QUIET_LOGGERS.items():
+        logging.getLogger(name).setLevel(quiet)
     logger = logging.getLogger(LOGGER_NAME)
     for handler in list(logger.handlers):
         logger.removeHandler(handler)
@@ -44,6 +68,7 @@ def setup(level: str, log_file: Path | None, *, journald: bool = False) -> loggi
         stderr.addFilter(_Priority())
     else:
         stderr.setFormatter(logging.Formatter(TERMINAL_FORMAT))
+    stderr.addFilter(_OneLine())
     logger.addHandler(stderr)
 
     if log_file is not None:
@@ -54,6 +79,7 @@ def setup(level: str, log_file: Path | None, *, journald: bool = False) -> loggi
         except OSError as exc:
             raise ConfigError(f"log_file: cannot write the log file {log_file}: {exc}") from exc
         handler.setFormatter(logging.Formatter(FILE_FORMAT))
+        handler.addFilter(_OneLine())
         logger.addHandler(handler)
     return logger
 

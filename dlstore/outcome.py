@@ -151,8 +151,9 @@ def decide(outcome: Outcome, policy: Policy) -> Decision:
             f"permissions of {policy.temp_dir} and {policy.output_dir}."
         )
         return _fail(message, f"Failed: {error}", level=logging.ERROR)
+    # Its type only: the error's text may quote what a server sent (the log has it).
     message = (
-        f"dlstore hit an unexpected error ({type(error).__name__}: {error}); "
+        f"dlstore hit an unexpected error ({type(error).__name__}); "
         "the daemon's log has the details. Retry the task; report it if it happens again."
     )
     return _fail(message, "Unexpected error", level=logging.ERROR, traceback=True)

@@ -1,6 +1,7 @@
 """Where output files go: safe names, confinement to the output root, no silent overwrites.
 
-``sanitize_filename`` turns a task's name into one harmless file name.
+``check_name`` refuses a task's name that tries to escape or holds control
+characters; ``sanitize_filename`` turns an accepted name into one harmless file name.
 ``resolve_output`` joins the output root, a task's ``output_dir`` and name into a
 path that provably stays under the root, and refuses (with
 :class:`~dlstore.errors.UnsafePathError`) anything that tries to leave it.
@@ -26,6 +27,7 @@ import unicodedata
 from pathlib import Path, PurePosixPath
 
 from dlstore.errors import DownloadError, UnsafePathError
+from dlstore.redact import unsafe_character
 
 MAX_NAME_BYTES = 200  # leaves room for an extension and temporary suffixes under 255
 MAX_DIR_BYTES = 1024
@@ -59,12 +61,17 @@ def sanitize_filename(name: str, default: str = DEFAULT_NAME) -> str:
 
 
 def check_name(name: str) -> None:
-    """Refuse names that try to escape or cannot be a file name (harmless oddities are
-    left to sanitize_filename)."""
+    """Refuse names that try to escape, cannot be a file name, or hold control characters
+    (which would rewrite a terminal or forge a log line); harmless oddities are left to
+    sanitize_filename."""
     if not isinstance(name, str) or not name.strip():
         raise UnsafePathError("The task's name is empty; give it a name for the file.")
-    if "\x00" in name:
-        raise UnsafePathError("The task's name contains a NUL character.")
+    bad = unsafe_character(name, spaces=True)
+    if bad is not None:
+        raise UnsafePathError(
+            f"The task's name contains {bad}; a name must not hold control characters "
+            "(a line break, a tab, ESC) or text-direction marks."
+        )
     parts = re.split(r"[/\\]", name)
     if ".." in (p.strip() for p in parts) or name.startswith(("/", "\\")) or _is_drive(name):
         raise UnsafePathError(

@@ -12,7 +12,8 @@ Everything that goes wrong raises a :class:`~dlstore.errors.DlstoreError`
 subclass; the ``m3u8`` library's own exceptions never escape. No message quotes
 the fetched text: a body that is not a playlist is described by kind and size
 (:func:`dlstore.sniff.describe`), a malformed playlist by line number, a refused
-URI by its scheme.
+URI by its scheme, and URLs are shown by :func:`~dlstore.redact.redact_url` (no
+user-info, query string or control characters).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from urllib.parse import urljoin, urlsplit
 import m3u8
 
 from dlstore.errors import PlaylistError, QualityNotFoundError, UnsupportedStreamError
+from dlstore.redact import escape_controls, redact_url
 from dlstore.sniff import HEAD_BYTES, Kind, describe, identify
 
 SUPPORTED_KEY_METHODS = ("NONE", "AES-128")
@@ -205,7 +207,7 @@ def decode_playlist(body: bytes, url: str, content_type: str | None = None) -> s
     if kind is not Kind.M3U8:
         what = describe(body[:HEAD_BYTES], len(body), content_type)
         raise PlaylistError(
-            f"{url} did not return an HLS playlist: it returned {what}"
+            f"{redact_url(url)} did not return an HLS playlist: it returned {what}"
             f"{_NOT_PLAYLIST_HINTS.get(kind, '')}."
         )
     return body.decode("utf-8-sig", errors="replace")
@@ -219,14 +221,17 @@ def parse_playlist(
 ) -> MasterPlaylist | MediaPlan:
     """Parse playlist ``text`` fetched from ``url`` (the final URL, after redirects)."""
     if not text.lstrip("\ufeff \t\r\n").startswith("#EXTM3U"):
-        raise PlaylistError(f"{url} is not an HLS playlist: it does not start with #EXTM3U.")
+        raise PlaylistError(
+            f"{redact_url(url)} is not an HLS playlist: it does not start with #EXTM3U."
+        )
     line = _LineTracker()
     try:
         doc = m3u8.loads(text, uri=url, custom_tags_parser=line)
     except Exception as exc:  # the library raises ValueError, KeyError, IndexError, …
         # Its message quotes the bad line: say where it is, not what it says.
         raise PlaylistError(
-            f"The playlist at {url} is malformed: a tag near line {line.number} could not be read."
+            f"The playlist at {redact_url(url)} is malformed: a tag near line {line.number} "
+            "could not be read."
         ) from exc
     try:
         if doc.is_variant:
@@ -236,7 +241,7 @@ def parse_playlist(
         raise
     except Exception as exc:
         raise PlaylistError(
-            f"The playlist at {url} is malformed: the value of one of its tags "
+            f"The playlist at {redact_url(url)} is malformed: the value of one of its tags "
             f"({type(exc).__name__}) could not be used."
         ) from exc
 
@@ -254,13 +259,13 @@ class _LineTracker:
 
 def _absolute(base: str, ref: str | None, what: str) -> str:
     if ref is None or not ref.strip():
-        raise PlaylistError(f"The playlist at {base} has a {what} without a URI.")
+        raise PlaylistError(f"The playlist at {redact_url(base)} has a {what} without a URI.")
     ref = ref.strip()
     absolute = urljoin(base, ref)
     scheme = urlsplit(absolute).scheme.lower()
     if scheme not in ("http", "https") and not (what == "key" and scheme == "data"):
         raise UnsupportedStreamError(
-            f"The playlist at {base} refers to a {what} by a {scheme[:20]}: URL; "
+            f"The playlist at {redact_url(base)} refers to a {what} by a {scheme[:20]}: URL; "
             "only http and https URLs are supported."
         )
     return absolute
@@ -281,7 +286,7 @@ def _master(doc: m3u8.M3U8, url: str) -> MasterPlaylist:
             )
         )
     if not variants:
-        raise PlaylistError(f"The master playlist at {url} lists no variant streams.")
+        raise PlaylistError(f"The master playlist at {redact_url(url)} lists no variant streams.")
     audio = []
     for media in doc.media:
         if (media.type or "").upper() != "AUDIO" or not media.uri:
@@ -334,18 +339,20 @@ def _media(doc: m3u8.M3U8, url: str, max_segments: int) -> MediaPlan:
 def _raw_segments(doc: m3u8.M3U8, url: str, max_segments: int) -> list:
     """The segments of a finished media playlist, within the limit."""
     if doc.is_i_frames_only:
-        raise UnsupportedStreamError(f"The playlist at {url} is an I-frame-only trick-play list.")
+        raise UnsupportedStreamError(
+            f"The playlist at {redact_url(url)} is an I-frame-only trick-play list."
+        )
     raw_segments = [s for s in doc.segments if s.uri is not None and s.uri.strip()]
     if not raw_segments:
-        raise PlaylistError(f"The playlist at {url} lists no segments.")
+        raise PlaylistError(f"The playlist at {redact_url(url)} lists no segments.")
     if not doc.is_endlist and (doc.playlist_type or "").lower() != "vod":
         raise UnsupportedStreamError(
-            f"The playlist at {url} is a live stream (it has no #EXT-X-ENDLIST); "
+            f"The playlist at {redact_url(url)} is a live stream (it has no #EXT-X-ENDLIST); "
             "dlstore only downloads finished (VOD) streams."
         )
     if len(raw_segments) > max_segments:
         raise PlaylistError(
-            f"The playlist at {url} has {len(raw_segments)} segments, "
+            f"The playlist at {redact_url(url)} has {len(raw_segments)} segments, "
             f"more than the limit of {max_segments}."
         )
     return raw_segments
@@ -354,7 +361,7 @@ def _raw_segments(doc: m3u8.M3U8, url: str, max_segments: int) -> list:
 def _duration(raw, url: str) -> float:
     duration = float(raw.duration) if raw.duration is not None else 0.0
     if not duration >= 0 or duration == float("inf"):
-        raise PlaylistError(f"The playlist at {url} has a segment with a bad duration.")
+        raise PlaylistError(f"The playlist at {redact_url(url)} has a segment with a bad duration.")
     return duration
 
 
@@ -362,7 +369,7 @@ def _sequence(raw, implicit: int, url: str) -> int:
     """The segment's media sequence number: its own, else ``implicit`` (from its position)."""
     sequence = raw.media_sequence if raw.media_sequence is not None else implicit
     if sequence < 0 or sequence >= 2**128:
-        raise PlaylistError(f"The playlist at {url} has a bad media sequence number.")
+        raise PlaylistError(f"The playlist at {redact_url(url)} has a bad media sequence number.")
     return sequence
 
 
@@ -384,14 +391,16 @@ def _byte_range(value: str | None, implicit_offset: int | None, url: str, what: 
         length = int(length_text)
         offset = int(offset_text) if offset_text else implicit_offset
     except ValueError:
-        raise PlaylistError(f"The playlist at {url} has a malformed {what} byte range.") from None
+        raise PlaylistError(
+            f"The playlist at {redact_url(url)} has a malformed {what} byte range."
+        ) from None
     if offset is None:
         raise PlaylistError(
-            f"The playlist at {url} has a {what} byte range without an offset "
+            f"The playlist at {redact_url(url)} has a {what} byte range without an offset "
             "and no earlier range of the same file to continue from."
         )
     if length <= 0 or offset < 0:
-        raise PlaylistError(f"The playlist at {url} has an invalid {what} byte range.")
+        raise PlaylistError(f"The playlist at {redact_url(url)} has an invalid {what} byte range.")
     return ByteRange(length=length, offset=offset)
 
 
@@ -405,17 +414,19 @@ def _key(key, url: str) -> Key | None:
     if keyformat not in PLAIN_KEY_FORMATS:
         drm = DRM_KEY_FORMATS.get(str(keyformat).strip().lower(), "an unknown KEYFORMAT")
         raise UnsupportedStreamError(
-            f"The stream at {url} is protected by DRM ({drm}); "
+            f"The stream at {redact_url(url)} is protected by DRM ({drm}); "
             "DRM-protected streams cannot be downloaded."
         )
     if method.startswith("SAMPLE-AES"):
         name = method if method in SAMPLE_AES_METHODS else "SAMPLE-AES"
         raise UnsupportedStreamError(
-            f"The stream at {url} uses {name} encryption, which is not supported (only AES-128 is)."
+            f"The stream at {redact_url(url)} uses {name} encryption, which is not supported "
+            "(only AES-128 is)."
         )
     if method != "AES-128":
         raise UnsupportedStreamError(
-            f"The stream at {url} uses an unknown encryption method (only AES-128 is supported)."
+            f"The stream at {redact_url(url)} uses an unknown encryption method "
+            "(only AES-128 is supported)."
         )
     return Key(method=method, uri=_absolute(url, key.uri, "key"), iv=_iv(key.iv, url))
 
@@ -431,7 +442,7 @@ def _iv(value: str | None, url: str) -> bytes | None:
         if not text or len(text) > 32:
             raise ValueError
     except ValueError:
-        raise PlaylistError(f"The playlist at {url} has a malformed key IV.") from None
+        raise PlaylistError(f"The playlist at {redact_url(url)} has a malformed key IV.") from None
     return number.to_bytes(16, "big")
 
 
@@ -496,7 +507,7 @@ def segment_container(uri: str) -> str | None:
 
 
 def display_name(uri: str) -> str:
-    """The last path component of ``uri`` (no query), for humans."""
+    """The last path component of ``uri`` (no query, controls escaped), for humans."""
     path = urlsplit(uri).path if "://" in uri else uri
     name = path.rstrip("/").rsplit("/", 1)[-1]
-    return name[:80] or "segment"
+    return escape_controls(name[:80]) or "segment"

@@ -16,6 +16,8 @@ from urllib.parse import urlsplit
 
 #: What stands in for a query string or a fragment that was masked.
 MASK = "…"
+#: The most characters of a URL shown; longer ones end in "...".
+MAX_SHOWN_CHARS = 160
 
 #: Invisible characters that reorder how the text around them is displayed.
 _BIDI_CONTROLS = frozenset(
@@ -30,9 +32,16 @@ def redact_url(url: str) -> str:
 
     ``https://user:pw@cdn.example/v.m3u8?token=x`` → ``https://cdn.example/v.m3u8?…``.
     Text that is not a URL has anything after a ``?`` or ``#`` masked. Control
-    characters come back escaped (``\\n``, ``\\x1b``).
+    characters come back escaped (``\\n``, ``\\x1b``); at most MAX_SHOWN_CHARS
+    characters come back.
     """
-    text = str(url)
+    shown = _masked(str(url))
+    if len(shown) <= MAX_SHOWN_CHARS:
+        return shown
+    return shown[: MAX_SHOWN_CHARS - 3] + "..."
+
+
+def _masked(text: str) -> str:
     try:
         parts = urlsplit(text)
     except ValueError:  # e.g. an unbalanced "[" in the host
@@ -65,14 +74,15 @@ _URL_IN_TEXT = re.compile(
 )
 
 
-def unsafe_character(text: str) -> str | None:
-    """The first control, space or bidi character in ``text``, described; None if none.
+def unsafe_character(text: str, *, spaces: bool = False) -> str | None:
+    """The first control, line-breaking or bidi character in ``text`` (and, unless
+    ``spaces``, the first space), described; None if none.
 
     For error sentences, which name the character (``"U+000A (line feed) at
     position 23"``) rather than echo it.
     """
     for position, char in enumerate(text, start=1):
-        if _unsafe(char):
+        if _unsafe(char) and not (spaces and unicodedata.category(char) == "Zs"):
             name = _CONTROL_NAMES.get(char) or unicodedata.name(char, "control character")
             return f"U+{ord(char):04X} ({name.lower()}) at position {position}"
     return None

@@ -43,6 +43,7 @@ from dlstore.options import Job, prepare
 from dlstore.outcome import Action, Decision, Outcome, Policy, StopReason, decide
 from dlstore.paths import place_file, poster_path_for, release
 from dlstore.progress import Progress
+from dlstore.redact import redact_url
 from dlstore.remux import make_poster
 from dlstore.store import Claim, ProgressUpdate, TaskStore
 from dlstore.timeutil import ts_after
@@ -199,7 +200,10 @@ class TaskRunner:
             self._settle(Outcome.refused(exc))
             return
         self.log.info(
-            "Downloading %s to %s (attempt %s)", job.url, job.output_path, self.claim.attempt
+            "Downloading %s to %s (attempt %s)",
+            redact_url(job.url),
+            job.output_path,
+            self.claim.attempt,
         )
         reporter = ProgressReporter(self.store, self.claim, on_lost=self._on_lost, log=self.log)
         reporter.start()

@@ -369,7 +369,7 @@ def test_library_messages_are_masked_too():
     assert SECRET not in redact_text(text)
     with pytest.raises(DownloadError) as info, translate_errors("the playlist"):
         raise requests.exceptions.InvalidURL(f"Invalid URL 'https://h/a?token={SECRET}': no host")
-    assert SECRET not in str(info.value) and "https://h/a?…" in str(info.value)
+    assert SECRET not in str(info.value) and "(the URL could not be parsed)" in str(info.value)
 
 
 def test_a_failed_download_does_not_show_the_urls_secrets(serve, tmp_path):
@@ -381,14 +381,15 @@ def test_a_failed_download_does_not_show_the_urls_secrets(serve, tmp_path):
     assert SECRET not in str(info.value)
 
 
-def test_a_servers_reason_phrase_cannot_write_to_the_terminal(serve):
+def test_a_servers_reason_phrase_is_never_shown(serve):
+    """The standard phrase for the code stands in for the server's free text."""
     server = serve()
     server.routes["/v.m3u8"] = Route(
-        403, b"no", reason="Forbidden\x1b[2J\x1b]0;owned\x07" + "x" * 200
+        403, b"no", reason=f"Forbidden {SECRET}\x1b[2J\x1b]0;owned\x07" + "x" * 200
     )
     options = options_with()
     with pytest.raises(DownloadError) as info:
         fetch(make_session(options, server.url("/")), server.url("/v.m3u8"), options)
     message = str(info.value)
-    assert "HTTP 403 Forbidden\\x1b[2J" in message
-    assert "\x1b" not in message and "\x07" not in message and "x" * 100 not in message
+    assert "(HTTP 403 Forbidden)" in message
+    assert SECRET not in message and "x1b" not in message and "xxx" not in message

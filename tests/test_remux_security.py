@@ -78,17 +78,17 @@ ATTACKS: dict[str, tuple[Callable[[Path], bytes], str]] = {
 }
 
 
-def own_udp_sockets() -> int:
-    """UDP sockets this process holds (its socket fds found in /proc/net/udp{,6})."""
+def own_udp_sockets(pid: int | str = "self") -> int:
+    """UDP sockets process ``pid`` holds (its socket fds found in its net/udp{,6})."""
     inodes: set[str] = set()
-    for table in ("/proc/net/udp", "/proc/net/udp6"):
+    for table in (f"/proc/{pid}/net/udp", f"/proc/{pid}/net/udp6"):
         with open(table) as lines:
             next(lines)
             inodes.update(line.split()[9] for line in lines)
     ours = set()
-    for fd in os.listdir("/proc/self/fd"):
+    for fd in os.listdir(f"/proc/{pid}/fd"):
         try:
-            link = os.readlink(f"/proc/self/fd/{fd}")
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
         except OSError:  # the listing's own fd, gone already
             continue
         if link.startswith("socket:["):

@@ -79,8 +79,11 @@ def add(
         "format": output_format,
         "profile": profile,
     }
+    from dlstore.paths import check_name  # the daemon refuses what this refuses
+
     if not name.strip():
         raise DlstoreError("--name must not be empty.")
+    check_name(name)
     check_priority(priority)
     with load_env(config, database) as env:
         metadata = caller_metadata(metadata, env.settings.profiles)

@@ -1,10 +1,18 @@
-"""Text for people: the task table, one task's details and history, the pause state. Pure."""
+"""Text for people: the task table, one task's details and history, the pause state. Pure.
+
+Every value printed comes from a row that strangers wrote (through the web UI) or
+that servers shaped (a message naming a segment), so each one is shown through
+:func:`~dlstore.redact.escape_controls`: an ESC, a newline or a bidi mark is
+printed as an escape (``\\x1b``), never sent to the terminal as it is. The URL is
+shown as :func:`~dlstore.redact.redact_url` shows it (no user-info or query string).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from dlstore.models import DownloadTask
+from dlstore.redact import escape_controls, redact_url
 from dlstore.timeutil import parse_ts
 
 
@@ -47,20 +55,25 @@ def format_progress(task: DownloadTask) -> str:
 
 def format_table(tasks: list[DownloadTask]) -> str:
     header = ("ID", "STATUS", "PROGRESS", "CREATED (UTC)", "NAME")
-    rows = [(t.id, t.status, format_progress(t), format_when(t.created_at), t.name) for t in tasks]
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header) - 1)]
+    rows = [_row(t) for t in tasks]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header) - 1)]
     lines = []
     for row in [header, *rows]:
-        cells = [str(c).ljust(w) for c, w in zip(row, widths)] + [str(row[-1])]
+        cells = [c.ljust(w) for c, w in zip(row, widths)] + [row[-1]]
         lines.append("  ".join(cells))
     return "\n".join(lines)
+
+
+def _row(task: DownloadTask) -> tuple[str, ...]:
+    cells = (task.id, task.status, format_progress(task), format_when(task.created_at), task.name)
+    return tuple(_shown(cell) for cell in cells)
 
 
 def format_task(task: DownloadTask) -> str:
     lines = [
         ("id", task.id),
         ("name", task.name),
-        ("url", task.url),
+        ("url", redact_url(task.url)),  # the whole URL, token and all: `status --json`
         ("status", task.status),
         ("progress", format_progress(task)),
     ]
@@ -94,7 +107,7 @@ def format_task(task: DownloadTask) -> str:
     history = format_history(task.history_entries() or [])
     lines += [("history" if n == 0 else "", line) for n, line in enumerate(history)]
     width = max(len(k) for k, _ in lines)
-    return "\n".join(f"{k.ljust(width)}  {v}" for k, v in lines)
+    return "\n".join(f"{k.ljust(width)}  {_shown(v)}" for k, v in lines)
 
 
 def format_history(entries: list[Any], last: int = 5) -> list[str]:
@@ -102,7 +115,7 @@ def format_history(entries: list[Any], last: int = 5) -> list[str]:
     lines = [f"({len(entries) - last} earlier)"] if len(entries) > last else []
     for entry in entries[-last:]:
         if not isinstance(entry, dict):
-            lines.append(str(entry))
+            lines.append(_shown(entry))
             continue
         attempt = entry.get("attempt")
         cells = (
@@ -112,7 +125,7 @@ def format_history(entries: list[Any], last: int = 5) -> list[str]:
             str(entry.get("worker") or ""),
             str(entry.get("message") or ""),
         )
-        lines.append("  ".join(c for c in cells if c))
+        lines.append(_shown("  ".join(c for c in cells if c)))
     return lines
 
 
@@ -120,8 +133,12 @@ def format_queue(paused: bool, reason: str | None, since: str | None) -> str:
     """One line on the pause switch (``dlstore pause`` / ``resume``)."""
     if not paused:
         return "Queue running: daemons start pending downloads."
-    why = f" ({reason})" if reason else ""
+    why = f" ({_shown(reason)})" if reason else ""
     return (
         f"Queue paused since {format_when(since)} UTC{why}: running downloads finish, "
         "none start until `dlstore resume`."
     )
+
+
+def _shown(value: object) -> str:
+    return escape_controls(str(value))

@@ -13,7 +13,16 @@
         server.hits["/plain/seg-000.ts"]                    # how often it was asked for
 
 Range requests (``bytes=a-b``) get 206 with Content-Range. Keep-alive is on, as
-with real CDNs. Nothing is printed for each request.
+with real CDNs. Nothing is printed for each request. ``HlsServer(folder,
+host="127.0.0.2")`` listens on another loopback address (``base_url`` names it).
+
+:class:`RawServer` answers every connection with fixed bytes, for the replies no
+HTTP server library would send (a status line that is not HTTP, a broken chunk
+length, a header without a colon)::
+
+    with RawServer(b"SSH-2.0-OpenSSH_9.6\\r\\n") as raw:
+        requests.get(raw.url("/v.m3u8"))                    # fails: not HTTP
+        raw.connections                                     # 1
 """
 
 from __future__ import annotations
@@ -101,7 +110,7 @@ class HlsServer:
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self._httpd.server_address[0]}:{self.port}"
 
     def url(self, path: str) -> str:
         return self.base_url + (path if path.startswith("/") else "/" + path)
@@ -310,6 +319,61 @@ class _Handler(BaseHTTPRequestHandler):
             self.connection.close()
         except OSError:
             pass
+
+
+class RawServer:
+    """A TCP server on ``host`` that reads each request's head, sends ``reply`` as it
+    is and closes the connection. ``connections`` counts the connections answered."""
+
+    def __init__(self, reply: bytes, host: str = "127.0.0.1") -> None:
+        self.reply = reply
+        self.connections = 0
+        self._listener = socket.create_server((host, 0))
+        self._listener.settimeout(0.05)
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    @property
+    def port(self) -> int:
+        return self._listener.getsockname()[1]
+
+    def url(self, path: str) -> str:
+        return f"http://{self._listener.getsockname()[0]}:{self.port}{path}"
+
+    def start(self) -> RawServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join(timeout=5)
+        self._listener.close()
+
+    def __enter__(self) -> RawServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _serve(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.settimeout(2)
+                head = b""
+                try:
+                    while b"\r\n\r\n" not in head and len(head) < 65536:
+                        chunk = conn.recv(4096)
+                        if not chunk:
+                            break
+                        head += chunk
+                    conn.sendall(self.reply)
+                except OSError:
+                    pass
+            self.connections += 1
 
 
 def _parse_range(value: str, size: int) -> tuple[int, int] | None:
