@@ -172,8 +172,7 @@ def test_a_url_changed_while_downloading_restarts_the_row_with_the_new_url(harne
     assert row["status"] == "completed" and row["attempts"] == 2, row
     decoded = decode_check(Path(row["output_path"]))
     assert decoded.errors == () and (decoded.width, decoded.height) == (64, 36)  # the new video
-    assert sum(h.segment_hits("short").values()) < SHORT_SEGMENTS  # the old one was dropped
-    assert [p.name for p in h.videos.rglob("*.mp4")] == ["Changed.mp4"]
+    assert [p.name for p in h.videos.rglob("*.mp4")] == ["Changed.mp4"]  # no old video
     assert f"[task {task_id}] Its URL or settings changed while downloading" in proc.text()
 
 
