@@ -1,7 +1,7 @@
 """``dlstore daemon``: the loop that turns pending rows into videos.
 
     start ─▶ housekeeping ─▶ READY=1
-      ┌─▶ reap finished runners
+      ┌─▶ reap finished runners; a runner whose thread died fails its row
       │   housekeeping, every RECLAIM_INTERVAL_SECONDS (or half the lease, if shorter):
       │     rows whose lease expired, rows held by a dead pid of this host → pending;
       │     rows with a status dlstore does not know → failed
@@ -64,6 +64,8 @@ class _Running:
     #: A runner of the same task still winding down (the row was cancelled and retried,
     #: and claimed again before it noticed): this one starts when that one has ended.
     previous: _Running | None = None
+    #: What ended the thread, if it escaped the runner.
+    died: BaseException | None = None
 
 
 def pid_alive(pid: int) -> bool:
@@ -169,8 +171,9 @@ class Daemon:
                         self.log.info("Nothing running and nothing due: exiting (--exit-when-idle)")
                         break
                     delay = s.poll_interval * (1 - random.uniform(0, POLL_JITTER))
-                except DlstoreError as exc:
-                    self.log.error("Cannot look for pending downloads: %s", exc)
+                except Exception as exc:  # noqa: BLE001 - the daemon lives on, and says why
+                    bug = not isinstance(exc, DlstoreError)
+                    self.log.error("Cannot look for pending downloads: %s", exc, exc_info=bug)
                     delay = max(s.poll_interval, ERROR_BACKOFF_SECONDS)
                 self._set_status(self._describe())
                 now = time.monotonic()
@@ -204,18 +207,40 @@ class Daemon:
         running.thread.start()
 
     def _run_one(self, running: _Running) -> None:
+        """A runner thread's target: whatever ends it, the loop hears of it."""
         try:
             if running.previous is not None:
                 running.previous.thread.join()
                 running.previous = None
             running.runner.run()
+        except BaseException as exc:  # noqa: BLE001 - the row must not be left held
+            running.died = exc
         finally:
             running.done.set()
             self._wake.set()
 
     def _reap(self) -> None:
         for task_id in [k for k, r in self._running.items() if r.done.is_set()]:
-            del self._running[task_id]
+            running = self._running.pop(task_id)
+            if not running.runner.settled:
+                self._fail_abandoned(running)
+
+    def _fail_abandoned(self, running: _Running) -> None:
+        """Fail the row of a runner whose thread ended before its row was settled."""
+        error = running.died
+        # Only the type: an exception's text may quote what a server sent (the log has it).
+        what = "no outcome was recorded" if error is None else type(error).__name__
+        message = (
+            f"dlstore's worker for this task stopped unexpectedly ({what}); "
+            "retry it, and report it if it happens again."
+        )
+        log = running.runner.log
+        log.error("The worker stopped unexpectedly; failing the task", exc_info=error)
+        try:
+            if not self.store.fail(running.runner.claim, message):
+                log.warning("Its row has moved on meanwhile; leaving it alone")
+        except Exception as exc:  # noqa: BLE001 - the loop goes on; the lease expires
+            log.error("Could not fail the task (its lease will run out): %s", exc)
 
     def _due_now(self) -> bool:
         due = self.store.next_due()
@@ -227,8 +252,9 @@ class Daemon:
         try:
             self._reclaim()
             self._fail_unknown_statuses()
-        except DlstoreError as exc:
-            self.log.error("Housekeeping failed (will try again): %s", exc)
+        except Exception as exc:  # noqa: BLE001 - the daemon lives on, and says why
+            bug = not isinstance(exc, DlstoreError)
+            self.log.error("Housekeeping failed (will try again): %s", exc, exc_info=bug)
 
     def _reclaim(self) -> None:
         lease = self.settings.lease_seconds
@@ -262,16 +288,17 @@ class Daemon:
         for status in self.store.counts():
             if status in KNOWN_STATUSES:
                 continue
+            shown = repr(str(status)[:40])
             message = (
-                f"The status {status!r} is not one dlstore knows ({', '.join(KNOWN_STATUSES)}), "
+                f"The status {shown} is not one dlstore knows ({', '.join(KNOWN_STATUSES)}), "
                 "so the task cannot run; retry it to queue it again."
             )
             for task in self.store.list(status=status):
                 if self.store.fail_unclaimed(task.id, message, from_status=status):
-                    self.log.warning("[task %s] Unknown status %r: failed", task.id, status)
+                    self.log.warning("[task %s] Unknown status %s: failed", task.id, shown)
                 else:
                     self.log.warning(
-                        "[task %s] Unknown status %r: could not fail it", task.id, status
+                        "[task %s] Unknown status %s: could not fail it", task.id, shown
                     )
 
     # --- stopping ----------------------------------------------------------------------
@@ -288,6 +315,7 @@ class Daemon:
             while item.thread.is_alive() and time.monotonic() < deadline:
                 item.thread.join(min(1.0, max(0.0, deadline - time.monotonic())))
                 self.notifier.watchdog()
+        self._reap()
         stuck = [item.runner.task.id for item in running if item.thread.is_alive()]
         if stuck:
             self.log.error(

@@ -8,13 +8,18 @@ INSERT of the seed columns alone keeps working. Timestamps are TEXT in RFC 3339
 TEXT holding a JSON array.
 
 :class:`DownloadTask` is also the row as dlstore reads it: :class:`~dlstore.store.TaskStore`
-returns instances built with :meth:`DownloadTask.from_row`.
+returns instances built with :meth:`DownloadTask.from_row`, which reads every value
+the API may have written without failing (:func:`read_value`): SQLite stores text in
+an INTEGER column and numbers or bytes in a TEXT one, so an integer column that does
+not hold a whole 64-bit number reads as None, and a text column holding bytes or a
+number reads as text.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 from collections.abc import Mapping
 from datetime import datetime
 from enum import Enum
@@ -135,8 +140,14 @@ class DownloadTask(SQLModel, table=True):
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> DownloadTask:
-        """The task a row mapping (keyed by column name, e.g. from RETURNING) holds."""
-        return cls(**{attribute: row[column] for attribute, column in COLUMN_ATTRIBUTES})
+        """The task a row mapping (keyed by column name, e.g. from RETURNING) holds,
+        each value read by :func:`read_value`."""
+        return cls(
+            **{
+                attribute: read_value(column, row[column])
+                for attribute, column in COLUMN_ATTRIBUTES
+            }
+        )
 
     def metadata_dict(self) -> dict[str, Any]:
         """The metadata object; raises DlstoreError if it is not a JSON object."""
@@ -177,6 +188,32 @@ COLUMN_ATTRIBUTES = tuple(
     (DownloadTask.__mapper__.get_property_by_column(c).key, c.name)  # type: ignore[attr-defined]
     for c in download_tasks.columns
 )
+
+#: Columns read as whole numbers; every other column but ``id`` is read as text.
+INTEGER_COLUMNS = frozenset(c.name for c in download_tasks.columns if isinstance(c.type, Integer))
+_INT64 = 2**63
+
+
+def read_value(column: str, value: Any) -> Any:
+    """``value`` of ``column`` as dlstore uses it, whatever the API stored there.
+
+    An integer column gives an int, or None for anything that is not a whole number
+    within 64 bits (text, a fraction, 1e30). A text column gives text: bytes are
+    decoded (undecodable bytes replaced), a number is written out. ``id`` is kept
+    exactly as stored, so that writes keyed on it find the row.
+    """
+    if value is None or column == "id":
+        return value
+    if column in INTEGER_COLUMNS:
+        if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+            value = int(value)
+        if isinstance(value, int) and not isinstance(value, bool) and -_INT64 <= value < _INT64:
+            return value
+        return None
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).decode("utf-8", errors="replace")
+    return value if isinstance(value, str) else str(value)
+
 
 #: The columns the Rust app's DDL creates, in its order.
 SEED_COLUMNS = (

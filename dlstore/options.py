@@ -55,6 +55,10 @@ BATCH_KEYS = ("name", "url", *CALLER_METADATA_KEYS, "priority")
 PRIORITY_RANGE = (-1000, 1000)
 #: "name (2).mp4" … "name (100).mp4" are tried when "name.mp4" exists.
 MAX_NAME_SUFFIX = 100
+#: Bounds on a row's metadata text, checked before it is parsed or trusted.
+MAX_METADATA_CHARS = 1024 * 1024
+MAX_METADATA_DEPTH = 32
+MAX_JSON_INT_DIGITS = 100
 
 _QUALITY = re.compile(r"^(best|worst|\d{2,4}p)$")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
@@ -95,21 +99,66 @@ class DownloadOptions:
 
 
 def parse_metadata(text: str | None) -> dict[str, Any]:
+    """The metadata column's JSON object; a DlstoreError says what is wrong with it.
+
+    Bounded before it is trusted: at most MAX_METADATA_CHARS of text, nested at most
+    MAX_METADATA_DEPTH deep (deeper JSON would exhaust the parser's recursion), and
+    strict JSON: no NaN or Infinity, no integer of more than MAX_JSON_INT_DIGITS digits.
+    """
     if text is None or not text.strip():
         return {}
-    try:
-        value = json.loads(text)
-    except ValueError as exc:
+    if len(text) > MAX_METADATA_CHARS:
         raise DlstoreError(
-            f"The task's metadata is not valid JSON ({exc.msg} at position {exc.pos}); "
+            f"The task's metadata is {len(text)} characters long; at most "
+            f"{MAX_METADATA_CHARS} are accepted. Keep only the keys dlstore uses."
+        )
+    try:
+        value = json.loads(text, parse_constant=_json_constant, parse_int=_json_int)
+        too_deep = _depth_exceeds(value, MAX_METADATA_DEPTH)
+    except RecursionError:
+        too_deep = True
+    except ValueError as exc:  # a JSONDecodeError, or what _json_constant/_json_int refuse
+        decode = isinstance(exc, json.JSONDecodeError)
+        reason = f"{exc.msg} at position {exc.pos}" if decode else str(exc)
+        raise DlstoreError(
+            f"The task's metadata is not valid JSON ({reason}); "
             'fix it to a JSON object such as {"quality": "720p"}.'
-        ) from exc
+        ) from None
+    if too_deep:
+        raise DlstoreError(
+            f"The task's metadata is nested more than {MAX_METADATA_DEPTH} levels deep; "
+            'use a flat JSON object such as {"quality": "720p"}.'
+        )
     if not isinstance(value, dict):
         raise DlstoreError(
             'The task\'s metadata must be a JSON object such as {"quality": "720p"}, '
-            f"not {type(value).__name__}."
+            f"not {_json_type(value)}."
         )
     return value
+
+
+def _json_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _json_int(digits: str) -> int:
+    if len(digits) > MAX_JSON_INT_DIGITS:
+        raise ValueError(f"a number of {len(digits)} digits is too long")
+    return int(digits)
+
+
+def _depth_exceeds(value: Any, limit: int) -> bool:
+    """Whether ``value``'s lists and objects nest deeper than ``limit`` (no recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if not isinstance(item, (dict, list)):
+            continue
+        if depth > limit:
+            return True
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((child, depth + 1) for child in children)
+    return False
 
 
 def merge_metadata(existing: Mapping[str, Any], learned: Mapping[str, Any]) -> dict[str, Any]:
@@ -128,7 +177,7 @@ def merge_metadata(existing: Mapping[str, Any], learned: Mapping[str, Any]) -> d
 def check_quality(quality: Any) -> str:
     if not isinstance(quality, str) or not _QUALITY.match(quality.strip().lower()):
         raise InvalidInputError(
-            f'Unknown quality {quality!r}; use a height such as "1080p" or "720p", '
+            f'Unknown quality {_shown(quality)}; use a height such as "1080p" or "720p", '
             'or "best" or "worst".'
         )
     return quality.strip().lower()
@@ -137,7 +186,7 @@ def check_quality(quality: Any) -> str:
 def check_format(output_format: Any, *, what: str = "format") -> str:
     if output_format not in OUTPUT_FORMATS:
         raise InvalidInputError(
-            f"Unknown {what} {output_format!r}; use one of {', '.join(OUTPUT_FORMATS)}."
+            f"Unknown {what} {_shown(output_format)}; use one of {', '.join(OUTPUT_FORMATS)}."
         )
     return str(output_format)
 
@@ -221,7 +270,7 @@ def parse_headers(lines: Sequence[str] | None) -> dict[str, str] | None:
 def check_output_dir(output_dir: Any) -> str:
     """A relative folder that stays inside the output root (checked again on use)."""
     if not isinstance(output_dir, str):
-        raise InvalidInputError(f"output_dir must be text, not {type(output_dir).__name__}.")
+        raise InvalidInputError(f"output_dir must be text, not {_json_type(output_dir)}.")
     return str(safe_subdir(output_dir))
 
 
@@ -239,11 +288,35 @@ def check_task_metadata(
     if "output_dir" in metadata and metadata["output_dir"] is not None:
         checked["output_dir"] = check_output_dir(metadata["output_dir"])
     profile = metadata.get("profile")
+    if profile is not None and not isinstance(profile, str):
+        raise InvalidInputError(f"profile must be a profile's name, not {_json_type(profile)}.")
     if profile is not None and profiles is not None and profile not in profiles:
         raise InvalidInputError(
-            f"Unknown profile {profile!r}; use one of {', '.join(sorted(profiles))}."
+            f"Unknown profile {_shown(profile)}; use one of {', '.join(sorted(profiles))}."
         )
     return checked
+
+
+def _shown(value: Any, limit: int = 80) -> str:
+    """``value`` as an error message quotes it: its repr, cut to ``limit`` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _json_type(value: Any) -> str:
+    """What ``value`` is, in JSON's words: a list, an object, a number…"""
+    return _JSON_TYPES.get(type(value), type(value).__name__)
+
+
+_JSON_TYPES = {
+    dict: "an object",
+    list: "a list",
+    str: "text",
+    int: "a number",
+    float: "a number",
+    bool: "true or false",
+    type(None): "null",
+}
 
 
 def caller_metadata(values: Mapping[str, Any], profiles: Mapping[str, Any]) -> dict[str, Any]:

@@ -3,15 +3,17 @@
 This module is the only code that writes ``download_tasks``. The Rust API writes
 the same rows with plain SQL (CONTRACT.md §2), so each transition states in its
 WHERE clause the status it starts from, and a worker's writes are fenced on the
-claim it holds (``worker_id`` and ``attempts``): a write that touches no row
-means the row was cancelled, retried or taken over meanwhile, and the caller must
-stop. No write here ever turns a ``cancelled`` row into anything else, except
-:meth:`TaskStore.retry`, which is the user asking for exactly that.
+claim it holds (``worker_id`` and ``attempts``) and on the ``url`` and ``metadata``
+it was claimed with: a write that touches no row means the row was cancelled,
+retried, taken over or changed meanwhile, and the caller must stop. No write here
+ever turns a ``cancelled`` row into anything else, except :meth:`TaskStore.retry`,
+which is the user asking for exactly that.
 
     pending ──claim──▶ downloading ──complete──▶ completed
-       ▲                 │  │  │ └──fail──▶ failed ──retry──▶ pending
-       │                 │  │  └──requeue (transient, run_after later)──▶ pending
-       │                 │  └──release (daemon shutdown)──▶ pending
+       ▲                 │  │  │  │ └──fail──▶ failed ──retry──▶ pending
+       │                 │  │  │  └──requeue (transient, run_after later)──▶ pending
+       │                 │  │  └──release (daemon shutdown)──▶ pending
+       │                 │  └──restart (the API changed url or metadata)──▶ pending
        └──reclaim (lease expired or holder dead)─┘
     pending | downloading ──cancel──▶ cancelled ──retry──▶ pending
 
@@ -21,6 +23,10 @@ builds that one SQL expression, per database. Pending rows are claimed in
 :data:`~dlstore.models.CLAIM_ORDER` (priority, then age). The queue-wide pause
 switch (``dlstore_queue``) is read with :meth:`TaskStore.is_paused` and written with
 :meth:`TaskStore.set_paused`.
+
+Values the API may have stored anywhere are read without failing: the claim keeps
+``attempts`` and ``auto_retries`` only if they are counts (:func:`_count`), and a
+timestamp that is not one never makes a row wait or hold forever (:func:`_passed`).
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ import json
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -80,6 +86,13 @@ T = download_tasks.c
 Q = dlstore_queue.c
 #: A history entry's message is cut to this many characters.
 HISTORY_MESSAGE_CHARS = 500
+#: The largest ``attempts`` or ``auto_retries`` a claim keeps (so that +1 fits any
+#: INTEGER); see :func:`_count`.
+MAX_COUNT = 2**31 - 2
+#: What a timestamp column must start with to be compared as one (RFC 3339's date).
+TIMESTAMP_PATTERN = "^[0-9]{4}-[0-9]{2}-[0-9]{2}"
+URL_CHANGED = "The URL changed while downloading; starting again with the new one"
+METADATA_CHANGED = "The task's settings changed while downloading; starting again with them"
 
 
 @dataclass(frozen=True)
@@ -89,6 +102,23 @@ class Claim:
     task_id: str
     worker_id: str
     attempt: int
+    #: The ``url`` and ``metadata`` the row was claimed with, exactly as stored: a row
+    #: the API changed since no longer matches. None: not fenced on them.
+    content: tuple[Any, Any] | None = None
+
+
+def _count(column):  # type: ignore[no-untyped-def]
+    """``column`` as a count a claim can add to: a number from 0 to MAX_COUNT (a
+    fraction cut off); anything else the API may have stored there (NULL, negative,
+    text, larger) counts as 0."""
+    in_range = and_(column >= 0, column <= MAX_COUNT)  # text sorts above numbers in SQLite
+    return case((in_range, cast(column, Integer)), else_=0)
+
+
+def _passed(column, moment: str):  # type: ignore[no-untyped-def]
+    """``column`` (a timestamp) is empty, at or before ``moment``, or not a timestamp at
+    all: garbage the API wrote there must not make a row wait, or hold it, forever."""
+    return or_(column.is_(None), column <= moment, ~column.regexp_match(TIMESTAMP_PATTERN))
 
 
 @dataclass(frozen=True)
@@ -143,12 +173,16 @@ class TaskStore:
             raise DatabaseError(f"Database error: {db.first_line(exc.orig)}") from exc
 
     def _guarded(self, claim: Claim):  # type: ignore[no-untyped-def]
-        return and_(
+        held = and_(
             T.id == claim.task_id,
             T.status == Status.DOWNLOADING.value,
             T.worker_id == claim.worker_id,
             T.attempts == claim.attempt,
         )
+        if claim.content is None:
+            return held
+        url, metadata = claim.content
+        return and_(held, T.url == url, T.metadata.is_not_distinct_from(metadata))
 
     # --- reads -------------------------------------------------------------------
 
@@ -264,7 +298,7 @@ class TaskStore:
         pick = (
             select(T.id)
             # A literal predicate, so the partial index idx_download_pending applies.
-            .where(PENDING_WHERE, or_(T.run_after.is_(None), T.run_after <= now))
+            .where(PENDING_WHERE, _passed(T.run_after, now))
             .order_by(*CLAIM_ORDER)  # idx_download_pending's order
             .limit(1)
         )
@@ -276,7 +310,8 @@ class TaskStore:
             .values(
                 status=Status.DOWNLOADING.value,
                 worker_id=worker_id,
-                attempts=func.coalesce(T.attempts, 0) + 1,
+                attempts=_count(T.attempts) + 1,
+                auto_retries=_count(T.auto_retries),
                 started_at=now,
                 completed_at=None,
                 heartbeat_at=now,
@@ -290,7 +325,7 @@ class TaskStore:
                     "claimed",
                     now,
                     "Starting download",
-                    attempt=func.coalesce(T.attempts, 0) + 1,
+                    attempt=_count(T.attempts) + 1,
                     worker=worker_id,
                 ),
             )
@@ -301,7 +336,7 @@ class TaskStore:
         if row is None:
             return None
         task = DownloadTask.from_row(row)
-        return task, Claim(task.id, worker_id, int(task.attempts or 0))
+        return task, Claim(task.id, worker_id, row["attempts"], (row["url"], row["metadata"]))
 
     def report_progress(self, claim: Claim, update_: ProgressUpdate) -> bool:
         """Progress and heartbeat in one write; False means the claim is lost: stop."""
@@ -421,6 +456,41 @@ class TaskStore:
             },
         )
 
+    def restart(self, claim: Claim) -> bool:
+        """The API changed the row's url or metadata while it downloaded: back to
+        ``pending``, to start again with what the row says now.
+
+        Fenced on the claim but not on its content, and only if that content did
+        change; the work folder stays, so a download of the same stream resumes.
+        """
+        if claim.content is None:
+            return False
+        url, metadata = claim.content
+        changed = or_(T.url != url, T.metadata.is_distinct_from(metadata))
+        now = now_ts()
+        message = case((T.url == url, METADATA_CHANGED), else_=URL_CHANGED)
+        statement = (
+            update(download_tasks)
+            .where(self._guarded(replace(claim, content=None)), changed)
+            .values(
+                status=Status.PENDING.value,
+                worker_id=None,
+                heartbeat_at=None,
+                progress=0,
+                downloaded_segments=0,
+                total_segments=None,
+                downloaded_bytes=0,
+                speed_bps=None,
+                eta_seconds=None,
+                current_file=None,
+                message=message,
+                history=self._history("requeued", now, message),
+                updated_at=now,
+            )
+        )
+        with self._write() as conn:
+            return conn.execute(statement).rowcount == 1
+
     def fail_unclaimed(self, task_id: str, error_message: str, *, from_status: str) -> bool:
         """Fail a row dlstore cannot even start (e.g. a status it does not know).
 
@@ -485,7 +555,7 @@ class TaskStore:
             update(download_tasks)
             .where(
                 T.status == Status.DOWNLOADING.value,
-                or_(T.heartbeat_at.is_(None), T.heartbeat_at < cutoff),
+                _passed(T.heartbeat_at, cutoff),
             )
             .values(
                 status=Status.PENDING.value,
@@ -540,7 +610,7 @@ class TaskStore:
         self,
         event: str,
         at: str,
-        message: str | None,
+        message: str | ColumnElement[Any] | None,
         *,
         attempt: Any = T.attempts,
         worker: Any = T.worker_id,
@@ -558,7 +628,7 @@ class TaskStore:
             "event": event,
             "attempt": attempt,
             "worker": worker,
-            "message": None if message is None else message[:HISTORY_MESSAGE_CHARS],
+            "message": message[:HISTORY_MESSAGE_CHARS] if isinstance(message, str) else message,
         }
         pairs: list[Any] = []
         for key, value in entry.items():

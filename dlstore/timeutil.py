@@ -54,7 +54,10 @@ def parse_ts(text: str | None) -> datetime | None:
     if sign:
         offset = timedelta(hours=int(off_h), minutes=int(off_m))
         tz = timezone(offset if sign == "+" else -offset)
-    moment = datetime(
-        int(year), int(month), int(day), int(hour), int(minute), min(int(second), 59), micro, tz
-    )
-    return moment.astimezone(timezone.utc)
+    try:
+        moment = datetime(
+            int(year), int(month), int(day), int(hour), int(minute), min(int(second), 59), micro, tz
+        )
+        return moment.astimezone(timezone.utc)
+    except OverflowError:  # e.g. 9999-12-31T23:59:59-23:59, past year 9999 in UTC
+        raise ValueError(f"not a representable timestamp: {text!r}") from None

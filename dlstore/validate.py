@@ -11,16 +11,25 @@ from urllib.parse import urlsplit
 from dlstore.errors import UnsupportedStreamError
 from dlstore.redact import redact_url, unsafe_character
 
+#: Longer URLs are refused: web servers answer 414 beyond about 8 KiB anyway, and a
+#: row's URL is shown in messages and logs.
+MAX_URL_CHARS = 8192
+
 
 def check_url(url: str) -> str:
     """``url`` if it is an absolute http(s) URL with a host, else an error saying why not.
 
-    A URL with a control character, a space or a line break inside is refused too.
+    A URL with a control character, a space or a line break inside is refused too, and
+    one longer than MAX_URL_CHARS.
     Error sentences show the URL as :func:`~dlstore.redact.redact_url` does.
     """
     if not isinstance(url, str) or not url.strip():
         raise UnsupportedStreamError("The URL is empty.")
     url = url.strip()
+    if len(url) > MAX_URL_CHARS:
+        raise UnsupportedStreamError(
+            f"The URL is {len(url)} characters long; at most {MAX_URL_CHARS} are accepted."
+        )
     try:
         parts = urlsplit(url)
     except ValueError as exc:  # e.g. an unbalanced "[" around an IPv6 host

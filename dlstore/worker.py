@@ -5,15 +5,18 @@
         │                    (a bad row: ``fail`` with the reason, nothing fetched)
         ▼
     engine.download ──Progress──▶ ProgressReporter ──once a second──▶ report_progress
-        │                              └─ write touched no row: cancelled or taken over
-        │                                 → the engine's cancel event
+        │                              └─ write touched no row: cancelled, taken over or
+        │                                 changed by the API → the engine's cancel event
+        │                                 (a bug in the reporter: the same, and ``fail``)
         ▼
     poster frame ─▶ Outcome ──outcome.decide──▶ Decision, carried out here (one write):
         completed → ``complete``        transient error → ``requeue`` later, or ``fail``
                                         permanent error → ``fail`` (work folder kept)
                                         cancelled → partial files removed, row left alone
                                         daemon stopping → ``release`` (progress kept)
-        a write that touched no row → row cancelled or deleted: our files removed;
+        a write that touched no row → url or metadata changed by the API: ``restart``
+                                      (our file of the old ones removed, work folder kept);
+                                      row cancelled or deleted: our files removed;
                                       held by another claim: everything left alone
         completed, failed for good, cancelled → the output name's reservation released
         (kept while the row waits for a retry, so the next attempt gets the same name)
@@ -22,7 +25,8 @@ Only this task's own files are ever removed: its work folder (if it holds dlstor
 marker for this task), its own partial files and the video and poster it placed.
 
 What each ending means is decided in :mod:`dlstore.outcome`; this module does the I/O.
-Knows nothing of the daemon's loop; :class:`TaskRunner.run` is what its thread runs.
+Knows nothing of the daemon's loop; :class:`TaskRunner.run` is what its thread runs,
+and :attr:`TaskRunner.settled` tells the daemon whether it ended with the row settled.
 """
 
 from __future__ import annotations
@@ -74,7 +78,9 @@ class ProgressReporter:
 
     The engine hands progress in through :meth:`update` as often as it likes; the
     database sees one write per interval. A write that touches no row means the
-    claim is gone: ``on_lost`` is called once and the reporter stops.
+    claim is gone: ``on_lost`` is called once and the reporter stops. A database
+    error is retried at the next interval; any other exception is a bug that would
+    leave the row without heartbeats: ``on_broken`` gets it and the reporter stops.
     """
 
     def __init__(
@@ -83,12 +89,14 @@ class ProgressReporter:
         claim: Claim,
         *,
         on_lost: Callable[[], None],
+        on_broken: Callable[[BaseException], None],
         log: logging.LoggerAdapter,
         interval: float = PROGRESS_INTERVAL_SECONDS,
     ) -> None:
         self._store = store
         self._claim = claim
         self._on_lost = on_lost
+        self._on_broken = on_broken
         self._log = log
         self._interval = interval
         self._latest: Progress | None = None
@@ -122,7 +130,14 @@ class ProgressReporter:
 
     def _loop(self) -> None:
         while not self._stop.wait(self._interval):
-            if not self._write():
+            try:
+                ok = self._write()
+            except Exception as exc:  # noqa: BLE001 - a bug: the row must not go silent
+                self._stop.set()
+                self._log.error("Progress reporting stopped unexpectedly", exc_info=exc)
+                self._on_broken(exc)
+                return
+            if not ok:
                 self._stop.set()
                 self._on_lost()
                 return
@@ -165,7 +180,11 @@ class TaskRunner:
         self.cancel = threading.Event()  # the engine's cancel event
         self._reason: StopReason | None = None
         self._lock = threading.Lock()
+        self._broken: BaseException | None = None  # what stopped the progress reporter
         self.job: Job | None = None
+        #: True once the row's outcome is written, or left to the lease on purpose; a
+        #: thread that ends before that died, and the daemon fails the row.
+        self.settled = False
 
     @property
     def reason(self) -> StopReason | None:
@@ -179,12 +198,15 @@ class TaskRunner:
         self.cancel.set()
 
     def run(self) -> None:
+        """The task to its end. Whatever escapes (a BaseException, a bug while failing the
+        row) leaves :attr:`settled` False, for the daemon to fail the row."""
         try:
             self._run()
         except DlstoreError as exc:
             # Recording the outcome failed (the database is unreachable): the row
             # stays `downloading` and is reclaimed once its lease runs out.
             self.log.error("Could not record the outcome: %s", exc)
+            self.settled = True
         except Exception as exc:
             # A bug outside the download itself: the row fails, whatever the stop reason.
             with contextlib.suppress(DlstoreError):
@@ -205,7 +227,9 @@ class TaskRunner:
             job.output_path,
             self.claim.attempt,
         )
-        reporter = ProgressReporter(self.store, self.claim, on_lost=self._on_lost, log=self.log)
+        reporter = ProgressReporter(
+            self.store, self.claim, on_lost=self._on_lost, on_broken=self._on_broken, log=self.log
+        )
         reporter.start()
         try:
             result = engine.download(
@@ -220,7 +244,8 @@ class TaskRunner:
             poster = self._poster(job, result.output_path)
         except Exception as exc:
             reporter.stop()
-            self._settle(Outcome.raised(exc, self.reason, self.task.auto_retries or 0))
+            error = self._broken or exc
+            self._settle(Outcome.raised(error, self.reason, self.task.auto_retries or 0))
             return
         finally:
             reporter.stop()
@@ -256,6 +281,7 @@ class TaskRunner:
             self._after_lost_write(decision.produced)
         elif decision.action in (Action.COMPLETE, Action.FAIL):
             self._release_output()  # the row has ended: its name is no longer held
+        self.settled = True
 
     def _write(
         self, decision: Decision, outcome: Outcome, progress: Progress | None, seconds: float
@@ -308,6 +334,11 @@ class TaskRunner:
 
     # --- when the row is no longer ours -------------------------------------------------
 
+    def _on_broken(self, error: BaseException) -> None:
+        """The progress reporter died: stop the engine; the row fails with ``error``."""
+        self._broken = error
+        self.cancel.set()
+
     def _on_lost(self) -> None:
         """The reporter's write touched no row: find out why, and stop the engine."""
         try:
@@ -317,14 +348,22 @@ class TaskRunner:
         self.stop(StopReason.CANCELLED if status == Status.CANCELLED.value else StopReason.LOST)
 
     def _after_lost_write(self, produced: Sequence[Path] = ()) -> None:
-        """A final write touched no row. If the row was cancelled (or deleted), remove what we
-        made; if it is someone else's now, touch nothing."""
+        """A final write touched no row. If the API changed its url or metadata, put it back
+        to pending for the new ones (what we made of the old ones goes; the work folder
+        stays, for a resume). If the row was cancelled (or deleted), remove what we made;
+        if it is someone else's now, touch nothing."""
         try:
-            status = self.store.status_of(self.task.id)
+            restarted = self.store.restart(self.claim)
+            status = None if restarted else self.store.status_of(self.task.id)
         except DlstoreError as exc:
             self.log.error("The row changed under us and cannot be read: %s", exc)
             return
-        if status == Status.CANCELLED.value:
+        if restarted:
+            for path in produced:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+            self.log.warning("Its URL or settings changed while downloading: back to pending")
+        elif status == Status.CANCELLED.value:
             self._remove_files(produced)
             self.log.info("Cancelled; partial files removed")
         elif status is None:

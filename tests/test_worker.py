@@ -216,6 +216,9 @@ class RecordingStore:
         self.calls.append(("release",))
         return self.touches
 
+    def restart(self, claim: Claim) -> bool:
+        return False  # the row's url and metadata are as claimed
+
     def status_of(self, task_id: str) -> str | None:
         self.calls.append(("status_of", task_id))
         return self.status
