@@ -25,13 +25,7 @@ import requests
 from dlstore.crypto import KeyStore
 from dlstore.errors import CancelledError, DownloadError, PlaylistError
 from dlstore.fetch import Arrivals, fetch_all, jobs_for
-from dlstore.http import (
-    Retry,
-    call_cancellable,
-    describe,
-    fetch_small,
-    make_session,
-)
+from dlstore.http import Retry, describe, fetch_small, make_session
 from dlstore.options import OUTPUT_FORMATS, DownloadOptions
 from dlstore.paths import ensure_absent, place_file, temp_path_for
 from dlstore.playlist import (
@@ -240,7 +234,7 @@ class _Download:
         return KeyStore(
             lambda uri: fetch_small(
                 session, uri, options=self.options, what=f"the AES key {describe(uri)}",
-                max_bytes=MAX_KEY_BYTES, retry=retry,
+                max_bytes=MAX_KEY_BYTES, retry=retry, cancel=self.cancel,
             ).body
         )  # fmt: skip
 
@@ -362,16 +356,14 @@ def _fetch_playlist(
     retry: Retry,
     cancel: threading.Event | None,
 ) -> MasterPlaylist | MediaPlan:
-    fetched = call_cancellable(
-        lambda: fetch_small(
-            session,
-            url,
-            options=options,
-            what=f"the playlist {describe(url)}",
-            max_bytes=options.max_playlist_bytes,
-            retry=retry,
-        ),
-        cancel,
+    fetched = fetch_small(
+        session,
+        url,
+        options=options,
+        what=f"the playlist {describe(url)}",
+        max_bytes=options.max_playlist_bytes,
+        retry=retry,
+        cancel=cancel,
     )
     text = decode_playlist(fetched.body, fetched.url, fetched.content_type)
     return parse_playlist(text, fetched.url, max_segments=options.max_segments)

@@ -16,10 +16,12 @@ do about it. Third-party errors are wrapped once, where they enter dlstore
     ├── CancelledError           the download was cancelled (not a failure)
     └── DownloadError            anything that stops a download
         ├── TransientDownloadError   worth retrying later (network, 5xx, timeouts)
+        │   └── SlowServerError      a response that stalled or overran its deadline
         ├── PlaylistError            not a playlist, malformed, empty, too large
         ├── QualityNotFoundError     the asked-for quality is not offered
         ├── UnsupportedStreamError   SAMPLE-AES, DRM, live streams, unknown schemes
         ├── SegmentError             a segment that could not be fetched or is corrupt
+        │   └── SegmentTooLargeError a segment over max_segment_bytes
         └── RemuxError               the fetched media could not be joined into a file
 
 ``transient`` tells the daemon whether an automatic retry may help.
@@ -79,6 +81,10 @@ class TransientDownloadError(DownloadError):
     transient = True
 
 
+class SlowServerError(TransientDownloadError):
+    """The server sent too slowly (it stalled, or overran a deadline); try again later."""
+
+
 class PlaylistError(DownloadError):
     """The URL did not return a usable HLS playlist."""
 
@@ -97,3 +103,7 @@ class SegmentError(DownloadError):
 
 class RemuxError(DownloadError):
     """The downloaded segments could not be joined into a video file."""
+
+
+class SegmentTooLargeError(SegmentError):
+    """A segment is larger than max_segment_bytes."""

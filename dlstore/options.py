@@ -27,3 +27,15 @@ class DownloadOptions:
     rate_limit_bps: int | None = None  # overall bandwidth cap in bytes per second
     max_playlist_bytes: int = 16 * 1024 * 1024
     max_segments: int = 100_000
+    max_segment_bytes: int = 256 * 1024 * 1024  # a bigger segment is refused while it streams
+    stall_timeout: float = 30.0  # a body sending < 1 KiB in this many seconds is aborted
+
+    @property
+    def read_wait(self) -> float:
+        """Seconds one socket read may wait for a byte: the read timeout, at most the stall one."""
+        return min(self.read_timeout, self.stall_timeout)
+
+    @property
+    def small_fetch_deadline(self) -> float:
+        """Seconds one attempt at a playlist or a key may take in all, headers to last byte."""
+        return self.connect_timeout + self.read_timeout

@@ -7,7 +7,8 @@ segments to fetch, with absolute URIs, byte ranges, keys and init sections).
 ``choose_variant`` and ``choose_audio`` pick from a master playlist.
 
 Everything that goes wrong raises a :class:`~dlstore.errors.DlstoreError`
-subclass; the ``m3u8`` library's own exceptions never escape.
+subclass; the ``m3u8`` library's own exceptions never escape. A playlist over the
+segment limit is refused by a cheap count before the library sees it.
 """
 
 from __future__ import annotations
@@ -209,6 +210,7 @@ def parse_playlist(
     """Parse playlist ``text`` fetched from ``url`` (the final URL, after redirects)."""
     if not text.lstrip("\ufeff \t\r\n").startswith("#EXTM3U"):
         raise PlaylistError(f"{url} is not an HLS playlist: it does not start with #EXTM3U.")
+    _prescan(text, url, max_segments)
     try:
         doc = m3u8.loads(text, uri=url)
     except Exception as exc:  # the library raises ValueError, KeyError, IndexError, …
@@ -240,6 +242,34 @@ def _absolute(base: str, ref: str | None, what: str) -> str:
             "only http and https URLs are supported."
         )
     return absolute
+
+
+#: What ``str.splitlines`` (and so the m3u8 library) ends a line with.
+_LINE_BREAKS = ("\n", "\r", "\v", "\f", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029")
+#: Lines a playlist may have per segment of max_segments (its tags and its URI), plus a margin.
+LINES_PER_SEGMENT = 4
+SPARE_LINES = 1000
+
+
+def _prescan(text: str, url: str, max_segments: int) -> None:
+    """Refuse a playlist over the segment limit before the m3u8 library parses it.
+
+    The library costs about 1 KB and 5 µs a line; this counts ``#EXTINF`` tags (one
+    per segment) and lines with ``str.count``, at C speed and without a copy.
+    """
+    segments = text.count("#EXTINF")
+    if segments > max_segments:
+        raise PlaylistError(
+            f"The playlist at {url} has {segments} segments, more than the limit of "
+            f"{max_segments} (max_segments)."
+        )
+    lines = sum(map(text.count, _LINE_BREAKS)) - text.count("\r\n")
+    max_lines = LINES_PER_SEGMENT * max_segments + SPARE_LINES
+    if lines > max_lines:
+        raise PlaylistError(
+            f"The playlist at {url} has {lines} lines, more than the {max_lines} allowed "
+            f"for the limit of {max_segments} segments (max_segments)."
+        )
 
 
 def _master(doc: m3u8.M3U8, url: str) -> MasterPlaylist:

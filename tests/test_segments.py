@@ -18,8 +18,8 @@ from dlstore.playlist import ByteRange, parse_playlist
 from dlstore.progress import ProgressTracker, Throttle
 from dlstore.remux import ConcatReader, FollowReader
 from dlstore.segment_checks import CorruptSegmentError, LengthCheck, TsChecker
-from dlstore.workfolder import Track, WorkFolder, track_files
 from dlstore.testing.media import aes_encrypt
+from dlstore.workfolder import Track, WorkFolder, track_files
 
 
 class FakeClock:
