@@ -74,6 +74,8 @@ class Settings:
     task_retries: int = 3  # automatic re-queues of a transient failure before `failed`
     task_retry_delay: float = 30.0  # first automatic re-queue delay; doubles each time
     deny_networks: tuple[Network, ...] = DEFAULT_DENY_NETWORKS  # no connection may reach these
+    max_segment_bytes: int = 256 * 1024 * 1024  # a bigger segment is refused while it streams
+    stall_timeout: float = 30.0  # a body sending < 1 KiB in this many seconds is aborted
     profiles: Mapping[str, Profile] = field(default_factory=lambda: BUILTIN_PROFILES)
 
     def replace(self, **changes: Any) -> Settings:
@@ -116,6 +118,8 @@ class Settings:
             read_timeout=_pick(chosen.read_timeout, self.read_timeout),
             rate_limit_bps=_pick(chosen.bandwidth_limit, self.bandwidth_limit),
             deny_networks=self.deny_networks,
+            max_segment_bytes=self.max_segment_bytes,
+            stall_timeout=self.stall_timeout,
         )
 
     def resolved_database_url(self) -> str:
@@ -132,9 +136,9 @@ _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
 _PROFILE_FIELDS = {f.name: f for f in dataclasses.fields(Profile)}
 _PATH_KEYS = {"temp_dir", "output_dir", "log_file"}
 _INT_KEYS = {"default_threads", "max_threads", "max_retries", "chunk_size", "bandwidth_limit",
-             "max_concurrent_tasks", "task_retries", "threads"}  # fmt: skip
+             "max_concurrent_tasks", "task_retries", "threads", "max_segment_bytes"}  # fmt: skip
 _FLOAT_KEYS = {"retry_delay", "connect_timeout", "read_timeout", "poll_interval",
-               "lease_seconds", "task_retry_delay"}  # fmt: skip
+               "lease_seconds", "task_retry_delay", "stall_timeout"}  # fmt: skip
 _NULLABLE_KEYS = {"bandwidth_limit", "log_file", "database_url"}
 
 ENV_VARS = {
@@ -273,7 +277,8 @@ def _validate(settings: Settings) -> None:
             f"log_level: {settings.log_level!r} is not one of {', '.join(LOG_LEVELS)}."
         )
     positive = ("default_threads", "max_threads", "max_concurrent_tasks", "chunk_size",
-                "poll_interval", "lease_seconds", "connect_timeout", "read_timeout")  # fmt: skip
+                "poll_interval", "lease_seconds", "connect_timeout", "read_timeout",
+                "max_segment_bytes", "stall_timeout")  # fmt: skip
     for key in positive:
         if getattr(settings, key) <= 0:
             raise ConfigError(f"{key}: must be greater than 0, got {getattr(settings, key)!r}.")

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import requests
 
 from dlstore.dash import DashManifest, Representation, choose, join_periods, representation_segments
-from dlstore.http import Retry, call_cancellable, describe, fetch_small
+from dlstore.http import Retry, describe, fetch_small
 from dlstore.options import DownloadOptions
 from dlstore.playlist import AudioRendition, ByteRange, MediaPlan, Variant
 
@@ -40,12 +40,10 @@ def resolve_dash(
     choice = choose(manifest, options.quality)
 
     def read(uri: str, byte_range: ByteRange) -> bytes:
-        fetched = call_cancellable(
-            lambda: fetch_small(
-                session, uri, options=options, what=f"the segment index of {describe(uri)}",
-                max_bytes=options.max_playlist_bytes, retry=retry, byte_range=byte_range,
-            ),
-            cancel,
+        fetched = fetch_small(
+            session, uri, options=options, what=f"the segment index of {describe(uri)}",
+            max_bytes=options.max_playlist_bytes, retry=retry, byte_range=byte_range,
+            cancel=cancel,
         )  # fmt: skip
         return fetched.body
 

@@ -29,7 +29,6 @@ from dlstore.errors import CancelledError, DownloadError, PlaylistError
 from dlstore.fetch import Arrivals, fetch_all, jobs_for
 from dlstore.http import (
     Retry,
-    call_cancellable,
     describe,
     fetch_small,
     make_session,
@@ -244,7 +243,7 @@ class _Download:
         return KeyStore(
             lambda uri: fetch_small(
                 session, uri, options=self.options, what=f"the AES key {describe(uri)}",
-                max_bytes=MAX_KEY_BYTES, retry=retry,
+                max_bytes=MAX_KEY_BYTES, retry=retry, cancel=self.cancel,
             ).body
         )  # fmt: skip
 
@@ -394,16 +393,14 @@ def _fetch_playlist(
     retry: Retry,
     cancel: threading.Event | None,
 ) -> MasterPlaylist | MediaPlan | DashManifest:
-    fetched = call_cancellable(
-        lambda: fetch_small(
-            session,
-            url,
-            options=options,
-            what=f"the playlist {describe(url)}",
-            max_bytes=options.max_playlist_bytes,
-            retry=retry,
-        ),
-        cancel,
+    fetched = fetch_small(
+        session,
+        url,
+        options=options,
+        what=f"the playlist {describe(url)}",
+        max_bytes=options.max_playlist_bytes,
+        retry=retry,
+        cancel=cancel,
     )
     if is_mpd(fetched.url, fetched.body):  # Streams (#12): DASH, by URL or by content
         return parse_mpd(fetched.body, fetched.url)

@@ -18,13 +18,15 @@ do about it. Third-party errors are wrapped once, where they enter dlstore
         ├── InvalidInputError        a task's options (metadata, flags, batch entry) are invalid
         ├── TransientDownloadError   worth retrying later (network, 5xx, timeouts)
         │   ├── HttpError            an HTTP failure, with the server's Retry-After if it sent one
-        │   └── CorruptSegmentError  a segment's bytes were wrong (truncated, not TS): refetched
+        │   ├── CorruptSegmentError  a segment's bytes were wrong (truncated, not TS): refetched
+        │   └── SlowServerError      a response that stalled or overran its deadline
         ├── PlaylistError            not a playlist, malformed, empty, too large
         ├── QualityNotFoundError     the asked-for quality is not offered
         ├── UnsupportedStreamError   SAMPLE-AES, DRM, live streams, unknown schemes
         ├── NetworkPolicyError       deny_networks forbids the address a host resolved to
         ├── SegmentError             a segment that could not be fetched or is corrupt
-        │   └── WrongContentError    a fetched file is not the media its playlist says
+        │   ├── WrongContentError    a fetched file is not the media its playlist says
+        │   └── SegmentTooLargeError a segment over max_segment_bytes
         ├── RemuxError               the fetched media could not be joined into a file
         │   └── NestedOpenError      the media asked the demuxer to open another file or URL
         └── WorkFolderError          temp_dir/<task> is a link, or a folder dlstore did not make
@@ -90,6 +92,10 @@ class TransientDownloadError(DownloadError):
     transient = True
 
 
+class SlowServerError(TransientDownloadError):
+    """The server sent too slowly (it stalled, or overran a deadline); try again later."""
+
+
 class PlaylistError(DownloadError):
     """The URL did not return a usable HLS playlist."""
 
@@ -142,3 +148,7 @@ class CorruptSegmentError(TransientDownloadError):
 
 class NestedOpenError(RemuxError):
     """The downloaded media asked to open another file or URL, which dlstore never allows."""
+
+
+class SegmentTooLargeError(SegmentError):
+    """A segment is larger than max_segment_bytes."""

@@ -3,7 +3,9 @@
 Each file is streamed to ``<name>.<random>.part``, decrypted on the way,
 checked (:mod:`dlstore.segment_checks`), and renamed into place; a file already
 in place is not fetched again. Failures are retried with backoff; the first one
-that stays stops the other threads and is raised.
+that stays stops the other threads and is raised. A body is refused past
+``max_segment_bytes`` and aborted when it stalls (:func:`dlstore.http.iter_body`);
+a stop (cancel, shutdown, a failure) shuts the sockets being read down at once.
 
 Knows nothing of databases: progress goes out through a callback, cancellation
 comes in through an event. Only the calling thread runs the callback.
@@ -34,11 +36,13 @@ from dlstore.errors import (
     TransientDownloadError,
 )
 from dlstore.http import (
+    ActiveResponses,
     Retry,
-    abort_response,
     check_status,
     expected_length,
+    iter_body,
     range_header,
+    request_timeout,
     translate_errors,
 )
 from dlstore.options import DownloadOptions
@@ -154,28 +158,6 @@ class TokenBucket:
             raise CancelledError()
 
 
-class _ActiveResponses:
-    """The responses being read now, so that a stop can abort them mid-read."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._responses: set[requests.Response] = set()
-
-    def add(self, response: requests.Response) -> None:
-        with self._lock:
-            self._responses.add(response)
-
-    def discard(self, response: requests.Response) -> None:
-        with self._lock:
-            self._responses.discard(response)
-
-    def abort_all(self) -> None:
-        with self._lock:
-            responses = list(self._responses)
-        for response in responses:
-            abort_response(response)
-
-
 @dataclass
 class FetchContext:
     """What every fetch thread of one :func:`fetch_all` shares."""
@@ -187,7 +169,7 @@ class FetchContext:
     tracker: ProgressTracker
     stop: threading.Event
     bucket: TokenBucket | None
-    active: _ActiveResponses
+    active: ActiveResponses
     on_file: Callable[[FetchJob], None] | None = None
 
 
@@ -219,7 +201,7 @@ def fetch_all(
         tracker=tracker,
         stop=threading.Event(),
         bucket=TokenBucket(options.rate_limit_bps) if options.rate_limit_bps else None,
-        active=_ActiveResponses(),
+        active=ActiveResponses(),
         on_file=on_file,
     )
     pending = _not_in_place(jobs, work, tracker)
@@ -283,7 +265,8 @@ def _wait_all(
                 return exc
         if cancel is not None and cancel.is_set():
             return CancelledError()
-        report()
+        if waiting:  # after the last file, the caller reports what comes next
+            report()
     return None
 
 
@@ -334,14 +317,10 @@ def _attempt(ctx: FetchContext, job: FetchJob, key: bytes | None) -> None:
                 job.uri,
                 headers=range_header(job.byte_range),
                 stream=True,
-                timeout=(ctx.options.connect_timeout, ctx.options.read_timeout),
+                timeout=request_timeout(ctx.options),
             )
-            ctx.active.add(response)
-            try:
-                with response:
-                    size = _stream_body(ctx, job, key, response, out, what)
-            finally:
-                ctx.active.discard(response)
+            with ctx.active.reading(response), response:
+                size = _stream_body(ctx, job, key, response, out, what)
         if ctx.stop.is_set():
             raise CancelledError()
         with open(tmp, "rb") as written:  # is it what the playlist says? (sniff.py)
@@ -367,11 +346,17 @@ def _stream_body(
 ) -> int:
     """Write the response's body, cut to the range, decrypted and checked; the bytes written."""
     check_status(response, what)
-    length = LengthCheck(job.byte_range, response.status_code, expected_length(response), what)
+    length = LengthCheck(
+        job.byte_range,
+        response.status_code,
+        expected_length(response),
+        what,
+        max_bytes=ctx.options.max_segment_bytes,
+    )
     decryptor = Decryptor(key, job.iv or b"\0" * 16, job.display) if key else Passthrough()
     validator = TsValidator(job.ts_check, job.label, encrypted=job.key is not None)
     written = 0
-    for chunk in response.iter_content(ctx.options.chunk_size):
+    for chunk in iter_body(response, what, ctx.options, ctx.options.chunk_size):
         if ctx.stop.is_set():
             raise CancelledError()
         ctx.tracker.received(job, len(chunk))

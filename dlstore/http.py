@@ -10,6 +10,13 @@ sentences are shown by :func:`describe`, without user-info or query string, and 
 sentence quotes what a server sent: a status is given its standard phrase
 (:func:`status_text`), a broken connection or response the kind of failure it was.
 
+Bounds: a body is read as it arrives (:func:`iter_body`) and aborted when it
+stalls (no byte for ``min(read_timeout, stall_timeout)`` seconds, or less than
+1 KiB in ``stall_timeout`` seconds of waiting); one attempt at a playlist or a key
+must be over within ``connect_timeout + read_timeout`` seconds (:func:`fetch_small`).
+:class:`ActiveResponses` lets another thread (cancel, shutdown, a deadline) abort
+the responses being read by shutting their sockets down.
+
 Tests inject a transport with ``session.mount(prefix, adapter)``.
 """
 
@@ -19,6 +26,7 @@ import contextlib
 import email.utils
 import errno
 import http.client
+import math
 import os
 import random
 import socket
@@ -32,12 +40,14 @@ from http import HTTPStatus
 from typing import TypeVar
 
 import requests
+import urllib3
 import urllib3.exceptions
 
 from dlstore.errors import (
     CancelledError,
     DownloadError,
     HttpError,
+    SlowServerError,
     TransientDownloadError,
     UnsupportedStreamError,
 )
@@ -184,7 +194,7 @@ def translate_errors(what: str) -> Iterator[None]:
     """Map requests/urllib3/socket exceptions raised inside to dlstore errors."""
     try:
         yield
-    except requests.exceptions.SSLError as exc:
+    except (requests.exceptions.SSLError, urllib3.exceptions.SSLError) as exc:
         raise DownloadError(
             f"The secure connection for {what} failed ({_root(exc)}); "
             "the site's TLS certificate could not be verified."
@@ -203,9 +213,11 @@ def translate_errors(what: str) -> Iterator[None]:
         requests.exceptions.ConnectionError,
         requests.exceptions.ChunkedEncodingError,
         requests.exceptions.ContentDecodingError,
+        urllib3.exceptions.ProtocolError,  # from iter_body, which reads urllib3 directly
+        urllib3.exceptions.DecodeError,
     ) as exc:
         raise HttpError(f"The connection broke while fetching {what} ({_root(exc)}).") from exc
-    except requests.exceptions.RequestException as exc:
+    except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError) as exc:
         raise DownloadError(f"Fetching {what} failed ({_root(exc)}).") from exc
     except OSError as exc:  # after requests' own (they are OSErrors too)
         if exc.errno in _DISK_FULL:
@@ -298,74 +310,106 @@ def fetch_small(
     max_bytes: int,
     retry: Retry,
     byte_range: ByteRange | None = None,
+    cancel: threading.Event | None = None,
 ) -> Fetched:
-    """GET a small resource (playlist, key) into memory, with retries and a size cap."""
+    """GET a small resource (playlist, key) into memory, with retries and a size cap.
+
+    Each attempt must be over within ``options.small_fetch_deadline`` seconds, and
+    ``cancel`` ends it at once; either way its socket is shut down.
+    """
     check_url(url)
 
     def attempt(_: int) -> Fetched:
-        with translate_errors(what):
-            response = session.get(
-                url,
-                headers=range_header(byte_range),
-                stream=True,
-                timeout=(options.connect_timeout, options.read_timeout),
-            )
-            with response:
-                check_url(response.url)
-                check_status(response, what)
-                expected = _content_length(response)
-                if expected is not None and expected > max_bytes:
-                    raise DownloadError(
-                        f"{what.capitalize()} is {expected} bytes, over the limit of {max_bytes}."
-                    )
-                chunks = []
-                size = 0
-                for chunk in response.iter_content(64 * 1024):
-                    size += len(chunk)
-                    if size > max_bytes:
-                        raise DownloadError(
-                            f"{what.capitalize()} is larger than the limit of {max_bytes} bytes."
-                        )
-                    chunks.append(chunk)
-                body = b"".join(chunks)
-                if expected is not None and size != expected and not _encoded(response):
-                    raise HttpError(
-                        f"{what.capitalize()} arrived truncated ({size} of {expected} bytes)."
-                    )
-                if byte_range is not None and response.status_code == 200:
-                    body = body[byte_range.offset : byte_range.offset + byte_range.length]
-                return Fetched(body, response.url, response.headers.get("Content-Type"))
+        return call_cancellable(
+            lambda active: _get_small(session, url, options, what, max_bytes, byte_range, active),
+            cancel,
+            deadline=options.small_fetch_deadline,
+            what=what,
+        )
 
     return retry.run(attempt)
 
 
-def call_cancellable(
-    action: Callable[[], T], cancel: threading.Event | None, poll: float = 0.1
-) -> T:
-    """Run ``action`` in a helper thread; raise CancelledError within ``poll`` s of ``cancel``.
+def _get_small(
+    session: requests.Session,
+    url: str,
+    options: DownloadOptions,
+    what: str,
+    max_bytes: int,
+    byte_range: ByteRange | None,
+    active: ActiveResponses,
+) -> Fetched:
+    subject = what[:1].upper() + what[1:]
+    with translate_errors(what):
+        response = session.get(
+            url, headers=range_header(byte_range), stream=True, timeout=request_timeout(options)
+        )
+        with active.reading(response), response:
+            check_url(response.url)
+            check_status(response, what)
+            expected = _content_length(response)
+            if expected is not None and expected > max_bytes:
+                raise DownloadError(
+                    f"{subject} is {expected} bytes, over the limit of {max_bytes}."
+                )
+            chunks = []
+            size = 0
+            for chunk in iter_body(response, what, options, chunk_size=64 * 1024):
+                size += len(chunk)
+                if size > max_bytes:
+                    raise DownloadError(f"{subject} is larger than the limit of {max_bytes} bytes.")
+                chunks.append(chunk)
+            body = b"".join(chunks)
+            if expected is not None and size != expected and not _encoded(response):
+                raise HttpError(f"{subject} arrived truncated ({size} of {expected} bytes).")
+            if byte_range is not None and response.status_code == 200:
+                body = body[byte_range.offset : byte_range.offset + byte_range.length]
+            return Fetched(body, response.url, response.headers.get("Content-Type"))
 
-    For requests the calling thread must not be stuck in (a server that holds the
-    headers back): the helper is left to finish on its own, bounded by the timeouts.
+
+def call_cancellable(
+    action: Callable[[ActiveResponses], T],
+    cancel: threading.Event | None,
+    *,
+    deadline: float | None = None,
+    what: str = "the response",
+    poll: float = 0.1,
+) -> T:
+    """Run ``action(active)`` in a helper thread and return what it returns (or raise).
+
+    Raises CancelledError within ``poll`` s of ``cancel``, and SlowServerError once
+    ``deadline`` seconds have passed; either way every response ``action`` put in
+    ``active`` is aborted, so its socket closes now and the helper ends. (A request
+    still waiting for its headers is left to its read timeout; its response is
+    aborted the moment it arrives.)
     """
-    if cancel is None:
-        return action()
-    if cancel.is_set():
+    active = ActiveResponses()
+    if cancel is None and deadline is None:
+        return action(active)
+    if cancel is not None and cancel.is_set():
         raise CancelledError()
     box: dict[str, object] = {}
     finished = threading.Event()
 
     def target() -> None:
         try:
-            box["value"] = action()
+            box["value"] = action(active)
         except BaseException as exc:  # handed to the calling thread below
             box["error"] = exc
         finally:
             finished.set()
 
     threading.Thread(target=target, name="dlstore-request", daemon=True).start()
-    while not finished.wait(poll):
-        if cancel.is_set():
+    ends = math.inf if deadline is None else time.monotonic() + deadline
+    while not finished.wait(min(poll, max(0.0, ends - time.monotonic()))):
+        if cancel is not None and cancel.is_set():
+            active.abort_all()
             raise CancelledError()
+        if time.monotonic() >= ends:
+            active.abort_all()
+            raise SlowServerError(
+                f"The server took over {deadline:g} s to send {what}; trying again later may work."
+            )
     if "error" in box:
         raise box["error"]  # type: ignore[misc]
     return box["value"]  # type: ignore[return-value]
@@ -388,6 +432,119 @@ def expected_length(response: requests.Response) -> int | None:
     if _encoded(response):
         return None
     return _content_length(response)
+
+
+class ActiveResponses:
+    """The responses being read now, so that another thread can abort them mid-read.
+
+    After :meth:`abort_all`, a response that is added is aborted at once: its
+    request was already under way when the stop came.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._responses: set[requests.Response] = set()
+        self._aborted = False
+
+    @contextmanager
+    def reading(self, response: requests.Response) -> Iterator[None]:
+        with self._lock:
+            self._responses.add(response)
+            aborted = self._aborted
+        if aborted:
+            abort_response(response)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._responses.discard(response)
+
+    def abort_all(self) -> None:
+        with self._lock:
+            self._aborted = True
+            responses = list(self._responses)
+        for response in responses:
+            abort_response(response)
+
+
+def request_timeout(options: DownloadOptions) -> tuple[float, float]:
+    """requests' ``timeout``: connect, then the longest wait for any one byte."""
+    return (options.connect_timeout, options.read_wait)
+
+
+#: A body must bring at least this many bytes per ``stall_timeout`` seconds of waiting.
+STALL_MIN_BYTES = 1024
+#: Small reads (a TLS record, a slow link's trickle) are joined for at most this long.
+GATHER_SECONDS = 0.05
+
+
+def iter_body(
+    response: requests.Response, what: str, options: DownloadOptions, chunk_size: int
+) -> Iterator[bytes]:
+    """The body in chunks of up to ``chunk_size`` bytes, aborted with SlowServerError
+    when it stalls (:class:`_BodyReader`).
+
+    Each chunk is what arrives within GATHER_SECONDS of its first byte: a chunk never
+    waits to be filled, so a slow body still shows progress and meets the stall rule.
+    """
+    body = _BodyReader(response, what, options)
+    while True:
+        first = body.read(chunk_size)
+        if not first:
+            return
+        parts, size = [first], len(first)
+        until = time.monotonic() + GATHER_SECONDS
+        while size < chunk_size and time.monotonic() < until:
+            more = body.read(chunk_size - size)
+            if not more:
+                break
+            parts.append(more)
+            size += len(more)
+        yield first if len(parts) == 1 else b"".join(parts)
+
+
+class _BodyReader:
+    """Reads a body as it arrives (``read1``: whatever one socket read brings).
+
+    Stalled: fewer than STALL_MIN_BYTES bytes in ``stall_timeout`` seconds spent waiting
+    for the server (time the caller spends elsewhere, e.g. in a bandwidth limit, does
+    not count). Silence is caught sooner, by the read timeout (:func:`request_timeout`).
+    urllib3's other errors are left to :func:`translate_errors`.
+    """
+
+    def __init__(self, response: requests.Response, what: str, options: DownloadOptions) -> None:
+        self.response = response
+        self.what = what
+        self.options = options
+        self.waited, self.got = 0.0, 0  # in the current stall window
+        self.fallback = None
+        if not isinstance(response.raw, urllib3.response.BaseHTTPResponse):  # a test's fake
+            self.fallback = response.iter_content(options.chunk_size)
+
+    def read(self, amount: int) -> bytes:
+        started = time.monotonic()
+        data = self._read1(amount)
+        self.waited += time.monotonic() - started
+        self.got += len(data)
+        if data and self.waited >= self.options.stall_timeout:
+            if self.got < STALL_MIN_BYTES:
+                raise SlowServerError(
+                    f"The server stalled while sending {self.what}: less than 1 KiB in "
+                    f"{self.options.stall_timeout:g} s; trying again later may work."
+                )
+            self.waited, self.got = 0.0, 0
+        return data
+
+    def _read1(self, amount: int) -> bytes:
+        if self.fallback is not None:
+            return next(self.fallback, b"")
+        try:
+            return self.response.raw.read1(amount, decode_content=True)
+        except urllib3.exceptions.ReadTimeoutError as exc:
+            raise SlowServerError(
+                f"The server sent nothing of {self.what} for {self.options.read_wait:g} s; "
+                "trying again later may work."
+            ) from exc
 
 
 def abort_response(response: requests.Response) -> None:

@@ -94,6 +94,19 @@ class DownloadOptions:
     max_segments: int = 100_000
     deny_networks: tuple[IPv4Network | IPv6Network, ...] = DEFAULT_DENY_NETWORKS
 
+    max_segment_bytes: int = 256 * 1024 * 1024  # a bigger segment is refused while it streams
+    stall_timeout: float = 30.0  # a body sending < 1 KiB in this many seconds is aborted
+
+    @property
+    def read_wait(self) -> float:
+        """Seconds one socket read may wait for a byte: the read timeout, at most the stall one."""
+        return min(self.read_timeout, self.stall_timeout)
+
+    @property
+    def small_fetch_deadline(self) -> float:
+        """Seconds one attempt at a playlist or a key may take in all, headers to last byte."""
+        return self.connect_timeout + self.read_timeout
+
 
 # --- the metadata column ---------------------------------------------------------------
 

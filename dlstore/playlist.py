@@ -13,7 +13,8 @@ subclass; the ``m3u8`` library's own exceptions never escape. No message quotes
 the fetched text: a body that is not a playlist is described by kind and size
 (:func:`dlstore.sniff.describe`), a malformed playlist by line number, a refused
 URI by its scheme, and URLs are shown by :func:`~dlstore.redact.redact_url` (no
-user-info, query string or control characters).
+user-info, query string or control characters). A playlist over the
+segment limit is refused by a cheap count before the library sees it.
 """
 
 from __future__ import annotations
@@ -224,6 +225,7 @@ def parse_playlist(
         raise PlaylistError(
             f"{redact_url(url)} is not an HLS playlist: it does not start with #EXTM3U."
         )
+    _prescan(text, url, max_segments)
     line = _LineTracker()
     try:
         doc = m3u8.loads(text, uri=url, custom_tags_parser=line)
@@ -269,6 +271,34 @@ def _absolute(base: str, ref: str | None, what: str) -> str:
             "only http and https URLs are supported."
         )
     return absolute
+
+
+#: What ``str.splitlines`` (and so the m3u8 library) ends a line with.
+_LINE_BREAKS = ("\n", "\r", "\v", "\f", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029")
+#: Lines a playlist may have per segment of max_segments (its tags and its URI), plus a margin.
+LINES_PER_SEGMENT = 4
+SPARE_LINES = 1000
+
+
+def _prescan(text: str, url: str, max_segments: int) -> None:
+    """Refuse a playlist over the segment limit before the m3u8 library parses it.
+
+    The library costs about 1 KB and 5 µs a line; this counts ``#EXTINF`` tags (one
+    per segment) and lines with ``str.count``, at C speed and without a copy.
+    """
+    segments = text.count("#EXTINF")
+    if segments > max_segments:
+        raise PlaylistError(
+            f"The playlist at {redact_url(url)} has {segments} segments, more than the limit of "
+            f"{max_segments} (max_segments)."
+        )
+    lines = sum(map(text.count, _LINE_BREAKS)) - text.count("\r\n")
+    max_lines = LINES_PER_SEGMENT * max_segments + SPARE_LINES
+    if lines > max_lines:
+        raise PlaylistError(
+            f"The playlist at {redact_url(url)} has {lines} lines, more than the "
+            f"{max_lines} allowed for the limit of {max_segments} segments (max_segments)."
+        )
 
 
 def _master(doc: m3u8.M3U8, url: str) -> MasterPlaylist:

@@ -1,13 +1,15 @@
 """Checks on the bytes of one fetched file, as they arrive. Pure: bytes in, errors out.
 
 - :class:`LengthCheck`: the body cut to the segment's byte range (when the server
-  ignored ``Range``) and checked against ``Content-Length`` and the range.
+  ignored ``Range``), checked against ``Content-Length`` and the range, and refused
+  as soon as it is larger than ``max_segment_bytes`` (at once if the headers say so).
 - :func:`ts_check_mode`: whether a segment must be, may be or is not MPEG-TS,
   from its URI's suffix; :class:`TsValidator` applies that to the decrypted bytes
   with a :class:`TsChecker` (0x47 every 188 bytes).
 
 A file whose bytes are wrong raises :class:`CorruptSegmentError` (worth fetching
-again) or, for a segment that does not decrypt to MPEG-TS, a ``SegmentError``.
+again) or, for a segment that does not decrypt to MPEG-TS, a ``SegmentError``; one
+that is too large a ``SegmentTooLargeError``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from dlstore.errors import (
     DownloadError,
     HttpError,
     SegmentError,
+    SegmentTooLargeError,
 )
 from dlstore.playlist import ByteRange, segment_container
 from dlstore.sniff import Kind, identify
@@ -34,12 +37,20 @@ class LengthCheck:
     A ranged request answered with the whole file (200: the server ignored
     ``Range``) has the range cut out here; any other answer must be exactly the
     range's length. Feed every chunk through :meth:`cut`, then call :meth:`finish`.
+    A body of more than ``max_bytes`` raises SegmentTooLargeError as that many bytes
+    have come, or at once when its headers announce more.
     """
 
     def __init__(
-        self, byte_range: ByteRange | None, status_code: int, wire_expected: int | None, what: str
+        self,
+        byte_range: ByteRange | None,
+        status_code: int,
+        wire_expected: int | None,
+        what: str,
+        max_bytes: int | None = None,
     ) -> None:
         self.what = what
+        self.max_bytes = max_bytes
         self.wire_expected = wire_expected  # Content-Length, if the body is not encoded
         self.limit = byte_range.length if byte_range is not None else None
         self.ranged_here = byte_range is not None and status_code == 200
@@ -52,10 +63,16 @@ class LengthCheck:
                 f"The server answered the request for {what} with {wire_expected} bytes "
                 f"instead of the {self.limit} asked for."
             )
+        if max_bytes is not None and not self.ranged_here:
+            announced = self.limit if self.limit is not None else wire_expected
+            if announced is not None and announced > max_bytes:
+                self._too_large(f"the server announces {_size(announced)}")
 
     def cut(self, chunk: bytes) -> bytes:
         """The part of ``chunk`` that belongs to the file."""
         self.received += len(chunk)
+        if self.max_bytes is not None and self.received > self.max_bytes:
+            self._too_large("the server sent more than that")
         if self.skip:
             cut = min(self.skip, len(chunk))
             chunk = chunk[cut:]
@@ -79,6 +96,21 @@ class LengthCheck:
             raise HttpError(f"{what} arrived truncated ({self.kept} of {limit} bytes).")
         if self.kept == 0:
             raise CorruptSegmentError(f"{what} is empty.")
+
+    def _too_large(self, detail: str) -> None:
+        raise SegmentTooLargeError(
+            f"{_cap(self.what)} is larger than max_segment_bytes ({_size(self.max_bytes)}): "
+            f"{detail}. If the stream's segments really are this large, raise "
+            "max_segment_bytes in the config."
+        )
+
+
+def _size(count: int | None) -> str:
+    """A byte count for a sentence: "256 MiB" when it is a whole number of KiB/MiB/GiB."""
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if count and count % scale == 0:
+            return f"{count // scale} {unit}"
+    return f"{count} bytes"
 
 
 def _cap(text: str) -> str:

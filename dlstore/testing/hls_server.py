@@ -9,8 +9,11 @@
         server.bodies["/page.m3u8"] = Body(b"<html>…", "text/html")
         server.latency = 0.05                              # per request, seconds
         server.rate_limit_bps = 1 << 20                    # per connection
+        server.fail_times("/plain/seg-001.ts", 1, "dribble")  # 1 byte per dribble_interval
+        server.bodies["/live.ts"] = Endless()              # a body that never ends
         requests.get(server.url("/plain/index.m3u8"))
         server.hits["/plain/seg-000.ts"]                    # how often it was asked for
+        server.disconnects["/live.ts"]                      # clients gone mid-body
 
 Range requests (``bytes=a-b``) get 206 with Content-Range. Keep-alive is on, as
 with real CDNs. Nothing is printed for each request. ``HlsServer(folder,
@@ -23,6 +26,9 @@ length, a header without a colon)::
     with RawServer(b"SSH-2.0-OpenSSH_9.6\\r\\n") as raw:
         requests.get(raw.url("/v.m3u8"))                    # fails: not HTTP
         raw.connections                                     # 1
+
+A body being dribbled or never ending stops when the client goes away (counted
+in ``disconnects``), when a write has waited 5 s, or when the server stops.
 """
 
 from __future__ import annotations
@@ -40,8 +46,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-FAULT_KINDS = ("503", "reset", "truncate")
+FAULT_KINDS = ("503", "reset", "truncate")  # also "429" and "dribble", on request
 WRITE_CHUNK = 16 * 1024
+SLOW_WRITE_TIMEOUT = 5.0  # a dribbled or endless body gives up on a client that stops reading
+TS_NULL_PACKET = b"\x47\x1f\xff\x10" + b"\xff" * 184
 CONTENT_TYPES = {
     ".m3u8": "application/vnd.apple.mpegurl",
     ".ts": "video/mp2t",
@@ -83,6 +91,21 @@ class Body:
     status: int = 200
 
 
+@dataclass(frozen=True)
+class Endless:
+    """A body that never ends: ``fill`` over and over, ``step`` bytes every ``interval`` s.
+
+    ``content_length`` is announced if given (and never reached); without it the
+    body is delimited by the end of the connection, which never comes.
+    """
+
+    fill: bytes = TS_NULL_PACKET
+    content_length: int | None = None
+    interval: float = 0.0
+    step: int = WRITE_CHUNK
+    content_type: str = "video/mp2t"
+
+
 class HlsServer:
     def __init__(self, root: Path | None = None, host: str = "127.0.0.1") -> None:
         self.root = Path(root) if root is not None else None
@@ -93,12 +116,15 @@ class HlsServer:
         self._fail_counts: dict[str, tuple[int, str]] = {}
         self.required_headers: dict[str, str] = {}
         self.redirects: dict[str, str] = {}
-        self.bodies: dict[str, Body] = {}
+        self.bodies: dict[str, Body | Endless] = {}
         self.latency: float = 0.0
         self.rate_limit_bps: int | None = None
         self.retry_after: str | None = None  # sent with injected 503s
+        self.dribble_interval: float = 0.1  # seconds between the bytes of a "dribble" body
         self.bytes_sent = 0
+        self.disconnects: Counter[str] = Counter()  # bodies the client left before their end
         self._lock = threading.Lock()
+        self._stopping = threading.Event()
         self._httpd = _Server((host, 0), _Handler)
         self._httpd.app = self
         self._thread: threading.Thread | None = None
@@ -123,6 +149,7 @@ class HlsServer:
         return self
 
     def stop(self) -> None:
+        self._stopping.set()
         self._httpd.shutdown()
         self._httpd.server_close()
         if self._thread is not None:
@@ -145,6 +172,7 @@ class HlsServer:
             self.hits.clear()
             self.request_headers.clear()
             self.bytes_sent = 0
+            self.disconnects.clear()
 
     # -- used by the handler
     def _record(self, path: str, headers: dict[str, str]) -> None:
@@ -168,6 +196,10 @@ class HlsServer:
     def _count_sent(self, count: int) -> None:
         with self._lock:
             self.bytes_sent += count
+
+    def _client_left(self, path: str) -> None:
+        with self._lock:
+            self.disconnects[path] += 1
 
 
 class _Server(ThreadingHTTPServer):
@@ -195,7 +227,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _serve(self, head: bool) -> None:
         app = self.server.app
-        path = unquote(urlsplit(self.path).path)
+        path = self._served = unquote(urlsplit(self.path).path)
         app._record(path, {k: v for k, v in self.headers.items()})
         if app.latency:
             time.sleep(app.latency)
@@ -214,11 +246,13 @@ class _Handler(BaseHTTPRequestHandler):
             return self._plain(429, b"slow down\n", {"Retry-After": app.retry_after or "0"})
         if fault == "reset":
             return self._reset()
+        if isinstance(app.bodies.get(path), Endless):
+            return self._send_endless(app.bodies[path], head)
         data = self._load(path)
         if data is None:
             return self._plain(404, b"not found\n")
         body, content_type, status = data
-        self._send_body(body, content_type, status, head, truncate=fault == "truncate")
+        self._send_body(body, content_type, status, head, fault)
 
     def _load(self, path: str):
         app = self.server.app
@@ -235,7 +269,7 @@ class _Handler(BaseHTTPRequestHandler):
         ctype = CONTENT_TYPES.get(suffix) or mimetypes.guess_type(target.name)[0]
         return target, ctype or "application/octet-stream", 200
 
-    def _send_body(self, body, content_type: str, status: int, head: bool, truncate: bool):
+    def _send_body(self, body, content_type: str, status: int, head: bool, fault: str | None):
         size = body.stat().st_size if isinstance(body, Path) else len(body)
         start, end = 0, size - 1
         range_header = self.headers.get("Range")
@@ -255,11 +289,13 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if head:
             return
+        truncate = fault == "truncate"
         to_send = length // 2 if truncate else length
+        step = 1 if fault == "dribble" else WRITE_CHUNK
         if isinstance(body, Path):
             with open(body, "rb") as fh:
                 fh.seek(start)
-                self._write(fh.read, to_send)
+                self._write(fh.read, to_send, step)
         else:
             view = memoryview(body)[start : start + to_send]
             pos = 0
@@ -270,31 +306,62 @@ class _Handler(BaseHTTPRequestHandler):
                 pos += len(chunk)
                 return chunk
 
-            self._write(read, to_send)
+            self._write(read, to_send, step)
         if truncate:
             self.wfile.flush()
             self._reset()
 
-    def _write(self, read, count: int) -> None:
+    def _write(self, read, count: int, step: int = WRITE_CHUNK) -> None:
+        """Send ``count`` bytes from ``read``; ``step`` 1 dribbles them (``dribble_interval``)."""
         app = self.server.app
         rate = app.rate_limit_bps
         started = time.monotonic()
         sent = 0
+        if step < WRITE_CHUNK:  # a slow body: give up on a stuck client, then close
+            self.connection.settimeout(SLOW_WRITE_TIMEOUT)
+            self.close_connection = True
         while sent < count:
-            chunk = read(min(WRITE_CHUNK, count - sent))
-            if not chunk:
+            chunk = read(min(step, count - sent))
+            if not chunk or not self._send(chunk):
                 break
-            try:
-                self.wfile.write(chunk)
-            except OSError:
-                self.close_connection = True
-                return
             sent += len(chunk)
-            app._count_sent(len(chunk))
             if rate:
                 ahead = sent / rate - (time.monotonic() - started)
                 if ahead > 0:
                     time.sleep(ahead)
+            if step < WRITE_CHUNK and app._stopping.wait(app.dribble_interval):
+                break
+
+    def _send(self, chunk: bytes) -> bool:
+        """Write ``chunk``; False (and the connection closed) when the client has gone."""
+        try:
+            self.wfile.write(chunk)
+        except OSError:
+            self.close_connection = True
+            self.server.app._client_left(self._served)
+            return False
+        self.server.app._count_sent(len(chunk))
+        return True
+
+    def _send_endless(self, body: Endless, head: bool) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", body.content_type)
+        if body.content_length is not None:
+            self.send_header("Content-Length", str(body.content_length))
+        else:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        self.close_connection = True
+        if head:
+            return
+        self.connection.settimeout(SLOW_WRITE_TIMEOUT)
+        repeated = body.fill * (body.step // len(body.fill) + 2)
+        offset = 0
+        while not self.server.app._stopping.wait(body.interval):
+            chunk = repeated[offset : offset + body.step]
+            offset = (offset + body.step) % len(body.fill)
+            if not self._send(chunk):
+                return
 
     def _plain(self, status: int, text: bytes, extra: dict[str, str] | None = None) -> None:
         self.send_response(status)
