@@ -278,6 +278,8 @@ _ERRNO_KINDS = {
 
 
 def _failure_kind(error: BaseException) -> str | None:
+    if isinstance(error, http.client.IncompleteRead) and isinstance(error.__context__, ValueError):
+        return "the response's chunked encoding was broken"  # http.client's bad chunk size
     for types, kind in _FAILURE_KINDS:
         if isinstance(error, types):
             return kind

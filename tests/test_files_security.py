@@ -288,6 +288,9 @@ class FakeStore:
 
     fail = requeue = release = complete = _write
 
+    def restart(self, claim: Claim) -> bool:
+        return False  # the row's url and metadata are as claimed
+
     def status_of(self, task_id: str) -> str | None:
         return self.status
 
