@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from dlstore.models import DownloadTask
+from typing import TYPE_CHECKING
+
 from dlstore.timeutil import parse_ts
+
+if TYPE_CHECKING:
+    from dlstore.models import DownloadTask
 
 
 def format_bytes(count: int | None) -> str:
