@@ -13,9 +13,6 @@ import threading
 from collections.abc import Callable
 from urllib.parse import unquote_to_bytes
 
-from cryptography.hazmat.primitives import padding
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-
 from dlstore.errors import DownloadError, SegmentError
 
 KEY_BYTES = 16
@@ -83,6 +80,10 @@ class Decryptor:
     """AES-128-CBC with PKCS#7 padding, fed chunk by chunk."""
 
     def __init__(self, key: bytes, iv: bytes, name: str) -> None:
+        # Imported here: a clear stream (most of them) never needs cryptography.
+        from cryptography.hazmat.primitives import padding
+        from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
         self._name = name
         self._cipher = Cipher(algorithms.AES(key), modes.CBC(iv)).decryptor()
         self._unpadder = padding.PKCS7(BLOCK_BITS).unpadder()
