@@ -15,13 +15,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
-
-import yaml
+from typing import TYPE_CHECKING, Any
 
 from dlstore.errors import ConfigError
-from dlstore.netpolicy import Network, parse_networks
 from dlstore.options import DEFAULT_DENY_NETWORKS, DownloadOptions, check_format
+
+if TYPE_CHECKING:  # netpolicy imports requests; yaml is imported when a file is read
+    from dlstore.netpolicy import Network
 
 DEFAULT_CONFIG_PATH = Path("config") / "downloader.yaml"
 DEFAULT_DATABASE_PATH = Path("data") / "dlstore.sqlite"
@@ -175,6 +175,8 @@ def load_settings(
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
+    import yaml
+
     try:
         document = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
@@ -258,6 +260,8 @@ def _coerce(key: str, value: Any, *, source: str) -> Any:
             raise ConfigError(f"{source}: expected a path, got {value!r}.")
         return Path(value)
     if key == "deny_networks":
+        from dlstore.netpolicy import parse_networks
+
         return parse_networks(value, source)
     if key in ("default_profile", "log_level", "database_url"):
         if not isinstance(value, str) or not value.strip():

@@ -15,9 +15,6 @@ import threading
 from collections.abc import Callable
 from urllib.parse import unquote_to_bytes
 
-from cryptography.hazmat.primitives import padding
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-
 from dlstore.errors import DownloadError, SegmentError
 from dlstore.redact import redact_url
 from dlstore.sniff import Kind, describe, identify
@@ -85,6 +82,10 @@ class Decryptor:
     """AES-128-CBC with PKCS#7 padding, fed chunk by chunk."""
 
     def __init__(self, key: bytes, iv: bytes, name: str) -> None:
+        # Imported here: a clear stream (most of them) never needs cryptography.
+        from cryptography.hazmat.primitives import padding
+        from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
         self._name = name
         self._cipher = Cipher(algorithms.AES(key), modes.CBC(iv)).decryptor()
         self._unpadder = padding.PKCS7(BLOCK_BITS).unpadder()

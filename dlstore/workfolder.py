@@ -21,10 +21,13 @@ import shutil
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dlstore.errors import WorkFolderError
 from dlstore.paths import read_own_json, temp_path_for, write_new_file
-from dlstore.playlist import InitSection, MediaPlan
+
+if TYPE_CHECKING:  # the options module imports this one; keep m3u8 off the CLI's path
+    from dlstore.playlist import InitSection, MediaPlan
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION = 1

@@ -25,7 +25,9 @@ CPU per GB can be set beside aria2c's (which only fetches) like for like.
 DIR (e.g. ``git archive HEAD | tar -x -C DIR``), for before/after in one run.
 Figures are medians of --runs runs. The media is generated in a subprocess so that
 this process stays small. Peers that are not installed are skipped, with a line
-saying so. Not a test: it prints.
+saying so. Not a test: it prints. Start-up (``dlstore --help``, ``status``, the
+download's time to first request, against the imports they need) has a benchmark
+of its own: ``scripts/bench_startup.py``.
 """
 
 from __future__ import annotations

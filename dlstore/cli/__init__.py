@@ -7,6 +7,13 @@ flags, and passed down.
 
 Command modules register themselves on :data:`app` (or :data:`db_app`) with the
 :func:`command` decorator and are imported at the bottom of this file.
+
+Start-up is part of the interface: importing this package (what ``dlstore --help``
+and ``dlstore download`` pay for) imports neither SQLAlchemy, SQLModel nor Alembic,
+nor the engine's libraries (PyAV, requests, m3u8). Commands import what they use
+inside their bodies; option types stay cheap to import, and :class:`Env` imports the
+database modules when a command first asks for the engine or the store.
+``tests/test_startup.py`` keeps it so; ``scripts/bench_startup.py`` times it.
 """
 
 from __future__ import annotations
@@ -15,24 +22,33 @@ import functools
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
-from sqlalchemy import Engine
 
-from dlstore import db, migrate
-from dlstore.config import DEFAULT_DATABASE_PATH, Settings, load_settings
+from dlstore.config import DEFAULT_DATABASE_PATH, load_settings
 from dlstore.errors import DlstoreError
-from dlstore.store import TaskStore
 
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from dlstore.config import Settings
+    from dlstore.store import TaskStore
+
+# rich_markup_mode=None: plain (click) help and usage errors. Typer's rich rendering
+# imports rich for every --help or usage error, which costs more than the rest of
+# `dlstore --help` together (scripts/bench_startup.py).
 app = typer.Typer(
     name="dlstore",
     help="Download HLS videos for the video manager's download_tasks table.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
     add_completion=False,
+    rich_markup_mode=None,
 )
-db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
+db_app = typer.Typer(
+    help="Database schema (Alembic migrations).", no_args_is_help=True, rich_markup_mode=None
+)
 app.add_typer(db_app, name="db")
 
 DbOption = Annotated[
@@ -104,6 +120,8 @@ class Env:
         return self.settings.resolved_database_url()
 
     def engine(self) -> Engine:
+        from dlstore import db
+
         if self._engine is None:
             if self.settings.database_url is None:
                 # The embedded default: create its folder, zero set-up.
@@ -113,6 +131,9 @@ class Env:
 
     def store(self) -> TaskStore:
         """The task store of a migrated database (NotMigratedError otherwise)."""
+        from dlstore import migrate
+        from dlstore.store import TaskStore
+
         engine = self.engine()
         migrate.ensure_migrated(engine)
         return TaskStore(engine)

@@ -5,18 +5,19 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from dlstore import db, migrate
 from dlstore.cli import ConfigOption, DbOption, command, db_app, load_env
 from dlstore.cli.format import format_queue, format_table, format_task
 from dlstore.errors import DlstoreError
-from dlstore.models import DownloadTask, Status
 from dlstore.options import PRIORITY_RANGE, caller_metadata, check_priority, parse_headers
-from dlstore.store import QueueState, TaskStore
 from dlstore.validate import check_url
+
+if TYPE_CHECKING:  # imported inside the commands: `dlstore --help` needs no database
+    from dlstore.models import DownloadTask
+    from dlstore.store import QueueState, TaskStore
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
@@ -24,6 +25,8 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts
 @command(db_app, name="upgrade")
 def db_upgrade(database: DbOption = None, config: ConfigOption = None) -> None:
     """Create or update the download_tasks schema (idempotent; adopts the app's table)."""
+    from dlstore import db, migrate
+
     with load_env(config, database) as env:
         env.engine()  # creates the default database's folder
         migrate.upgrade(env.database_url)
@@ -36,6 +39,8 @@ def db_upgrade(database: DbOption = None, config: ConfigOption = None) -> None:
 @command(db_app, name="current")
 def db_current(database: DbOption = None, config: ConfigOption = None) -> None:
     """Print the database's dlstore schema revision."""
+    from dlstore import db, migrate
+
     with load_env(config, database) as env:
         revision = db.current_revision(env.engine())
     head = migrate.head_revision()
@@ -102,6 +107,8 @@ def list_tasks(
     config: ConfigOption = None,
 ) -> None:
     """List tasks, newest first."""
+    from dlstore.models import Status
+
     if status is not None and status not in {s.value for s in Status}:
         raise DlstoreError(
             f"Unknown status {status!r}; use one of {', '.join(s.value for s in Status)}."
@@ -143,6 +150,8 @@ def retry(
     config: ConfigOption = None,
 ) -> None:
     """Put a failed or cancelled task back in the queue; it resumes where it stopped."""
+    from dlstore.store import TaskStore
+
     _transition(TaskStore.retry, task_id, database, config)
 
 
@@ -153,6 +162,8 @@ def cancel(
     config: ConfigOption = None,
 ) -> None:
     """Cancel a pending or downloading task."""
+    from dlstore.store import TaskStore
+
     _transition(TaskStore.cancel, task_id, database, config)
 
 

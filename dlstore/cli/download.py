@@ -10,15 +10,12 @@ import json
 import threading
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from tqdm import tqdm
 
 from dlstore.cli import ConfigOption, DbOption, command, fail, load_env
 from dlstore.cli.format import format_bytes
-from dlstore.config import Settings
-from dlstore.engine import DownloadResult, Progress, download
 from dlstore.errors import DlstoreError, InvalidInputError
 from dlstore.options import (
     BatchTask,
@@ -29,6 +26,10 @@ from dlstore.options import (
     parse_headers,
 )
 from dlstore.validate import check_url
+
+if TYPE_CHECKING:  # the engine (PyAV, requests, m3u8) is imported when a download starts
+    from dlstore.config import Settings
+    from dlstore.engine import DownloadResult, Progress
 
 INTERRUPTED_EXIT = 130
 
@@ -175,6 +176,8 @@ def read_batch(path: Path, settings: Settings) -> list[BatchTask]:
 
 
 def _run(job: Job, *, overwrite: bool, quiet: bool) -> DownloadResult:
+    from dlstore.engine import download
+
     bar = _Bar(job.output_path.name, disabled=quiet)
     cancel = threading.Event()
     try:
@@ -200,6 +203,8 @@ class _Bar:
     """A tqdm bar over segments, fed from engine Progress snapshots."""
 
     def __init__(self, label: str, disabled: bool) -> None:
+        from tqdm import tqdm
+
         self._bar = tqdm(
             total=0, unit="seg", desc=label[:40], disable=True if disabled else None, leave=False
         )

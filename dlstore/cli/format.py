@@ -9,11 +9,13 @@ shown as :func:`~dlstore.redact.redact_url` shows it (no user-info or query stri
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from dlstore.models import DownloadTask
 from dlstore.redact import escape_controls, redact_url
 from dlstore.timeutil import parse_ts
+
+if TYPE_CHECKING:
+    from dlstore.models import DownloadTask
 
 
 def format_bytes(count: int | None) -> str:
