@@ -153,8 +153,9 @@ def test_hostile_rows_fail_with_a_sentence_or_complete_and_the_daemon_goes_on(ha
 
 
 def downloading(h: Harness, name: str, segments: int) -> tuple[str, Proc]:
-    """A row of "short" being downloaded by one thread (~2.4 s), ``segments`` fetched."""
-    h.server.latency = 0.3
+    """A row of "short" being downloaded by one thread (~4.8 s), ``segments`` fetched: slow
+    enough that a change made now is seen (at the next progress write, ≤ 1 s) mid-download."""
+    h.server.latency = 0.6
     task_id = h.api.create(name, h.stream(), {"profile": "serial"})
     proc = h.start("--exit-when-idle")
     wait_until(downloading_with(h, task_id, segments), 15, f"{segments} segment(s)")
