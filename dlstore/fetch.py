@@ -86,7 +86,7 @@ def jobs_for(track: Track) -> list[FetchJob]:
 def _job(
     track: str, filename: str, what: str, part: InitSection | Segment, plan: MediaPlan
 ) -> FetchJob:
-    segment = part if isinstance(part, Segment) else None  # init sections are never encrypted
+    # An init section is encrypted when an EXT-X-KEY comes before its EXT-X-MAP (its own IV).
     return FetchJob(
         track=track,
         filename=filename,
@@ -94,8 +94,8 @@ def _job(
         label=f"{track} {what}",
         display=display_name(part.uri),
         byte_range=part.byte_range,
-        key=segment.key if segment else None,
-        iv=segment.iv if segment else None,
+        key=part.key,
+        iv=part.iv,
         ts_check=ts_check_mode(part.uri, plan.is_fmp4),  # "none" for init sections: fMP4
         container=plan.container,
     )

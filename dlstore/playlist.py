@@ -79,8 +79,17 @@ class Key:
 
 @dataclass(frozen=True)
 class InitSection:
+    """An EXT-X-MAP: encrypted with ``key`` when an AES-128 EXT-X-KEY comes before it
+    (RFC 8216 §4.3.2.5), always with that key's explicit IV."""
+
     uri: str
     byte_range: ByteRange | None = None
+    key: Key | None = None
+
+    @property
+    def iv(self) -> bytes | None:
+        """The AES IV: the EXT-X-KEY's own (the parser refuses an encrypted MAP without one)."""
+        return self.key.iv if self.key is not None else None
 
 
 @dataclass(frozen=True)
@@ -223,6 +232,7 @@ def parse_playlist(
     line = _LineTracker()
     try:
         doc = m3u8.loads(text, uri=url, custom_tags_parser=line)
+        map_keys = line.map_keys(doc)
     except Exception as exc:  # the library raises ValueError, KeyError, IndexError, …
         # Its message quotes the bad line: say where it is, not what it says.
         raise PlaylistError(
@@ -231,7 +241,7 @@ def parse_playlist(
     try:
         if doc.is_variant:
             return _master(doc, url)
-        return _media(doc, url, max_segments)
+        return _media(doc, url, max_segments, map_keys)
     except (PlaylistError, UnsupportedStreamError):
         raise
     except Exception as exc:
@@ -242,14 +252,27 @@ def parse_playlist(
 
 
 class _LineTracker:
-    """An m3u8 ``custom_tags_parser`` that only remembers the number of the tag line read."""
+    """An m3u8 ``custom_tags_parser`` that remembers the number of the tag line read, and
+    the EXT-X-KEY in force at each EXT-X-MAP (the library does not tie the two together)."""
 
     def __init__(self) -> None:
         self.number = 0
+        self._keys_at_maps: list[dict | None] = []
 
     def __call__(self, line: str, lineno: int, data: dict, state: dict) -> bool:
         self.number = lineno
+        if line.startswith("#EXT-X-MAP"):
+            self._keys_at_maps.append(state.get("current_key"))
         return False  # let the library parse the line as usual
+
+    def map_keys(self, doc: m3u8.M3U8) -> dict[int, m3u8.Key | None]:
+        """``id()`` of each EXT-X-MAP's attribute dict (what the library's segment dicts
+        hold) → the EXT-X-KEY that applies to it, or None."""
+        maps = doc.data.get("segment_map") or []
+        return {
+            id(attrs): m3u8.Key(base_uri=doc.base_uri, **key) if key else None
+            for attrs, key in zip(maps, self._keys_at_maps)
+        }
 
 
 def _absolute(base: str, ref: str | None, what: str) -> str:
@@ -298,11 +321,12 @@ def _master(doc: m3u8.M3U8, url: str) -> MasterPlaylist:
     return MasterPlaylist(url=url, variants=tuple(variants), audio=tuple(audio))
 
 
-def _media(doc: m3u8.M3U8, url: str, max_segments: int) -> MediaPlan:
+def _media(doc: m3u8.M3U8, url: str, max_segments: int, map_keys: dict) -> MediaPlan:
     segments = []
     next_offset: dict[str, int] = {}  # URI → where an implicit byte range would start
     key_cache: dict[int, Key | None] = {}
-    for position, raw in enumerate(_raw_segments(doc, url, max_segments)):
+    inits = _InitSections(url, map_keys)
+    for position, (raw, attrs) in enumerate(_raw_segments(doc, url, max_segments)):
         seg_uri = _absolute(url, raw.uri, "segment")
         byte_range = _byte_range(raw.byterange, next_offset.get(seg_uri), url, "segment")
         if byte_range is not None:
@@ -319,7 +343,7 @@ def _media(doc: m3u8.M3U8, url: str, max_segments: int) -> MediaPlan:
                 media_sequence=sequence,
                 byte_range=byte_range,
                 key=key_cache[id(key_obj)],
-                init=_init_section(raw, url),
+                init=inits.get(raw, attrs),
                 discontinuity=bool(raw.discontinuity),
             )
         )
@@ -331,11 +355,13 @@ def _media(doc: m3u8.M3U8, url: str, max_segments: int) -> MediaPlan:
     )
 
 
-def _raw_segments(doc: m3u8.M3U8, url: str, max_segments: int) -> list:
-    """The segments of a finished media playlist, within the limit."""
+def _raw_segments(doc: m3u8.M3U8, url: str, max_segments: int) -> list[tuple]:
+    """The segments of a finished media playlist, within the limit: each the library's
+    Segment with the attribute dict it was made from (one per segment, in order)."""
     if doc.is_i_frames_only:
         raise UnsupportedStreamError(f"The playlist at {url} is an I-frame-only trick-play list.")
-    raw_segments = [s for s in doc.segments if s.uri is not None and s.uri.strip()]
+    paired = zip(doc.segments, doc.data.get("segments") or [])
+    raw_segments = [(s, d) for s, d in paired if s.uri is not None and s.uri.strip()]
     if not raw_segments:
         raise PlaylistError(f"The playlist at {url} lists no segments.")
     if not doc.is_endlist and (doc.playlist_type or "").lower() != "vod":
@@ -366,13 +392,34 @@ def _sequence(raw, implicit: int, url: str) -> int:
     return sequence
 
 
-def _init_section(raw, url: str) -> InitSection | None:
-    if raw.init_section is None:
-        return None
-    return InitSection(
-        uri=_absolute(url, raw.init_section.uri, "init section (EXT-X-MAP)"),
-        byte_range=_byte_range(raw.init_section.byterange, 0, url, "EXT-X-MAP"),
-    )
+class _InitSections:
+    """Each segment's init section, with the key of the EXT-X-MAP it comes from."""
+
+    def __init__(self, url: str, map_keys: dict[int, m3u8.Key | None]) -> None:
+        self._url = url
+        self._map_keys = map_keys
+        self._made: dict[int, InitSection] = {}  # id() of the MAP's attributes → its section
+
+    def get(self, raw, attrs: dict) -> InitSection | None:
+        if raw.init_section is None:
+            return None
+        map_attrs = attrs.get("init_section")
+        if id(map_attrs) not in self._made:
+            self._made[id(map_attrs)] = self._make(raw.init_section, map_attrs)
+        return self._made[id(map_attrs)]
+
+    def _make(self, section, map_attrs) -> InitSection:
+        url = self._url
+        uri = _absolute(url, section.uri, "init section (EXT-X-MAP)")
+        key = _key(self._map_keys.get(id(map_attrs)), url)
+        if key is not None and key.iv is None:
+            raise UnsupportedStreamError(
+                f"The init section {display_name(uri)} of the playlist at {url} is encrypted "
+                "but its EXT-X-KEY has no IV, which RFC 8216 requires; dlstore cannot "
+                "decrypt it."
+            )
+        byte_range = _byte_range(section.byterange, 0, url, "EXT-X-MAP")
+        return InitSection(uri=uri, byte_range=byte_range, key=key)
 
 
 def _byte_range(value: str | None, implicit_offset: int | None, url: str, what: str):

@@ -305,3 +305,54 @@ def test_arbitrary_bytes_only_raise_dlstore_errors(body):
         parse_playlist(text, BASE + "index.m3u8")
     except DlstoreError:
         pass
+
+
+# ------------------------------------------------------------------- encrypted init sections
+
+KEYED_MAP = """#EXTM3U
+#EXT-X-VERSION:7
+#EXT-X-TARGETDURATION:4
+#EXT-X-MAP:URI="clear-init.mp4"
+#EXT-X-KEY:METHOD=AES-128,URI="k1.bin",IV=0x0102
+#EXTINF:4,
+a.m4s
+#EXT-X-MAP:URI="init.mp4"
+#EXTINF:4,
+b.m4s
+#EXT-X-KEY:METHOD=AES-128,URI="k2.bin"
+#EXTINF:4,
+c.m4s
+#EXT-X-KEY:METHOD=NONE
+#EXT-X-MAP:URI="init.mp4"
+#EXTINF:4,
+d.m4s
+#EXT-X-ENDLIST
+"""
+
+
+def test_an_ext_x_key_before_an_ext_x_map_encrypts_the_init_section_with_its_iv():
+    plan = parse_playlist(KEYED_MAP, BASE + "x.m3u8")
+    a, b, c, d = plan.segments
+    # A MAP before any KEY is clear, even though the segments after the KEY are not.
+    assert a.init is not None and a.init.key is None and a.init.iv is None
+    assert a.key is not None and a.key.uri == BASE + "k1.bin"
+    # The KEY in force at the second MAP applies to it, with that KEY's IV.
+    assert b.init is not None and b.init.uri == BASE + "init.mp4"
+    assert b.init.key == a.key and b.init.iv == (0x0102).to_bytes(16, "big")
+    # Rotation: the segment's key changes, the init section keeps the key of its MAP.
+    assert c.key is not None and c.key.uri == BASE + "k2.bin" and c.iv == (2).to_bytes(16, "big")
+    assert c.init == b.init
+    # METHOD=NONE before a MAP: the same URI again, but clear, so another init section.
+    assert d.key is None and d.init is not None and d.init.key is None
+    assert d.init != b.init
+    assert plan.init_sections == (a.init, b.init, d.init)
+
+
+def test_an_encrypted_init_section_without_an_iv_is_a_clear_error():
+    text = KEYED_MAP.replace(",IV=0x0102", "")
+    with pytest.raises(UnsupportedStreamError) as info:
+        parse_playlist(text, BASE + "x.m3u8")
+    assert str(info.value) == (
+        f"The init section init.mp4 of the playlist at {BASE}x.m3u8 is encrypted but its "
+        "EXT-X-KEY has no IV, which RFC 8216 requires; dlstore cannot decrypt it."
+    )

@@ -11,6 +11,8 @@ Layout under ``root`` (URL paths are the same, relative to the server root)::
     fmp4/index.m3u8         fragmented MP4 with EXT-X-MAP
     aes_iv/index.m3u8       AES-128 with an IV attribute
     aes_seq/index.m3u8      AES-128 without IV, media sequence starting at 7
+    aes_fmp4/index.m3u8     fMP4 with its init section AES-128 encrypted too, key rotating;
+                            aes_fmp4/noiv.m3u8: the same without the IV the init needs
     byterange/index.m3u8    one file, EXT-X-BYTERANGE with implicit offsets
     discontinuity/index.m3u8  two encodings back to back, timestamps restarting
     master/master.m3u8      3 video-only variants + a separate audio rendition
@@ -172,6 +174,46 @@ def write_aes(plain: Path, folder: Path, *, with_iv: bool, media_sequence: int) 
     return playlist
 
 
+AES_KEY_2 = bytes(range(16, 32))
+
+
+def write_aes_fmp4(plain: Path, folder: Path) -> Path:
+    """Encrypt the fMP4 stream in ``plain`` (init section and segments) into ``folder``.
+
+    The EXT-X-KEY comes before the EXT-X-MAP, so it applies to the init section too (RFC
+    8216 §4.3.2.5), with an explicit IV; halfway through, the key rotates to one without
+    IV (the media sequence number is the IV). ``noiv.m3u8`` is the same stream with the
+    first key's IV left out: an encrypted init section no client can decrypt.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "key1.bin").write_bytes(AES_KEY)
+    (folder / "key2.bin").write_bytes(AES_KEY_2)
+    text = (plain / "index.m3u8").read_text()
+    (folder / "init.mp4").write_bytes(
+        aes_encrypt((plain / "init.mp4").read_bytes(), AES_KEY, AES_IV)
+    )
+    head = ["#EXTM3U", "#EXT-X-VERSION:7", "#EXT-X-TARGETDURATION:1", "#EXT-X-MEDIA-SEQUENCE:0",
+            "#EXT-X-PLAYLIST-TYPE:VOD"]  # fmt: skip
+    first_key = '#EXT-X-KEY:METHOD=AES-128,URI="key1.bin"'
+    body = ['#EXT-X-MAP:URI="init.mp4"']
+    durations = [line for line in text.splitlines() if line.startswith("#EXTINF")]
+    uris = segment_uris(text)
+    rotate_at = len(uris) // 2
+    for number, (extinf, uri) in enumerate(zip(durations, uris)):
+        if number == rotate_at:
+            body.append('#EXT-X-KEY:METHOD=AES-128,URI="key2.bin"')
+        key, iv = (
+            (AES_KEY, AES_IV) if number < rotate_at else (AES_KEY_2, number.to_bytes(16, "big"))
+        )
+        (folder / uri).write_bytes(aes_encrypt((plain / uri).read_bytes(), key, iv))
+        body += [extinf, uri]
+    body.append("#EXT-X-ENDLIST")
+    (folder / "noiv.m3u8").write_text("\n".join([*head, first_key, *body]) + "\n")
+    playlist = folder / "index.m3u8"
+    playlist.write_text("\n".join([*head, f"{first_key},IV=0x{AES_IV.hex()}", *body]) + "\n")
+    return playlist
+
+
 def implicit_byteranges(playlist: Path) -> None:
     """Rewrite ``len@offset`` as plain ``len`` wherever the offset continues the previous range."""
     out = []
@@ -224,6 +266,9 @@ def build_library(root: Path) -> MediaLibrary:
     lib.streams["aes_iv"] = _facts(root, "aes_iv", 8, 320, 180, 2)
     write_aes(root / "plain", root / "aes_seq", with_iv=False, media_sequence=7)
     lib.streams["aes_seq"] = _facts(root, "aes_seq", 8, 320, 180, 2)
+
+    write_aes_fmp4(root / "fmp4", root / "aes_fmp4")
+    lib.streams["aes_fmp4"] = _facts(root, "aes_fmp4", 8, 320, 180, 2)
 
     implicit_byteranges(write_hls(main, root / "byterange", single_file=True))
     lib.streams["byterange"] = _facts(root, "byterange", 8, 320, 180, 2)
