@@ -1,6 +1,6 @@
 """One download, from an M3U8 URL to a playable file. Used by the CLI and the daemon alike.
 
-    playlist fetched → parsed (variant and audio chosen) → segments fetched and
+    playlist fetched → parsed (variant and audio renditions chosen) → segments fetched and
     decrypted into the work folder → joined and remuxed beside the output →
     renamed into place → work folder removed
 
@@ -31,6 +31,7 @@ from dlstore.http import (
     fetch_small,
     make_session,
 )
+from dlstore.languages import iso639_2
 from dlstore.options import DownloadOptions, check_format
 from dlstore.paths import ensure_absent, place_file
 from dlstore.playlist import (
@@ -38,13 +39,23 @@ from dlstore.playlist import (
     MasterPlaylist,
     MediaPlan,
     Variant,
-    choose_audio,
+    choose_audio_tracks,
     choose_variant,
     decode_playlist,
     parse_playlist,
 )
 from dlstore.progress import Progress, ProgressTracker, Throttle
-from dlstore.remux import MediaInfo, concat, make_poster, probe, remux
+from dlstore.remux import (
+    AudioFacts,
+    AudioInput,
+    MediaInfo,
+    StreamLabel,
+    audio_streams,
+    concat,
+    make_poster,
+    probe,
+    remux,
+)
 from dlstore.validate import check_url
 from dlstore.workfolder import Track, WorkFolder, track_files
 
@@ -63,21 +74,39 @@ MAX_KEY_BYTES = 4096
 
 
 @dataclass(frozen=True)
+class Rendition:
+    """An alternate rendition (EXT-X-MEDIA) chosen for the download, with its media playlist."""
+
+    info: AudioRendition
+    plan: MediaPlan
+
+
+@dataclass(frozen=True)
 class DownloadPlan:
-    """What will be fetched: the video (or only) track, and a separate audio track if any."""
+    """What will be fetched: the video (or only) track, and separate audio tracks if any:
+    ``audio`` (the first, flagged default) and ``more_audio`` (``"audio": "all"``)."""
 
     url: str
     video: MediaPlan
     audio: MediaPlan | None = None
     variant: Variant | None = None
     audio_rendition: AudioRendition | None = None
+    more_audio: tuple[Rendition, ...] = ()
 
     @property
     def tracks(self) -> list[Track]:
+        """The media tracks, video first, then each audio track: what the segments count."""
         tracks = [Track("video", self.video)]
         if self.audio is not None:
             tracks.append(Track("audio", self.audio))
+        tracks += [Track(f"audio-{n}", r.plan) for n, r in enumerate(self.more_audio, 2)]
         return tracks
+
+    @property
+    def audio_renditions(self) -> list[AudioRendition | None]:
+        """Each separate audio track's rendition (None if unknown), in the order they are muxed."""
+        first = [self.audio_rendition] if self.audio is not None else []
+        return first + [r.info for r in self.more_audio]
 
     def variant_metadata(self) -> dict | None:
         if self.variant is None:
@@ -88,12 +117,15 @@ class DownloadPlan:
 
     def identity(self) -> dict:
         """What the work folder's files belong to (query strings dropped: tokens rotate)."""
-        return {
+        identity = {
             "url": self.url,
             "variant": _no_query(self.variant.uri) if self.variant else None,
             "audio": _no_query(self.audio_rendition.uri) if self.audio_rendition else None,
             "segments": [len(t.plan.segments) for t in self.tracks],
         }
+        if self.more_audio:  # only then: a folder of an earlier version's download resumes
+            identity["more_audio"] = [_no_query(r.info.uri) for r in self.more_audio]
+        return identity
 
 
 @dataclass(frozen=True)
@@ -103,12 +135,18 @@ class DownloadResult:
     variant: dict | None  # resolution, bandwidth, codecs, uri, audio; None for a media playlist
     segments: int
     bytes_downloaded: int  # fetched over the network by this run
+    #: The output's audio streams, in order: {"language", "name", "codec", "channels", "default"}
+    audio_tracks: tuple[dict, ...] = ()
 
     def as_metadata(self) -> dict:
         data = {"media": self.media.as_metadata(), "segments": self.segments}
         if self.variant is not None:
             data["variant"] = self.variant
         return data
+
+    def tracks_metadata(self) -> dict:
+        """What a completed row's metadata says of the file's tracks."""
+        return {"audio_tracks": [dict(t) for t in self.audio_tracks]}
 
 
 def download(
@@ -257,11 +295,10 @@ class _Download:
         if _join_method(plan, fmt) == "concat":
             concat(video_files, self.tmp, cancel, container=plan.video.container)
         else:
-            audio_files = track_files(self.work, plan.tracks[1]) if plan.audio else None
             remux(
                 video_files,
                 self.tmp,
-                audio_files=audio_files,
+                audio=_audio_inputs(self.work, plan),
                 output_format=fmt,
                 cancel=cancel,
                 containers=[track.plan.container for track in plan.tracks],
@@ -275,6 +312,7 @@ class _Download:
 
     def finish(self, plan: DownloadPlan, media: MediaInfo) -> DownloadResult:
         """Remove the work folder (only now: the file is in place) and say it is done."""
+        audio = audio_tracks(plan.audio_renditions, audio_streams(self.output_path))
         self.work.remove()
         final = self.tracker.snapshot(f"Done: {self.output_path.name}")
         self.emit(Progress(**{**final.__dict__, "speed_bps": None, "eta_seconds": 0}), force=True)
@@ -284,7 +322,35 @@ class _Download:
             variant=plan.variant_metadata(),
             segments=self.tracker.total,
             bytes_downloaded=self.tracker.fetched_bytes,
+            audio_tracks=tuple(audio),
         )
+
+
+def _audio_inputs(work: WorkFolder, plan: DownloadPlan) -> list[AudioInput]:
+    """The separate audio tracks to mux, the first flagged default, each with its language."""
+    return [
+        AudioInput(
+            track_files(work, track),
+            StreamLabel(language=iso639_2(info.language if info else None), default=number == 0),
+        )
+        for number, (track, info) in enumerate(zip(plan.tracks[1:], plan.audio_renditions))
+    ]
+
+
+def audio_tracks(renditions: list[AudioRendition | None], streams: list[AudioFacts]) -> list[dict]:
+    """``audio_tracks`` of a completed row: each audio stream of the output, with the
+    playlist's language and name when it came from a rendition (else what the file says)."""
+    infos = renditions if len(renditions) == len(streams) else [None] * len(streams)
+    return [
+        {
+            "language": info.language if info and info.language else facts.language,
+            "name": info.name if info else None,
+            "codec": facts.codec,
+            "channels": facts.channels,
+            "default": facts.default,
+        }
+        for info, facts in zip(infos, streams)
+    ]
 
 
 def _join_method(plan: DownloadPlan, fmt: str) -> str:
@@ -368,14 +434,18 @@ def resolve_plan(
         return DownloadPlan(url=url, video=parsed)
     variant = choose_variant(parsed.variants, options.quality)
     video = _fetch_media(session, variant.uri, options, retry, cancel, "variant")
-    rendition = choose_audio(parsed, variant)
-    audio = None
-    if rendition is not None and _no_query(rendition.uri) != _no_query(variant.uri):
-        audio = _fetch_media(session, rendition.uri, options, retry, cancel, "audio")
-    else:
-        rendition = None
+    audio = [
+        Rendition(rendition, _fetch_media(session, rendition.uri, options, retry, cancel, "audio"))
+        for rendition in choose_audio_tracks(parsed, variant, options.audio)
+        if _no_query(rendition.uri) != _no_query(variant.uri)  # else: it is in the variant
+    ]
     return DownloadPlan(
-        url=url, video=video, audio=audio, variant=variant, audio_rendition=rendition
+        url=url,
+        video=video,
+        audio=audio[0].plan if audio else None,
+        variant=variant,
+        audio_rendition=audio[0].info if audio else None,
+        more_audio=tuple(audio[1:]),
     )
 
 

@@ -4,7 +4,8 @@
 finally fetched from (after redirects) into either a :class:`MasterPlaylist`
 (variants and alternate audio to choose from) or a :class:`MediaPlan` (the
 segments to fetch, with absolute URIs, byte ranges, keys and init sections).
-``choose_variant`` and ``choose_audio`` pick from a master playlist.
+``choose_variant`` and ``choose_audio_tracks`` pick from a master playlist (``choose_audio``:
+the default audio alone).
 
 ``MediaPlan.container`` says which FFmpeg demuxer reads a plan's files.
 
@@ -18,6 +19,7 @@ URI by its scheme.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from urllib.parse import urljoin, urlsplit
@@ -25,6 +27,7 @@ from urllib.parse import urljoin, urlsplit
 import m3u8
 
 from dlstore.errors import PlaylistError, QualityNotFoundError, UnsupportedStreamError
+from dlstore.languages import best_match
 from dlstore.sniff import HEAD_BYTES, Kind, describe, identify
 
 SUPPORTED_KEY_METHODS = ("NONE", "AES-128")
@@ -528,12 +531,31 @@ def choose_variant(variants: tuple[Variant, ...] | list[Variant], quality: str) 
 
 def choose_audio(master: MasterPlaylist, variant: Variant) -> AudioRendition | None:
     """The separate audio to mux with ``variant``: its group's default, else the group's first."""
-    if not variant.audio_group:
-        return None
-    group = [a for a in master.audio if a.group_id == variant.audio_group]
+    chosen = choose_audio_tracks(master, variant, "default")
+    return chosen[0] if chosen else None
+
+
+def choose_audio_tracks(
+    master: MasterPlaylist, variant: Variant, wanted: str | Sequence[str] = "default"
+) -> tuple[AudioRendition, ...]:
+    """The audio renditions of ``variant``'s AUDIO group to mux, the default one first.
+
+    ``"default"``: the rendition marked DEFAULT=YES, else the group's first. ``"all"``:
+    every rendition of the group, that one first, then the others in playlist order.
+    A list of language codes, in order of preference: the first rendition in the first
+    language the group offers (``pt-BR`` before ``pt-PT`` for ``pt-BR``); none offered,
+    the default rendition, as for ``"default"``. Empty when the variant names no group
+    (its audio, if any, is in the variant itself).
+    """
+    group = [a for a in master.audio if variant.audio_group and a.group_id == variant.audio_group]
     if not group:
-        return None
-    return next((a for a in group if a.default), group[0])
+        return ()
+    default = next((a for a in group if a.default), group[0])
+    if wanted == "all":
+        return (default, *(a for a in group if a is not default))
+    if isinstance(wanted, str):
+        return (default,)
+    return (best_match(wanted, group, lambda a: a.language) or default,)
 
 
 def segment_container(uri: str) -> str | None:

@@ -3,12 +3,13 @@
 ``remux`` reads each track's files as one continuous stream (a reader that
 opens one file at a time, so thousands of segments never hit the open-file
 limit), copies the packets (no re-encoding) into MP4 with the ``moov`` atom at
-the front, or into MPEG-TS, and muxes a separate audio track in. Timestamps are
+the front, or into MPEG-TS, and muxes separate audio tracks in, each with its
+language and default flag (:class:`StreamLabel`). Timestamps are
 shifted so the output starts at zero and never goes backwards, which is what
 an ``EXT-X-DISCONTINUITY`` (or a sloppy encoder) would otherwise cause.
 
 ``concat`` is the plain byte concatenation used for ``.ts`` output of TS
-streams. ``probe`` and ``make_poster`` describe a finished file.
+streams. ``probe``, ``audio_streams`` and ``make_poster`` describe a finished file.
 
 The demuxer opens nothing but the bytes we fetched. FFmpeg, left to guess, reads
 an ``ffconcat`` script's local files, opens an SDP description's UDP sockets and
@@ -37,6 +38,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+from av.stream import Disposition
 
 from dlstore.errors import CancelledError, NestedOpenError, RemuxError
 from dlstore.sniff import EXPECTED, HEAD_BYTES, Kind, container_of, describe, identify
@@ -60,6 +62,33 @@ DEMUXER_OPTIONS = {
 }
 #: How files dlstore wrote itself are read, by what their first bytes are.
 OWN_OUTPUT_FORMATS = {Kind.ISO_BMFF: "mp4", Kind.MPEG_TS: "mpegts"}
+
+
+@dataclass(frozen=True)
+class StreamLabel:
+    """What the output says of a stream beyond its codec."""
+
+    language: str | None = None  # ISO 639-2, as FFmpeg stores it (languages.iso639_2)
+    default: bool = True  # players take it without being asked
+    forced: bool = False  # (subtitles) shown even with subtitles off
+
+
+@dataclass(frozen=True)
+class AudioInput:
+    """A separate audio track's files, and how its streams are labelled in the output."""
+
+    files: Sequence[Path]
+    label: StreamLabel | None = None
+
+
+@dataclass(frozen=True)
+class AudioFacts:
+    """One audio stream of a finished file."""
+
+    codec: str
+    channels: int | None
+    language: str | None  # as stored (ISO 639-2); None for "und" or none
+    default: bool
 
 
 @dataclass(frozen=True)
@@ -342,8 +371,10 @@ class _Input:
         label: str,
         container: str | None,
         wait: Callable[[Path], None] | None = None,
+        stream_label: StreamLabel | None = None,
     ) -> None:
         self.label = label
+        self.stream_label = stream_label  # applied to each of its streams in the output
         container = _input_container(container, files, wait, label)
         self.reader = ConcatReader(files) if wait is None else FollowReader(files, wait)
         try:
@@ -377,14 +408,16 @@ def remux(
     dest: Path,
     *,
     containers: Sequence[str | None],
-    audio_files: Sequence[Path] | None = None,
+    audio: Sequence[AudioInput] = (),
     output_format: str = "mp4",
     cancel: threading.Event | None = None,
     wait: Callable[[Path], None] | None = None,
 ) -> None:
     """Copy the streams of the joined files into ``dest`` (MP4 with faststart, or MPEG-TS).
 
-    ``containers`` says what the video files are, then the audio files (FFmpeg
+    ``audio`` lists separate audio tracks, muxed in that order after the video (then
+    only the video files' video streams are kept); each labelled as it says.
+    ``containers`` says what the video files are, then each audio track's (FFmpeg
     demuxer names from ``MediaPlan.container``). With ``wait``, the files are read
     as they arrive: ``wait(path)`` returns once ``path`` is complete (see
     :class:`FollowReader`).
@@ -394,12 +427,10 @@ def remux(
     inputs: list[_Input] = []
     try:
         with contextlib.ExitStack() as stack:
-            if audio_files:
-                sources = [(video_files, ("video",), "video"), (audio_files, ("audio",), "audio")]
-            else:
-                sources = [(video_files, ("video", "audio"), "video")]
-            for (files, kinds, label), container in zip(sources, containers, strict=True):
-                inputs.append(_Input(files, kinds, label, container, wait))
+            for (files, kinds, label, tag), container in zip(
+                _sources(video_files, audio), containers, strict=True
+            ):
+                inputs.append(_Input(files, kinds, label, container, wait, tag))
                 stack.callback(inputs[-1].close)
             if not any(item.streams for item in inputs):
                 raise RemuxError("The downloaded segments contain no video or audio stream.")
@@ -411,6 +442,29 @@ def remux(
         ) from exc
 
 
+def _sources(video_files: Sequence[Path], audio: Sequence[AudioInput]) -> list[tuple]:
+    """(files, stream kinds kept, name in messages, StreamLabel) of each input, video first."""
+    if not audio:
+        return [(video_files, ("video", "audio"), "video", None)]
+    named = len(audio) > 1
+    return [(video_files, ("video",), "video", None)] + [
+        (track.files, ("audio",), f"audio track {n}" if named else "audio", track.label)
+        for n, track in enumerate(audio, 1)
+    ]
+
+
+def _apply_label(stream, label: StreamLabel) -> None:
+    """Set the output stream's language and default/forced flags."""
+    if label.language:
+        stream.metadata["language"] = label.language
+    flags = Disposition(0)
+    if label.default:
+        flags |= Disposition.default
+    if label.forced:
+        flags |= Disposition.forced
+    stream.disposition = flags
+
+
 def _mux(inputs: list[_Input], dest: Path, output_format: str, cancel) -> None:
     options = {"movflags": "+faststart"} if output_format == "mp4" else {}
     out = av.open(str(dest), "w", format=OUTPUT_FORMATS[output_format], options=options)
@@ -420,6 +474,8 @@ def _mux(inputs: list[_Input], dest: Path, output_format: str, cancel) -> None:
             for stream in item.streams:
                 try:
                     mapping[(number, stream.index)] = out.add_stream_from_template(stream)
+                    if item.stream_label is not None:
+                        _apply_label(mapping[(number, stream.index)], item.stream_label)
                 except ValueError as exc:
                     raise RemuxError(
                         f"The stream's {stream.codec_context.name} {stream.type} cannot be "
@@ -512,6 +568,30 @@ def probe(path: Path) -> MediaInfo:
         raise RemuxError(
             f"The file {path.name} could not be read as video: {_reason(exc)}."
         ) from exc
+
+
+def audio_streams(path: Path) -> list[AudioFacts]:
+    """The audio streams of a finished video file, in order."""
+    path = Path(path)
+    try:
+        with _open_own(path) as container:
+            return [
+                AudioFacts(
+                    codec=stream.codec_context.name,
+                    channels=stream.codec_context.channels or None,
+                    language=_language(stream.metadata.get("language")),
+                    default=bool(stream.disposition & Disposition.default),
+                )
+                for stream in container.streams.audio
+            ]
+    except av.FFmpegError as exc:
+        raise RemuxError(
+            f"The file {path.name} could not be read as video: {_reason(exc)}."
+        ) from exc
+
+
+def _language(value: str | None) -> str | None:
+    return None if not value or value == "und" else value
 
 
 def make_poster(video_path: Path, jpeg_path: Path, position: float = POSTER_POSITION) -> Path:

@@ -20,6 +20,7 @@ from dlstore.playlist import (
     MediaPlan,
     Variant,
     choose_audio,
+    choose_audio_tracks,
     choose_variant,
     decode_playlist,
     parse_playlist,
@@ -229,6 +230,38 @@ def test_choose_audio_prefers_the_default_of_the_variants_group():
     assert audio.uri == BASE + "audio/en/index.m3u8"
     muxed = choose_variant(master.variants, "240p")
     assert choose_audio(master, muxed) is None
+
+
+@pytest.mark.parametrize(
+    ("wanted", "names"),
+    [
+        ("default", ["English"]),
+        ("all", ["English", "Deutsch"]),  # the default first, then playlist order
+        (["de"], ["Deutsch"]),
+        (["fr", "deu", "en"], ["Deutsch"]),  # the first language offered wins
+        (["de-AT"], ["Deutsch"]),  # same language, another region
+        (["fr"], ["English"]),  # none offered: the default
+    ],
+)
+def test_choose_audio_tracks(wanted, names):
+    master = load("master.m3u8")
+    hd = choose_variant(master.variants, "1080p")
+    assert [a.name for a in choose_audio_tracks(master, hd, wanted)] == names
+    assert choose_audio_tracks(master, choose_variant(master.variants, "240p"), "all") == ()
+
+
+def test_an_exact_language_tag_wins_over_the_same_language():
+    text = (
+        "#EXTM3U\n"
+        '#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID="a",NAME="PT",LANGUAGE="pt-PT",DEFAULT=YES,URI="pt.m3u8"\n'
+        '#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID="a",NAME="BR",LANGUAGE="pt-BR",URI="br.m3u8"\n'
+        '#EXT-X-STREAM-INF:BANDWIDTH=1,AUDIO="a"\nv.m3u8\n'
+    )
+    master = parse_playlist(text, BASE + "m.m3u8")
+    assert isinstance(master, MasterPlaylist)
+    variant = master.variants[0]
+    assert [a.name for a in choose_audio_tracks(master, variant, ["pt-br"])] == ["BR"]
+    assert [a.name for a in choose_audio_tracks(master, variant, ["pt"])] == ["PT"]
 
 
 def test_nested_uri_schemes_in_master_are_refused():

@@ -62,16 +62,25 @@ def add(
         str | None, typer.Option("--format", help='"mp4" (default) or "ts".')
     ] = None,
     profile: Annotated[str | None, typer.Option(help="fast, stable or low_bandwidth.")] = None,
+    audio: Annotated[
+        str | None,
+        typer.Option(
+            "--audio", help='"default", "all", or languages in order of preference, e.g. fr,en.'
+        ),
+    ] = None,
     database: DbOption = None,
     config: ConfigOption = None,
 ) -> None:
     """Queue a download (a pending row); prints its id."""
+    from dlstore.options import stream_flags
+
     metadata: dict[str, Any] = {
         "quality": quality,
         "output_dir": output_dir,
         "headers": parse_headers(header),
         "format": output_format,
         "profile": profile,
+        **stream_flags(audio),
     }
     if not name.strip():
         raise DlstoreError("--name must not be empty.")

@@ -53,6 +53,14 @@ Format = Annotated[
     typer.Option("--format", help='"mp4" (default) or "ts"; default follows -o\'s suffix.'),
 ]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace an existing file.")]
+Audio = Annotated[
+    str | None,
+    typer.Option(
+        "--audio",
+        help='"default" (the playlist\'s default audio), "all" (every language, muxed), or '
+        "languages in order of preference, e.g. fr,en.",
+    ),
+]
 
 
 @command(name="download")
@@ -68,6 +76,7 @@ def download_command(
     header: Header = None,
     output_format: Format = None,
     overwrite: Overwrite = False,
+    audio: Audio = None,
     work_dir: Annotated[
         Path | None,
         typer.Option(
@@ -80,14 +89,18 @@ def download_command(
     config: ConfigOption = None,
 ) -> None:
     """Download one HLS stream to a file (no database involved)."""
+    from dlstore.options import check_task_metadata, stream_flags, stream_options
+
     url = check_url(url)
     headers = parse_headers(header)
+    streams = check_task_metadata(stream_flags(audio))
     fmt = output_format or format_from_suffix(output)
     target = output_file(output, url, fmt)
     with load_env(config) as env:
         options = env.settings.download_options(
             profile=profile, quality=quality, headers=headers, output_format=fmt, threads=threads
         )
+    options = stream_options(options, streams)
     work = work_dir or target.parent / f".{target.name}.parts"
     result = _run(Job(url, target, work, options), overwrite=overwrite, quiet=quiet)
     typer.echo(_summary(result))
@@ -109,7 +122,7 @@ def batch(
     """Download every task in TASKS.json into the output folder, or queue them (--enqueue).
 
     Each task is {"name", "url", "quality"?, "output_dir"?, "headers"?, "format"?,
-    "profile"?}. The whole file is checked before anything starts.
+    "profile"?, "audio"?}. The whole file is checked before anything starts.
     """
     with load_env(config, database) as env:
         tasks = read_batch(tasks_file, env.settings)
