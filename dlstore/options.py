@@ -50,14 +50,18 @@ if TYPE_CHECKING:
 
 OUTPUT_FORMATS = ("mp4", "ts")
 #: Keys a caller (the Rust API, `dlstore add`, a batch file) may set in ``metadata``.
-CALLER_METADATA_KEYS = ("quality", "output_dir", "headers", "format", "profile", "audio")
+CALLER_METADATA_KEYS = (
+    "quality", "output_dir", "headers", "format", "profile",
+    "audio", "subtitles", "embed_subtitles",
+)  # fmt: skip
 #: The keys of a batch file's entry.
 BATCH_KEYS = ("name", "url", *CALLER_METADATA_KEYS)
 #: "name (2).mp4" … "name (100).mp4" are tried when "name.mp4" exists.
 MAX_NAME_SUFFIX = 100
-#: The most language codes a caller may list (``audio``).
+#: The most language codes a caller may list (``audio``, ``subtitles``).
 MAX_LANGUAGES = 20
 AUDIO_CHOICES = ("default", "all")
+SUBTITLE_CHOICES = ("all", "none")
 
 _QUALITY = re.compile(r"^(best|worst|\d{2,4}p)$")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
@@ -94,6 +98,9 @@ class DownloadOptions:
     deny_networks: tuple[IPv4Network | IPv6Network, ...] = DEFAULT_DENY_NETWORKS
     #: "default", "all", or language codes in order of preference (see check_audio)
     audio: str | tuple[str, ...] = "default"
+    #: "all", "none", or language codes (see check_subtitles)
+    subtitles: str | tuple[str, ...] = "all"
+    embed_subtitles: bool = False  # also mux the subtitles into the MP4 (mov_text)
 
 
 # --- the metadata column ---------------------------------------------------------------
@@ -237,6 +244,19 @@ def check_audio(value: Any) -> str | list[str]:
     return check_languages(value, AUDIO_CHOICES, "audio")
 
 
+def check_subtitles(value: Any) -> str | list[str]:
+    """``subtitles``: "all", "none", or the language codes to fetch."""
+    return check_languages(value, SUBTITLE_CHOICES, "subtitles")
+
+
+def check_embed_subtitles(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidInputError(
+            f"embed_subtitles must be true or false, not {type(value).__name__}."
+        )
+    return value
+
+
 def parse_languages(text: str | None) -> str | list[str] | None:
     """A flag's value (``--audio all``, ``--audio fr,en``) as the metadata key holds it:
     a keyword as is, anything else as a list of codes (checked with the key)."""
@@ -247,9 +267,16 @@ def parse_languages(text: str | None) -> str | list[str] | None:
     return [code.strip() for code in text.split(",") if code.strip()]
 
 
-def stream_flags(audio: str | None = None) -> dict[str, Any]:
-    """The caller keys that ``--audio`` set, as metadata holds them (unchecked; None: unset)."""
-    return {"audio": parse_languages(audio)}
+def stream_flags(
+    audio: str | None = None, subs: str | None = None, embed_subs: bool = False
+) -> dict[str, Any]:
+    """The caller keys that ``--audio``, ``--subs`` and ``--embed-subs`` set, as metadata
+    holds them (unchecked; None: unset)."""
+    return {
+        "audio": parse_languages(audio),
+        "subtitles": parse_languages(subs),
+        "embed_subtitles": True if embed_subs else None,
+    }
 
 
 def check_output_dir(output_dir: Any) -> str:
@@ -274,6 +301,10 @@ def check_task_metadata(
         checked["output_dir"] = check_output_dir(metadata["output_dir"])
     if metadata.get("audio") is not None:
         checked["audio"] = check_audio(metadata["audio"])
+    if metadata.get("subtitles") is not None:
+        checked["subtitles"] = check_subtitles(metadata["subtitles"])
+    if metadata.get("embed_subtitles") is not None:
+        checked["embed_subtitles"] = check_embed_subtitles(metadata["embed_subtitles"])
     profile = metadata.get("profile")
     if profile is not None and profiles is not None and profile not in profiles:
         raise InvalidInputError(
@@ -290,7 +321,7 @@ def caller_metadata(values: Mapping[str, Any], profiles: Mapping[str, Any]) -> d
 
 def task_download_options(settings: Settings, metadata: Mapping[str, Any]) -> DownloadOptions:
     """Options for a task from its (checked) caller metadata: quality, headers,
-    format, profile, audio. One place for rows and batch entries alike."""
+    format, profile, audio, subtitles. One place for rows and batch entries alike."""
     options = settings.download_options(
         profile=metadata.get("profile"),
         quality=metadata.get("quality"),
@@ -301,11 +332,15 @@ def task_download_options(settings: Settings, metadata: Mapping[str, Any]) -> Do
 
 
 def stream_options(options: DownloadOptions, metadata: Mapping[str, Any]) -> DownloadOptions:
-    """``options`` with the stream choices of the (checked) caller metadata: ``audio``."""
+    """``options`` with the stream choices of the (checked) caller metadata: ``audio``,
+    ``subtitles``, ``embed_subtitles``."""
     changes: dict[str, Any] = {}
-    audio = metadata.get("audio")
-    if audio is not None:
-        changes["audio"] = audio if isinstance(audio, str) else tuple(audio)
+    for key in ("audio", "subtitles"):
+        value = metadata.get(key)
+        if value is not None:
+            changes[key] = value if isinstance(value, str) else tuple(value)
+    if metadata.get("embed_subtitles") is not None:
+        changes["embed_subtitles"] = bool(metadata["embed_subtitles"])
     return dataclasses.replace(options, **changes) if changes else options
 
 

@@ -2,10 +2,10 @@
 
 ``parse_playlist(text, url)`` turns the text of an M3U8 file and the URL it was
 finally fetched from (after redirects) into either a :class:`MasterPlaylist`
-(variants and alternate audio to choose from) or a :class:`MediaPlan` (the
+(variants, alternate audio and subtitles to choose from) or a :class:`MediaPlan` (the
 segments to fetch, with absolute URIs, byte ranges, keys and init sections).
-``choose_variant`` and ``choose_audio_tracks`` pick from a master playlist (``choose_audio``:
-the default audio alone).
+``choose_variant``, ``choose_audio_tracks`` and ``choose_subtitles`` pick from a master
+playlist (``choose_audio``: the default audio alone).
 
 ``MediaPlan.container`` says which FFmpeg demuxer reads a plan's files.
 
@@ -27,7 +27,7 @@ from urllib.parse import urljoin, urlsplit
 import m3u8
 
 from dlstore.errors import PlaylistError, QualityNotFoundError, UnsupportedStreamError
-from dlstore.languages import best_match
+from dlstore.languages import best_match, matches_any
 from dlstore.sniff import HEAD_BYTES, Kind, describe, identify
 
 SUPPORTED_KEY_METHODS = ("NONE", "AES-128")
@@ -168,6 +168,7 @@ class Variant:
     codecs: str | None = None
     frame_rate: float | None = None
     audio_group: str | None = None
+    subtitle_group: str | None = None
 
     @property
     def height(self) -> int | None:
@@ -189,7 +190,9 @@ class Variant:
 
 
 @dataclass(frozen=True)
-class AudioRendition:
+class MediaRendition:
+    """An ``EXT-X-MEDIA`` rendition with a URI (a separate media playlist)."""
+
     uri: str
     group_id: str | None
     name: str | None = None
@@ -201,10 +204,23 @@ class AudioRendition:
 
 
 @dataclass(frozen=True)
+class AudioRendition(MediaRendition):
+    """An ``EXT-X-MEDIA:TYPE=AUDIO`` rendition."""
+
+
+@dataclass(frozen=True)
+class SubtitleRendition(MediaRendition):
+    """An ``EXT-X-MEDIA:TYPE=SUBTITLES`` rendition (segmented WebVTT)."""
+
+    forced: bool = False
+
+
+@dataclass(frozen=True)
 class MasterPlaylist:
     url: str
     variants: tuple[Variant, ...]
     audio: tuple[AudioRendition, ...] = ()
+    subtitles: tuple[SubtitleRendition, ...] = ()
 
 
 # --------------------------------------------------------------------------- body checks
@@ -304,24 +320,28 @@ def _master(doc: m3u8.M3U8, url: str) -> MasterPlaylist:
                 codecs=info.codecs,
                 frame_rate=info.frame_rate,
                 audio_group=info.audio,
+                subtitle_group=info.subtitles,
             )
         )
     if not variants:
         raise PlaylistError(f"The master playlist at {url} lists no variant streams.")
-    audio = []
+    audio, subtitles = [], []
     for media in doc.media:
-        if (media.type or "").upper() != "AUDIO" or not media.uri:
-            continue
-        audio.append(
-            AudioRendition(
-                uri=_absolute(url, media.uri, "audio playlist"),
-                group_id=media.group_id,
-                name=media.name,
-                language=media.language,
-                default=(media.default or "").upper() == "YES",
-            )
-        )
-    return MasterPlaylist(url=url, variants=tuple(variants), audio=tuple(audio))
+        kind = (media.type or "").upper()
+        if kind not in ("AUDIO", "SUBTITLES") or not media.uri:
+            continue  # a rendition without URI is in the variant itself
+        common = {"group_id": media.group_id, "name": media.name, "language": media.language,
+                  "default": _yes(media.default)}  # fmt: skip
+        if kind == "AUDIO":
+            audio.append(AudioRendition(uri=_absolute(url, media.uri, "audio playlist"), **common))
+        else:
+            uri = _absolute(url, media.uri, "subtitle playlist")
+            subtitles.append(SubtitleRendition(uri=uri, forced=_yes(media.forced), **common))
+    return MasterPlaylist(url, tuple(variants), tuple(audio), tuple(subtitles))
+
+
+def _yes(value: str | None) -> bool:
+    return (value or "").strip().upper() == "YES"
 
 
 def _media(doc: m3u8.M3U8, url: str, max_segments: int, map_keys: dict) -> MediaPlan:
@@ -556,6 +576,23 @@ def choose_audio_tracks(
     if isinstance(wanted, str):
         return (default,)
     return (best_match(wanted, group, lambda a: a.language) or default,)
+
+
+def choose_subtitles(
+    master: MasterPlaylist, variant: Variant, wanted: str | Sequence[str] = "all"
+) -> tuple[SubtitleRendition, ...]:
+    """The subtitle renditions of ``variant``'s SUBTITLES group to fetch, in playlist order.
+
+    ``"all"``: every one; ``"none"``: none; a list of language codes: every rendition in
+    one of those languages (``en`` takes ``en-US`` and ``eng`` too).
+    """
+    group = variant.subtitle_group
+    renditions = [s for s in master.subtitles if group and s.group_id == group]
+    if wanted == "all":
+        return tuple(renditions)
+    if isinstance(wanted, str):
+        return ()
+    return tuple(s for s in renditions if matches_any(s.language, wanted))
 
 
 def segment_container(uri: str) -> str | None:

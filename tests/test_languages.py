@@ -12,6 +12,7 @@ from dlstore.options import (
     check_audio,
     merge_metadata,
     parse_languages,
+    stream_flags,
     stream_options,
 )
 
@@ -75,3 +76,30 @@ def test_flags_become_the_metadata_keys_and_options():
 def test_learned_keys_never_replace_the_callers_audio():
     merged = merge_metadata({"audio": ["fr"]}, {"audio": "x", "audio_tracks": [{"language": "fr"}]})
     assert merged == {"audio": ["fr"], "audio_tracks": [{"language": "fr"}]}
+
+
+def test_subtitle_keys_are_checked_and_become_options():
+    checked = caller_metadata(
+        {"subtitles": ["en", "fr"], "embed_subtitles": True, "audio": "all"}, {}
+    )
+    options = stream_options(DownloadOptions(), checked)
+    assert (options.subtitles, options.embed_subtitles, options.audio) == (
+        ("en", "fr"),
+        True,
+        "all",
+    )
+    assert stream_options(
+        DownloadOptions(), caller_metadata({"subtitles": "NONE"}, {})
+    ).subtitles == ("none")
+    assert DownloadOptions().subtitles == "all" and not DownloadOptions().embed_subtitles
+    with pytest.raises(InvalidInputError, match='subtitles must be "all" or "none"'):
+        caller_metadata({"subtitles": "default"}, {})
+    with pytest.raises(InvalidInputError, match="embed_subtitles must be true or false"):
+        caller_metadata({"embed_subtitles": "yes"}, {})
+
+
+def test_cli_flags_as_metadata():
+    assert stream_flags("fr,en", "none", True) == {
+        "audio": ["fr", "en"], "subtitles": "none", "embed_subtitles": True
+    }  # fmt: skip
+    assert stream_flags() == {"audio": None, "subtitles": None, "embed_subtitles": None}

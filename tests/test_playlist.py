@@ -21,6 +21,7 @@ from dlstore.playlist import (
     Variant,
     choose_audio,
     choose_audio_tracks,
+    choose_subtitles,
     choose_variant,
     decode_playlist,
     parse_playlist,
@@ -389,3 +390,35 @@ def test_an_encrypted_init_section_without_an_iv_is_a_clear_error():
         f"The init section init.mp4 of the playlist at {BASE}x.m3u8 is encrypted but its "
         "EXT-X-KEY has no IV, which RFC 8216 requires; dlstore cannot decrypt it."
     )
+
+
+# --------------------------------------------------------------------------- subtitles
+
+SUBTITLED = """#EXTM3U
+#EXT-X-MEDIA:TYPE=SUBTITLES,GROUP-ID="s",NAME="English",LANGUAGE="en-US",DEFAULT=YES,URI="en.m3u8"
+#EXT-X-MEDIA:TYPE=SUBTITLES,GROUP-ID="s",NAME="Forced",LANGUAGE="en",FORCED=YES,URI="forced.m3u8"
+#EXT-X-MEDIA:TYPE=SUBTITLES,GROUP-ID="s",NAME="Deutsch",LANGUAGE="de",URI="de.m3u8"
+#EXT-X-MEDIA:TYPE=SUBTITLES,GROUP-ID="other",NAME="Other",LANGUAGE="fr",URI="fr.m3u8"
+#EXT-X-MEDIA:TYPE=CLOSED-CAPTIONS,GROUP-ID="cc",NAME="CC",INSTREAM-ID="CC1"
+#EXT-X-STREAM-INF:BANDWIDTH=1,SUBTITLES="s",CLOSED-CAPTIONS="cc"
+v.m3u8
+#EXT-X-STREAM-INF:BANDWIDTH=2
+w.m3u8
+"""
+
+
+@pytest.mark.parametrize(
+    ("wanted", "names"),
+    [("all", ["English", "Forced", "Deutsch"]), ("none", []), (["en"], ["English", "Forced"]),
+     (["deu", "fr"], ["Deutsch"]), (["ja"], [])],
+)  # fmt: skip
+def test_choose_subtitles_of_the_variants_group(wanted, names):
+    master = parse_playlist(SUBTITLED, BASE + "m.m3u8")
+    assert isinstance(master, MasterPlaylist)
+    with_group, without = master.variants
+    assert with_group.subtitle_group == "s"
+    assert [s.name for s in choose_subtitles(master, with_group, wanted)] == names
+    assert choose_subtitles(master, without, "all") == ()
+    english, forced = master.subtitles[:2]
+    assert english.uri == BASE + "en.m3u8" and english.default and not english.forced
+    assert forced.forced and not forced.default

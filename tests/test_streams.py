@@ -5,26 +5,34 @@ languages, subtitles. Real media from a local server, through ``engine.download`
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import av
 import pytest
 from typer.testing import CliRunner
 
 import dlstore.cli.download  # noqa: F401 - registers the commands
+from dlstore import migrate
 from dlstore.cli import app
 from dlstore.engine import DownloadResult, download
-from dlstore.errors import UnsupportedStreamError
+from dlstore.errors import DownloadError, InvalidInputError, UnsupportedStreamError
 from dlstore.options import DownloadOptions
 from dlstore.testing.hls_server import HlsServer
 from dlstore.testing.media import (
     FPS,
+    MULTI_CUES,
     MultiLanguageStream,
     audio_tones,
     decode_check,
     stream_tags,
     write_multilanguage,
 )
+from dlstore.testing.rust_api import RustApi
 
 pytestmark = pytest.mark.slow
 runner = CliRunner()
@@ -161,3 +169,210 @@ def test_cli_download_with_audio_all(multi, multi_server, tmp_path, monkeypatch)
     assert [t.language for t in stream_tags(out) if t.kind == "audio"] == ["eng", "fra"]
     bad = runner.invoke(app, [*args[:4], "--audio", "english!"])
     assert bad.exit_code == 1 and "is not a language code" in bad.stderr
+
+
+# --------------------------------------------------------------------------- subtitles
+
+
+def first_frame_time(path: Path) -> float:
+    """When the output shows its first video frame: where the source's cue times start."""
+    with av.open(str(path)) as container:
+        return next(container.decode(video=0)).time
+
+
+def vtt_cues(path: Path) -> list[tuple[float, float, str]]:
+    """The cues of a WebVTT file as FFmpeg's WebVTT demuxer reads them."""
+    with av.open(str(path), format="webvtt") as container:
+        stream = container.streams.subtitles[0]
+        return [
+            (float(p.pts * p.time_base), float((p.pts + p.duration) * p.time_base),
+             bytes(p).decode())
+            for p in container.demux(stream) if p.pts is not None and p.size
+        ]  # fmt: skip
+
+
+def mov_text_cues(path: Path, number: int) -> list[tuple[float, float, str]]:
+    """The cues of the output's ``number``-th subtitle stream, decoded."""
+    cues = []
+    with av.open(str(path)) as container:
+        stream = container.streams.subtitles[number]
+        for packet in container.demux(stream):
+            if packet.pts is None or not packet.size:
+                continue
+            for sub in stream.decode(packet):
+                text = sub.ass.decode().split(",", 8)[-1]
+                start = float(packet.pts * packet.time_base)
+                if text:
+                    cues.append((start, start + float(packet.duration * packet.time_base), text))
+    return cues
+
+
+def expected_cues(language: str, offset: float) -> list[tuple[float, float, str]]:
+    return [(start + offset, end + offset, text) for start, end, text in MULTI_CUES[language]]
+
+
+def assert_cues_match(found, expected) -> None:
+    assert [text for _, _, text in found] == [text for _, _, text in expected]
+    for (start, end, _), (want_start, want_end, text) in zip(found, expected):
+        assert start == pytest.approx(want_start, abs=0.05), text
+        assert end == pytest.approx(want_end, abs=0.05), text
+
+
+def test_subtitles_all_are_joined_into_one_aligned_vtt_per_language(
+    multi, multi_server, fast_options, tmp_path
+):
+    result = run(multi_server, multi.path, tmp_path, fast_options, name="Show (2)")
+    assert_video_plays(result.output_path, multi.duration)
+    out = tmp_path / "out"
+    en, fr = out / "Show (2).en.vtt", out / "Show (2).fr.vtt"
+    assert sorted(p.name for p in out.iterdir()) == ["Show (2).en.vtt", "Show (2).fr.vtt",
+                                                     "Show (2).mp4"]  # fmt: skip
+    offset = first_frame_time(result.output_path)  # 0.08 s: B-frames, the audio starts first
+    assert 0.05 < offset < 0.2
+    # Both X-TIMESTAMP-MAP styles land on the video's clock; the cues written into two
+    # segments (across a boundary) are there once.
+    assert_cues_match(vtt_cues(en), expected_cues("en", offset))
+    assert_cues_match(vtt_cues(fr), expected_cues("fr", offset))
+    assert en.read_text(encoding="utf-8").startswith("WEBVTT\n\n")
+    assert "X-TIMESTAMP-MAP" not in en.read_text(encoding="utf-8")
+    assert result.tracks_metadata()["subtitle_tracks"] == [
+        {"language": "en", "name": "English", "path": str(en), "default": True, "forced": False},
+        {"language": "fr", "name": "Français", "path": str(fr), "default": False,
+         "forced": False},
+    ]  # fmt: skip
+    subtitle_segments = multi.subtitle_paths["en"] + multi.subtitle_paths["fr"]
+    assert all(multi_server.hits[p] == 1 for p in subtitle_segments)
+    assert result.segments == len(multi.video_paths) + len(multi.audio_paths["en"])  # not counted
+    assert [s.kind for s in stream_tags(result.output_path)] == ["video", "audio"]  # not embedded
+
+
+@pytest.mark.parametrize(("wanted", "files"), [("none", []), (("fr",), ["video.fr.vtt"])])
+def test_only_the_subtitles_asked_for_are_fetched(
+    wanted, files, multi, multi_server, fast_options, tmp_path
+):
+    options = dataclasses.replace(fast_options, subtitles=wanted)
+    result = run(multi_server, multi.path, tmp_path, options)
+    names = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert names == sorted(["video.mp4", *files])
+    hit = {p for p in multi_server.hits if "/subs/" in p}
+    assert hit == {f"/multi/subs/fr/{name}" for name in ("index.m3u8", "seg-000.vtt",
+                   "seg-001.vtt", "seg-002.vtt")} if files else hit == set()  # fmt: skip
+    assert [t["language"] for t in result.tracks_metadata()["subtitle_tracks"]] == (
+        ["fr"] if files else []
+    )
+
+
+def test_embedded_subtitles_are_mov_text_streams_with_languages(
+    multi, multi_server, fast_options, tmp_path
+):
+    options = dataclasses.replace(fast_options, embed_subtitles=True, audio="all")
+    result = run(multi_server, multi.path, tmp_path, options)
+    assert_video_plays(result.output_path, multi.duration)
+    tags = [(t.kind, t.codec, t.language, t.default) for t in stream_tags(result.output_path)]
+    assert tags == [
+        ("video", "h264", "und", True),
+        ("audio", "aac", "eng", True),
+        ("audio", "aac", "fra", False),
+        ("subtitle", "mov_text", "eng", True),
+        ("subtitle", "mov_text", "fra", False),
+    ]
+    offset = first_frame_time(result.output_path)
+    for number, language in enumerate(("en", "fr")):
+        # as mov_text decodes back to ASS: \N for a new line, italics to the end of the line
+        expected = [(s, e, t.replace("\n", "\\N").replace("<i>", "{\\i1}")
+                     .replace("</i>", "").replace("&amp;", "&"))
+                    for s, e, t in expected_cues(language, offset)]  # fmt: skip
+        assert_cues_match(mov_text_cues(result.output_path, number), expected)
+    assert (tmp_path / "out" / "video.en.vtt").is_file()  # the sidecars are written too
+
+
+def test_embedding_needs_mp4(multi_server, multi, fast_options, tmp_path):
+    options = dataclasses.replace(fast_options, embed_subtitles=True, output_format="ts")
+    with pytest.raises(InvalidInputError, match="embed_subtitles needs the mp4 format"):
+        run(multi_server, multi.path, tmp_path, options)
+    assert not multi_server.hits
+
+
+def test_an_existing_subtitle_file_is_not_overwritten(multi, multi_server, fast_options, tmp_path):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "video.fr.vtt").write_text("mine")
+    with pytest.raises(DownloadError, match="video.fr.vtt already exists"):
+        run(multi_server, multi.path, tmp_path, fast_options)
+    assert not any("seg-" in p for p in multi_server.hits)  # refused before any segment
+    assert (tmp_path / "out" / "video.fr.vtt").read_text() == "mine"
+
+
+def test_cli_download_with_subtitles(multi, multi_server, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "Show.mp4"
+    args = ["download", multi_server.url(multi.path), "-o", str(out), "-q"]
+    result = runner.invoke(app, [*args, "--subs", "en", "--embed-subs"])
+    assert result.exit_code == 0, (result.stdout, result.stderr)
+    assert "subtitles: Show.en.vtt" in result.stdout
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ["Show.en.vtt", "Show.mp4"]
+    tags = [(t.codec, t.language) for t in stream_tags(out) if t.kind == "subtitle"]
+    assert tags == [("mov_text", "eng")]
+    assert_cues_match(
+        vtt_cues(tmp_path / "Show.en.vtt"), expected_cues("en", first_frame_time(out))
+    )
+
+
+# --------------------------------------------------------------------------- the daemon
+
+DAEMON_CONFIG = """\
+downloader:
+  temp_dir: ./work
+  output_dir: ./videos
+  log_file: null
+  poll_interval: 0.1
+  default_profile: test
+  connect_timeout: 5
+  read_timeout: 5
+  profiles:
+    test: {threads: 4, max_retries: 1, retry_delay: 0.05}
+"""
+
+
+def test_a_row_by_the_apis_sql_completes_with_its_audio_and_subtitle_tracks(
+    multi, multi_server, sqlite_url, tmp_path
+):
+    migrate.upgrade(sqlite_url)
+    (tmp_path / "downloader.yaml").write_text(DAEMON_CONFIG)
+    api = RustApi(sqlite_url)
+    caller = {"audio": "all", "subtitles": ["fr", "en"], "embed_subtitles": True, "note": "kept"}
+    try:
+        task_id = api.create("Pilot", multi_server.url(multi.path), caller)
+        environ = {k: v for k, v in os.environ.items() if not k.startswith("DOWNLOADER_")}
+        command = [sys.executable, "-m", "dlstore", "daemon", "--exit-when-idle",
+                   "--db", sqlite_url, "--config", str(tmp_path / "downloader.yaml")]  # fmt: skip
+        done = subprocess.run(command, cwd=tmp_path, env=environ, capture_output=True, timeout=120)
+        assert done.returncode == 0, done.stderr.decode(errors="replace")
+        row = api.status(task_id)
+    finally:
+        api.close()
+    assert row is not None and row["status"] == "completed", row
+    videos = (tmp_path / "videos").resolve()
+    metadata = json.loads(row["metadata"])
+    assert {k: metadata[k] for k in caller} == caller  # the caller's keys, as given
+    assert metadata["audio_tracks"] == [
+        {"language": "en", "name": "English", "codec": "aac", "channels": 1, "default": True},
+        {"language": "fr", "name": "Français", "codec": "aac", "channels": 1, "default": False},
+    ]
+    assert metadata["subtitle_tracks"] == [
+        {"language": lang, "name": name, "path": str(videos / f"Pilot.{lang}.vtt"),
+         "default": lang == "en", "forced": False}
+        for lang, name in (("en", "English"), ("fr", "Français"))
+    ]  # fmt: skip
+    segments = len(multi.video_paths) + len(multi.audio_paths["en"]) + len(multi.audio_paths["fr"])
+    assert row["total_segments"] == row["downloaded_segments"] == segments
+    output = Path(row["output_path"])
+    assert_video_plays(output, multi.duration)
+    kinds = [(t.kind, t.language) for t in stream_tags(output)]
+    assert kinds == [("video", "und"), ("audio", "eng"), ("audio", "fra"),
+                     ("subtitle", "eng"), ("subtitle", "fra")]  # fmt: skip
+    offset = first_frame_time(output)
+    for lang in ("en", "fr"):
+        assert_cues_match(vtt_cues(videos / f"Pilot.{lang}.vtt"), expected_cues(lang, offset))
+    assert sorted(p.name for p in videos.iterdir()) == [
+        "Pilot.en.vtt", "Pilot.fr.vtt", "Pilot.jpg", "Pilot.mp4"
+    ]  # fmt: skip

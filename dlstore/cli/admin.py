@@ -68,6 +68,13 @@ def add(
             "--audio", help='"default", "all", or languages in order of preference, e.g. fr,en.'
         ),
     ] = None,
+    subs: Annotated[
+        str | None,
+        typer.Option("--subs", help='Subtitles to save: "all" (default), "none", or e.g. en,fr.'),
+    ] = None,
+    embed_subs: Annotated[
+        bool, typer.Option("--embed-subs", help="Also put the subtitles into the MP4.")
+    ] = False,
     database: DbOption = None,
     config: ConfigOption = None,
 ) -> None:
@@ -80,7 +87,7 @@ def add(
         "headers": parse_headers(header),
         "format": output_format,
         "profile": profile,
-        **stream_flags(audio),
+        **stream_flags(audio, subs, embed_subs),
     }
     if not name.strip():
         raise DlstoreError("--name must not be empty.")

@@ -61,6 +61,17 @@ Audio = Annotated[
         "languages in order of preference, e.g. fr,en.",
     ),
 ]
+Subs = Annotated[
+    str | None,
+    typer.Option(
+        "--subs",
+        help='Subtitles to save beside the video as <name>.<lang>.vtt: "all" (default), '
+        '"none", or languages, e.g. en,fr.',
+    ),
+]
+EmbedSubs = Annotated[
+    bool, typer.Option("--embed-subs", help="Also put the subtitles into the MP4 (mov_text).")
+]
 
 
 @command(name="download")
@@ -77,6 +88,8 @@ def download_command(
     output_format: Format = None,
     overwrite: Overwrite = False,
     audio: Audio = None,
+    subs: Subs = None,
+    embed_subs: EmbedSubs = False,
     work_dir: Annotated[
         Path | None,
         typer.Option(
@@ -93,7 +106,7 @@ def download_command(
 
     url = check_url(url)
     headers = parse_headers(header)
-    streams = check_task_metadata(stream_flags(audio))
+    streams = check_task_metadata(stream_flags(audio, subs, embed_subs))
     fmt = output_format or format_from_suffix(output)
     target = output_file(output, url, fmt)
     with load_env(config) as env:
@@ -122,7 +135,8 @@ def batch(
     """Download every task in TASKS.json into the output folder, or queue them (--enqueue).
 
     Each task is {"name", "url", "quality"?, "output_dir"?, "headers"?, "format"?,
-    "profile"?, "audio"?}. The whole file is checked before anything starts.
+    "profile"?, "audio"?, "subtitles"?, "embed_subtitles"?}. The whole file is checked
+    before anything starts.
     """
     with load_env(config, database) as env:
         tasks = read_batch(tasks_file, env.settings)
@@ -230,7 +244,8 @@ class _Bar:
 def _summary(result: DownloadResult) -> str:
     media = result.media
     resolution = f"{media.width}x{media.height}, " if media.width and media.height else ""
+    subtitles = ", ".join(path.name for path in result.subtitle_files)
     return (
         f"saved {result.output_path} ({media.duration:.1f} s, {resolution}"
-        f"{format_bytes(media.size_bytes)})"
+        f"{format_bytes(media.size_bytes)})" + (f"; subtitles: {subtitles}" if subtitles else "")
     )
