@@ -248,7 +248,11 @@ class _Download:
         output_path = Path(output_path)
         check_format(options.output_format, what="output format")
         if options.embed_subtitles and options.output_format != "mp4":
-            raise InvalidInputError("embed_subtitles needs the mp4 format; MPEG-TS has no place.")
+            raise InvalidInputError(
+                "embed_subtitles needs the mp4 format: MPEG-TS output cannot hold mov_text "
+                "subtitles. Use mp4, or leave embed_subtitles off (the .vtt files are written "
+                "either way)."
+            )
         if not overwrite:
             ensure_absent(output_path)
         work = WorkFolder(Path(work_dir))

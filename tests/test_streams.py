@@ -376,3 +376,23 @@ def test_a_row_by_the_apis_sql_completes_with_its_audio_and_subtitle_tracks(
     assert sorted(p.name for p in videos.iterdir()) == [
         "Pilot.en.vtt", "Pilot.fr.vtt", "Pilot.jpg", "Pilot.mp4"
     ]  # fmt: skip
+
+
+def test_add_stores_the_stream_flags_as_the_callers_keys(sqlite_url, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    migrate.upgrade(sqlite_url)
+    db = ["--db", sqlite_url]
+    add = ["add", "https://e.example/a.m3u8", "--name", "Show", *db]
+    result = runner.invoke(app, [*add, "--audio", "fr,en", "--subs", "none", "--embed-subs"])
+    assert result.exit_code == 0, (result.stdout, result.stderr)
+    api = RustApi(sqlite_url)
+    try:
+        row = api.status(result.stdout.strip())
+    finally:
+        api.close()
+    assert row is not None
+    assert json.loads(row["metadata"]) == {
+        "audio": ["fr", "en"], "subtitles": "none", "embed_subtitles": True
+    }  # fmt: skip
+    bad = runner.invoke(app, [*add, "--subs", "en,?"])
+    assert bad.exit_code == 1 and "'?' is not a language code" in bad.stderr
