@@ -1,9 +1,10 @@
 """One download, from an M3U8 (or DASH MPD) URL to a playable file. Used by the CLI and the
 daemon alike.
 
-    playlist fetched → parsed (variant and audio chosen) → segments fetched and
-    decrypted into the work folder → joined and remuxed beside the output →
-    renamed into place → work folder removed
+    playlist fetched → parsed (variant, audio and subtitle renditions chosen) →
+    subtitle and media segments fetched and decrypted into the work folder → joined
+    and remuxed beside the output, subtitles joined into WebVTT files beside it
+    (dlstore.sidecars) → renamed into place → work folder removed
 
 The engine knows nothing of the database: progress goes out through
 ``on_progress`` (at most about four times a second, plus once at the end),
@@ -22,10 +23,11 @@ from urllib.parse import urlsplit, urlunsplit
 
 import requests
 
+from dlstore import webvtt
 from dlstore.crypto import KeyStore
 from dlstore.dash import DashManifest, is_mpd, parse_mpd  # Streams (#12): DASH
 from dlstore.dash_tracks import resolve_dash  # Streams (#12): DASH
-from dlstore.errors import CancelledError, DownloadError, PlaylistError
+from dlstore.errors import CancelledError, DownloadError, InvalidInputError, PlaylistError
 from dlstore.fetch import Arrivals, fetch_all, jobs_for
 from dlstore.http import (
     Retry,
@@ -33,20 +35,36 @@ from dlstore.http import (
     fetch_small,
     make_session,
 )
+from dlstore.languages import iso639_2
 from dlstore.options import DownloadOptions, check_format
 from dlstore.paths import ensure_absent, place_file
 from dlstore.playlist import (
     AudioRendition,
     MasterPlaylist,
     MediaPlan,
+    SubtitleRendition,
     Variant,
-    choose_audio,
+    choose_audio_tracks,
+    choose_subtitles,
     choose_variant,
     decode_playlist,
     parse_playlist,
 )
 from dlstore.progress import Progress, ProgressTracker, Throttle
-from dlstore.remux import MediaInfo, concat, make_poster, probe, remux
+from dlstore.remux import (
+    AudioFacts,
+    AudioInput,
+    MediaInfo,
+    StreamLabel,
+    TextTrack,
+    audio_streams,
+    concat,
+    make_poster,
+    probe,
+    remux,
+    timeline_start,
+)
+from dlstore.sidecars import Sidecars, load, subtitle_names
 from dlstore.validate import check_url
 from dlstore.workfolder import Track, WorkFolder, track_files
 
@@ -65,21 +83,49 @@ MAX_KEY_BYTES = 4096
 
 
 @dataclass(frozen=True)
+class Rendition:
+    """An alternate rendition (EXT-X-MEDIA) chosen for the download, with its media playlist."""
+
+    info: AudioRendition | SubtitleRendition
+    plan: MediaPlan
+
+
+@dataclass(frozen=True)
 class DownloadPlan:
-    """What will be fetched: the video (or only) track, and a separate audio track if any."""
+    """What will be fetched: the video (or only) track, and separate audio tracks if any:
+    ``audio`` (the first, flagged default) and ``more_audio`` (``"audio": "all"``); and
+    WebVTT subtitle renditions (sidecar files: their segments are not counted)."""
 
     url: str
     video: MediaPlan
     audio: MediaPlan | None = None
     variant: Variant | None = None
     audio_rendition: AudioRendition | None = None
+    more_audio: tuple[Rendition, ...] = ()
+    subtitles: tuple[Rendition, ...] = ()
 
     @property
     def tracks(self) -> list[Track]:
+        """The media tracks, video first, then each audio track: what the segments count."""
         tracks = [Track("video", self.video)]
         if self.audio is not None:
             tracks.append(Track("audio", self.audio))
+        tracks += [Track(f"audio-{n}", r.plan) for n, r in enumerate(self.more_audio, 2)]
         return tracks
+
+    @property
+    def subtitle_tracks(self) -> list[Track]:
+        """The subtitle renditions' tracks, their files WebVTT whatever their names say."""
+        return [
+            Track(f"subtitles-{n}", r.plan, container="webvtt")
+            for n, r in enumerate(self.subtitles, 1)
+        ]
+
+    @property
+    def audio_renditions(self) -> list[AudioRendition | None]:
+        """Each separate audio track's rendition (None if unknown), in the order they are muxed."""
+        first = [self.audio_rendition] if self.audio is not None else []
+        return first + [r.info for r in self.more_audio]
 
     def variant_metadata(self) -> dict | None:
         if self.variant is None:
@@ -90,12 +136,17 @@ class DownloadPlan:
 
     def identity(self) -> dict:
         """What the work folder's files belong to (query strings dropped: tokens rotate)."""
-        return {
+        identity = {
             "url": self.url,
             "variant": _no_query(self.variant.uri) if self.variant else None,
             "audio": _no_query(self.audio_rendition.uri) if self.audio_rendition else None,
             "segments": [len(t.plan.segments) for t in self.tracks],
         }
+        if self.more_audio:  # only then: a folder of an earlier version's download resumes
+            identity["more_audio"] = [_no_query(r.info.uri) for r in self.more_audio]
+        if self.subtitles:
+            identity["subtitles"] = [_no_query(r.info.uri) for r in self.subtitles]
+        return identity
 
 
 @dataclass(frozen=True)
@@ -105,12 +156,27 @@ class DownloadResult:
     variant: dict | None  # resolution, bandwidth, codecs, uri, audio; None for a media playlist
     segments: int
     bytes_downloaded: int  # fetched over the network by this run
+    #: The output's audio streams, in order: {"language", "name", "codec", "channels", "default"}
+    audio_tracks: tuple[dict, ...] = ()
+    #: The subtitle files beside it: {"language", "name", "path", "default", "forced"}
+    subtitle_tracks: tuple[dict, ...] = ()
+
+    @property
+    def subtitle_files(self) -> tuple[Path, ...]:
+        return tuple(Path(t["path"]) for t in self.subtitle_tracks)
 
     def as_metadata(self) -> dict:
         data = {"media": self.media.as_metadata(), "segments": self.segments}
         if self.variant is not None:
             data["variant"] = self.variant
         return data
+
+    def tracks_metadata(self) -> dict:
+        """What a completed row's metadata says of the file's tracks."""
+        return {
+            "audio_tracks": [dict(t) for t in self.audio_tracks],
+            "subtitle_tracks": [dict(t) for t in self.subtitle_tracks],
+        }
 
 
 def download(
@@ -134,12 +200,14 @@ def download(
     try:
         with make_session(options, run.url) as session:
             plan = resolve_plan(session, run.url, options, run.cancel)
+            run.name_subtitles(plan)
             following = run.fetch(session, plan)
         run.join(plan, following)
         media = run.place()
     finally:
         with contextlib.suppress(FileNotFoundError):
             run.tmp.unlink()
+        run.sidecars.clean_up()
     return run.finish(plan, media)
 
 
@@ -159,6 +227,7 @@ class _Download:
     tracker: ProgressTracker
     work: WorkFolder
     tmp: Path  # the joined file, beside the output until it is placed
+    sidecars: Sidecars  # the subtitle files, named once the plan is known
 
     @property
     def fmt(self) -> str:
@@ -180,6 +249,12 @@ class _Download:
         url = check_url(url)
         output_path = Path(output_path)
         check_format(options.output_format, what="output format")
+        if options.embed_subtitles and options.output_format != "mp4":
+            raise InvalidInputError(
+                "embed_subtitles needs the mp4 format: MPEG-TS output cannot hold mov_text "
+                "subtitles. Use mp4, or leave embed_subtitles off (the .vtt files are written "
+                "either way)."
+            )
         if not overwrite:
             ensure_absent(output_path)
         work = WorkFolder(Path(work_dir))
@@ -201,7 +276,16 @@ class _Download:
             tracker=tracker,
             work=work,
             tmp=tmp,
+            sidecars=Sidecars.for_names(work, []),
         )
+
+    def name_subtitles(self, plan: DownloadPlan) -> None:
+        """Name the subtitle files; one already there is an error unless ``overwrite``."""
+        renditions = [r.info for r in plan.subtitles if isinstance(r.info, SubtitleRendition)]
+        self.sidecars = Sidecars.for_names(self.work, subtitle_names(self.output_path, renditions))
+        if not self.overwrite:
+            for path in self.sidecars.finals:
+                ensure_absent(path)
 
     def fetch(self, session: requests.Session, plan: DownloadPlan) -> _FollowingRemux | None:
         """Fetch the plan's files into the work folder; the remux following them, if any."""
@@ -209,6 +293,7 @@ class _Download:
         self.tracker.total = len(jobs)
         self.work.prepare(plan.identity())
         keys = self._keys(session)
+        self._fetch_subtitles(session, plan, keys)
         label = plan.variant.label if plan.variant else "the stream"
 
         def report() -> None:
@@ -216,26 +301,43 @@ class _Download:
             self.emit(self.tracker.snapshot(f"Downloading {label}: {done} segments"))
 
         following = None
-        if _join_method(plan, self.fmt) == "follow":
+        if _join_method(plan, self.fmt, self.options.embed_subtitles) == "follow":
             files = track_files(self.work, plan.tracks[0])
             following = _FollowingRemux.start(files, self.tmp, self.cancel, plan.video.container)
         try:
-            fetch_all(
-                jobs,
-                session=session,
-                options=self.options,
-                work=self.work,
-                keys=keys,
-                tracker=self.tracker,
-                report=report,
-                cancel=self.cancel,
-                on_file=following.arrivals.arrived if following else None,
-            )
+            on_file = following.arrivals.arrived if following else None
+            self._fetch_jobs(session, jobs, keys, self.tracker, report, on_file)
         except BaseException:
             if following is not None:
                 following.abandon()
             raise
         return following
+
+    def _fetch_subtitles(self, session: requests.Session, plan: DownloadPlan, keys) -> None:
+        """Fetch the subtitle segments first (small; a sidecar's files are not counted in
+        the segments, so they have their own tally, shown in the message)."""
+        jobs = [job for track in plan.subtitle_tracks for job in jobs_for(track)]
+        if not jobs:
+            return
+        tally = ProgressTracker(total=len(jobs))
+
+        def report() -> None:
+            self.emit(self.tracker.snapshot(f"Downloading subtitles: {tally.done}/{tally.total}"))
+
+        self._fetch_jobs(session, jobs, keys, tally, report)
+
+    def _fetch_jobs(self, session, jobs, keys, tracker, report, on_file=None) -> None:
+        fetch_all(
+            jobs,
+            session=session,
+            options=self.options,
+            work=self.work,
+            keys=keys,
+            tracker=tracker,
+            report=report,
+            cancel=self.cancel,
+            on_file=on_file,
+        )
 
     def _keys(self, session: requests.Session) -> KeyStore:
         """The AES keys, each fetched (with retries) the first time a segment needs it."""
@@ -251,32 +353,54 @@ class _Download:
         """Join the fetched files into the temporary file (or wait for the remux doing it)."""
         total, fmt, cancel = self.tracker.total, self.fmt, self.cancel
         self.emit(self.tracker.snapshot(f"Joining {total} segments into {fmt.upper()}"), force=True)
+        texts = self._subtitles(plan)
+        embed = self.options.embed_subtitles
         if following is not None:
             following.finish()
-            return
-        self.output_path.parent.mkdir(parents=True, exist_ok=True)
-        video_files = track_files(self.work, plan.tracks[0])
-        if _join_method(plan, fmt) == "concat":
-            concat(video_files, self.tmp, cancel, container=plan.video.container)
+        elif _join_method(plan, fmt, embed) == "concat":
+            self.output_path.parent.mkdir(parents=True, exist_ok=True)
+            video = plan.video.container
+            concat(track_files(self.work, plan.tracks[0]), self.tmp, cancel, container=video)
         else:
-            audio_files = track_files(self.work, plan.tracks[1]) if plan.audio else None
+            self.output_path.parent.mkdir(parents=True, exist_ok=True)
             remux(
-                video_files,
+                track_files(self.work, plan.tracks[0]),
                 self.tmp,
-                audio_files=audio_files,
+                audio=_audio_inputs(self.work, plan),
+                subtitles=_text_tracks(plan, texts) if embed else (),
                 output_format=fmt,
                 cancel=cancel,
                 containers=[track.plan.container for track in plan.tracks],
             )
+        self.sidecars.write(texts)
+
+    def _subtitles(self, plan: DownloadPlan) -> list[webvtt.Track]:
+        """Each subtitle rendition's cues on the output's clock: relative to the media time
+        the remux puts at zero (the earliest first timestamp of the video and audio)."""
+        if not plan.subtitles:
+            return []
+        start = timeline_start(
+            track_files(self.work, plan.tracks[0]),
+            containers=[track.plan.container for track in plan.tracks],
+            audio=_audio_inputs(self.work, plan),
+        )
+        reference = round(start * webvtt.MPEGTS_HZ) % webvtt.MPEGTS_WRAP
+        return [load(self.work, track, reference) for track in plan.subtitle_tracks]
 
     def place(self) -> MediaInfo:
         """Rename the joined file into place; its media facts, with its size."""
         media = probe(self.tmp)
-        place_file(self.tmp, self.output_path, overwrite=self.overwrite)
+        self.sidecars.place(overwrite=self.overwrite)  # first: the video's name is the signal
+        try:
+            place_file(self.tmp, self.output_path, overwrite=self.overwrite)
+        except BaseException:
+            self.sidecars.remove_placed()
+            raise
         return MediaInfo(**{**media.__dict__, "size_bytes": self.output_path.stat().st_size})
 
     def finish(self, plan: DownloadPlan, media: MediaInfo) -> DownloadResult:
         """Remove the work folder (only now: the file is in place) and say it is done."""
+        audio = audio_tracks(plan.audio_renditions, audio_streams(self.output_path))
         self.work.remove()
         final = self.tracker.snapshot(f"Done: {self.output_path.name}")
         self.emit(Progress(**{**final.__dict__, "speed_bps": None, "eta_seconds": 0}), force=True)
@@ -286,13 +410,73 @@ class _Download:
             variant=plan.variant_metadata(),
             segments=self.tracker.total,
             bytes_downloaded=self.tracker.fetched_bytes,
+            audio_tracks=tuple(audio),
+            subtitle_tracks=tuple(_subtitle_metadata(plan, self.sidecars.finals)),
         )
 
 
-def _join_method(plan: DownloadPlan, fmt: str) -> str:
+def _subtitle_metadata(plan: DownloadPlan, paths: list[Path]) -> list[dict]:
+    """``subtitle_tracks`` of a completed row: each subtitle file and its rendition."""
+    return [
+        {
+            "language": r.info.language,
+            "name": r.info.name,
+            "path": str(path),
+            "default": r.info.default,
+            "forced": isinstance(r.info, SubtitleRendition) and r.info.forced,
+        }
+        for r, path in zip(plan.subtitles, paths)
+    ]
+
+
+def _text_tracks(plan: DownloadPlan, texts: list[webvtt.Track]) -> list[TextTrack]:
+    """The subtitle tracks to embed as mov_text, each with its language and flags."""
+    return [
+        TextTrack(
+            text.cues,
+            StreamLabel(
+                language=iso639_2(r.info.language),
+                default=r.info.default,
+                forced=isinstance(r.info, SubtitleRendition) and r.info.forced,
+            ),
+        )
+        for r, text in zip(plan.subtitles, texts)
+    ]
+
+
+def _audio_inputs(work: WorkFolder, plan: DownloadPlan) -> list[AudioInput]:
+    """The separate audio tracks to mux, the first flagged default, each with its language."""
+    return [
+        AudioInput(
+            track_files(work, track),
+            StreamLabel(language=iso639_2(info.language if info else None), default=number == 0),
+        )
+        for number, (track, info) in enumerate(zip(plan.tracks[1:], plan.audio_renditions))
+    ]
+
+
+def audio_tracks(renditions: list[AudioRendition | None], streams: list[AudioFacts]) -> list[dict]:
+    """``audio_tracks`` of a completed row: each audio stream of the output, with the
+    playlist's language and name when it came from a rendition (else what the file says)."""
+    infos = renditions if len(renditions) == len(streams) else [None] * len(streams)
+    return [
+        {
+            "language": info.language if info and info.language else facts.language,
+            "name": info.name if info else None,
+            "codec": facts.codec,
+            "channels": facts.channels,
+            "default": facts.default,
+        }
+        for info, facts in zip(infos, streams)
+    ]
+
+
+def _join_method(plan: DownloadPlan, fmt: str, embed_subtitles: bool = False) -> str:
     """How the fetched files become one: "follow" (a remux of a single TS track into MP4,
-    run while the segments arrive), "concat" (TS files into a .ts) or "remux" (afterwards)."""
-    single_ts = plan.audio is None and not plan.video.is_fmp4
+    run while the segments arrive), "concat" (TS files into a .ts) or "remux" (afterwards,
+    and always when subtitles are embedded: their cues are only ready then)."""
+    embedding = embed_subtitles and bool(plan.subtitles)
+    single_ts = plan.audio is None and not plan.video.is_fmp4 and not embedding
     if single_ts and fmt == "mp4":
         return "follow"
     if single_ts and fmt == "ts":
@@ -375,15 +559,38 @@ def resolve_plan(
         return DownloadPlan(url=url, video=parsed)
     variant = choose_variant(parsed.variants, options.quality)
     video = _fetch_media(session, variant.uri, options, retry, cancel, "variant")
-    rendition = choose_audio(parsed, variant)
-    audio = None
-    if rendition is not None and _no_query(rendition.uri) != _no_query(variant.uri):
-        audio = _fetch_media(session, rendition.uri, options, retry, cancel, "audio")
-    else:
-        rendition = None
+    audio = [
+        Rendition(rendition, _fetch_media(session, rendition.uri, options, retry, cancel, "audio"))
+        for rendition in choose_audio_tracks(parsed, variant, options.audio)
+        if _no_query(rendition.uri) != _no_query(variant.uri)  # else: it is in the variant
+    ]
     return DownloadPlan(
-        url=url, video=video, audio=audio, variant=variant, audio_rendition=rendition
+        url=url,
+        video=video,
+        audio=audio[0].plan if audio else None,
+        variant=variant,
+        audio_rendition=audio[0].info if audio else None,
+        more_audio=tuple(audio[1:]),
+        subtitles=_subtitle_renditions(session, parsed, variant, options, retry, cancel),
     )
+
+
+def _subtitle_renditions(
+    session: requests.Session,
+    master: MasterPlaylist,
+    variant: Variant,
+    options: DownloadOptions,
+    retry: Retry,
+    cancel: threading.Event | None,
+) -> tuple[Rendition, ...]:
+    """The chosen subtitle renditions with their playlists; fMP4 ones (IMSC, WebVTT in MP4)
+    are left out: dlstore joins segmented WebVTT text only."""
+    chosen = []
+    for rendition in choose_subtitles(master, variant, options.subtitles):
+        plan = _fetch_media(session, rendition.uri, options, retry, cancel, "subtitle")
+        if not plan.is_fmp4:
+            chosen.append(Rendition(rendition, plan))
+    return tuple(chosen)
 
 
 def _fetch_playlist(

@@ -46,7 +46,7 @@ from dlstore.http import (
     translate_errors,
 )
 from dlstore.options import DownloadOptions
-from dlstore.playlist import ByteRange, InitSection, Key, MediaPlan, Segment, display_name
+from dlstore.playlist import ByteRange, InitSection, Key, Segment, display_name
 from dlstore.progress import ProgressTracker
 from dlstore.segment_checks import LengthCheck, TsValidator, ts_check_mode
 from dlstore.sniff import HEAD_BYTES, check_segment
@@ -60,7 +60,7 @@ STOP_GRACE_SECONDS = 0.5  # how long to wait for workers after a stop
 class FetchJob:
     """One file to fetch: a segment or an init section of one track."""
 
-    track: str  # "video" or "audio"
+    track: str  # the Track's name: "video", "audio", "subtitles-1", …
     filename: str  # in the work folder
     uri: str
     label: str  # for humans: "segment 12 of 40 (seg-011.ts)"
@@ -77,31 +77,32 @@ def jobs_for(track: Track) -> list[FetchJob]:
     name, plan = track.name, track.plan
     total = len(plan.segments)
     inits = [
-        _job(name, init_filename(name, n), f"init section {n + 1}", init, plan)
+        _job(track, init_filename(name, n), f"init section {n + 1}", init)
         for n, init in enumerate(plan.init_sections)
     ]
     segments = [
-        _job(name, segment_filename(name, i), f"segment {i + 1} of {total} ({seg.name})", seg, plan)
+        _job(track, segment_filename(name, i), f"segment {i + 1} of {total} ({seg.name})", seg)
         for i, seg in enumerate(plan.segments)
     ]
     return inits + segments
 
 
-def _job(
-    track: str, filename: str, what: str, part: InitSection | Segment, plan: MediaPlan
-) -> FetchJob:
-    segment = part if isinstance(part, Segment) else None  # init sections are never encrypted
+def _job(track: Track, filename: str, what: str, part: InitSection | Segment) -> FetchJob:
+    # An init section is encrypted when an EXT-X-KEY comes before its EXT-X-MAP (its own IV).
+    plan = track.plan
+    forced = track.container is not None and track.container != "mpegts"
     return FetchJob(
-        track=track,
+        track=track.name,
         filename=filename,
         uri=part.uri,
-        label=f"{track} {what}",
+        label=f"{track.name} {what}",
         display=display_name(part.uri),
         byte_range=part.byte_range,
-        key=segment.key if segment else None,
-        iv=segment.iv if segment else None,
-        ts_check=ts_check_mode(part.uri, plan.is_fmp4),  # "none" for init sections: fMP4
-        container=plan.container,
+        key=part.key,
+        iv=part.iv,
+        # "none" for init sections (fMP4) and for files forced to a non-TS container
+        ts_check="none" if forced else ts_check_mode(part.uri, plan.is_fmp4),
+        container=track.container or plan.container,
     )
 
 

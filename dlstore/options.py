@@ -15,6 +15,7 @@ for a claimed row, claiming its work folder and reserving its output name.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from dlstore.errors import DlstoreError, DownloadError, InvalidInputError
+from dlstore.languages import LANGUAGE_TAG
 from dlstore.paths import (
     check_name,
     output_files_exist,
@@ -48,7 +50,10 @@ if TYPE_CHECKING:
 
 OUTPUT_FORMATS = ("mp4", "ts")
 #: Keys a caller (the Rust API, `dlstore add`, a batch file) may set in ``metadata``.
-CALLER_METADATA_KEYS = ("quality", "output_dir", "headers", "format", "profile")
+CALLER_METADATA_KEYS = (
+    "quality", "output_dir", "headers", "format", "profile",
+    "audio", "subtitles", "embed_subtitles",
+)  # fmt: skip
 #: The keys of a batch file's entry (``priority`` is the row's column, not metadata).
 BATCH_KEYS = ("name", "url", *CALLER_METADATA_KEYS, "priority")
 #: The ``priority`` values dlstore writes (higher is claimed sooner; the default is 0).
@@ -59,6 +64,10 @@ MAX_NAME_SUFFIX = 100
 MAX_METADATA_CHARS = 1024 * 1024
 MAX_METADATA_DEPTH = 32
 MAX_JSON_INT_DIGITS = 100
+#: The most language codes a caller may list (``audio``, ``subtitles``).
+MAX_LANGUAGES = 20
+AUDIO_CHOICES = ("default", "all")
+SUBTITLE_CHOICES = ("all", "none")
 
 _QUALITY = re.compile(r"^(best|worst|\d{2,4}p)$")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
@@ -93,6 +102,11 @@ class DownloadOptions:
     max_playlist_bytes: int = 16 * 1024 * 1024
     max_segments: int = 100_000
     deny_networks: tuple[IPv4Network | IPv6Network, ...] = DEFAULT_DENY_NETWORKS
+    #: "default", "all", or language codes in order of preference (see check_audio)
+    audio: str | tuple[str, ...] = "default"
+    #: "all", "none", or language codes (see check_subtitles)
+    subtitles: str | tuple[str, ...] = "all"
+    embed_subtitles: bool = False  # also mux the subtitles into the MP4 (mov_text)
 
     max_segment_bytes: int = 256 * 1024 * 1024  # a bigger segment is refused while it streams
     stall_timeout: float = 30.0  # a body sending < 1 KiB in this many seconds is aborted
@@ -280,6 +294,66 @@ def parse_headers(lines: Sequence[str] | None) -> dict[str, str] | None:
     return dict(parse_header(line) for line in lines) if lines else None
 
 
+def check_languages(value: Any, choices: Sequence[str], key: str) -> str | list[str]:
+    """One of ``choices``, or a non-empty list of language codes (BCP 47 tags such as
+    ``"en"``, ``"pt-BR"``, ``"fra"``); a list comes back as a list, as JSON keeps it."""
+    shown = " or ".join(f'"{c}"' for c in choices)
+    usage = f'{key} must be {shown}, or a list of language codes such as ["en", "fr"]'
+    if isinstance(value, str):
+        if value.strip().lower() in choices:
+            return value.strip().lower()
+        raise InvalidInputError(f"{usage}, not {value[:40]!r}.")
+    if not isinstance(value, list) or not value:
+        raise InvalidInputError(f"{usage}.")
+    if len(value) > MAX_LANGUAGES:
+        raise InvalidInputError(f"{key} lists {len(value)} languages; at most {MAX_LANGUAGES}.")
+    for code in value:
+        if not isinstance(code, str) or not LANGUAGE_TAG.match(code.strip()):
+            shown_code = repr(code)[:40] if isinstance(code, str) else type(code).__name__
+            raise InvalidInputError(f"{usage}; {shown_code} is not a language code.")
+    return [code.strip() for code in value]
+
+
+def check_audio(value: Any) -> str | list[str]:
+    """``audio``: "default", "all", or language codes in order of preference."""
+    return check_languages(value, AUDIO_CHOICES, "audio")
+
+
+def check_subtitles(value: Any) -> str | list[str]:
+    """``subtitles``: "all", "none", or the language codes to fetch."""
+    return check_languages(value, SUBTITLE_CHOICES, "subtitles")
+
+
+def check_embed_subtitles(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidInputError(
+            f"embed_subtitles must be true or false, not {type(value).__name__}."
+        )
+    return value
+
+
+def parse_languages(text: str | None) -> str | list[str] | None:
+    """A flag's value (``--audio all``, ``--audio fr,en``) as the metadata key holds it:
+    a keyword as is, anything else as a list of codes (checked with the key)."""
+    if text is None:
+        return None
+    if "," not in text and text.strip().lower() in (*AUDIO_CHOICES, "none"):
+        return text.strip().lower()
+    return [code.strip() for code in text.split(",") if code.strip()]
+
+
+def stream_flags(
+    audio: str | None = None, subs: str | None = None, embed_subs: bool = False
+) -> dict[str, Any]:
+    """The caller keys that ``--audio``, ``--subs`` and ``--embed-subs`` set, as metadata
+    holds them (unchecked; None: unset)."""
+    return {
+        "audio": parse_languages(audio),
+        "subtitles": parse_languages(subs),
+        "embed_subtitles": True if embed_subs else None,
+    }
+
+
 def check_output_dir(output_dir: Any) -> str:
     """A relative folder that stays inside the output root (checked again on use)."""
     if not isinstance(output_dir, str):
@@ -300,6 +374,12 @@ def check_task_metadata(
         checked["headers"] = check_headers(metadata["headers"])
     if "output_dir" in metadata and metadata["output_dir"] is not None:
         checked["output_dir"] = check_output_dir(metadata["output_dir"])
+    if metadata.get("audio") is not None:
+        checked["audio"] = check_audio(metadata["audio"])
+    if metadata.get("subtitles") is not None:
+        checked["subtitles"] = check_subtitles(metadata["subtitles"])
+    if metadata.get("embed_subtitles") is not None:
+        checked["embed_subtitles"] = check_embed_subtitles(metadata["embed_subtitles"])
     profile = metadata.get("profile")
     if profile is not None and not isinstance(profile, str):
         raise InvalidInputError(f"profile must be a profile's name, not {_json_type(profile)}.")
@@ -340,13 +420,27 @@ def caller_metadata(values: Mapping[str, Any], profiles: Mapping[str, Any]) -> d
 
 def task_download_options(settings: Settings, metadata: Mapping[str, Any]) -> DownloadOptions:
     """Options for a task from its (checked) caller metadata: quality, headers,
-    format, profile. One place for rows and batch entries alike."""
-    return settings.download_options(
+    format, profile, audio, subtitles. One place for rows and batch entries alike."""
+    options = settings.download_options(
         profile=metadata.get("profile"),
         quality=metadata.get("quality"),
         headers=metadata.get("headers"),
         output_format=metadata.get("format"),
     )
+    return stream_options(options, metadata)
+
+
+def stream_options(options: DownloadOptions, metadata: Mapping[str, Any]) -> DownloadOptions:
+    """``options`` with the stream choices of the (checked) caller metadata: ``audio``,
+    ``subtitles``, ``embed_subtitles``."""
+    changes: dict[str, Any] = {}
+    for key in ("audio", "subtitles"):
+        value = metadata.get(key)
+        if value is not None:
+            changes[key] = value if isinstance(value, str) else tuple(value)
+    if metadata.get("embed_subtitles") is not None:
+        changes["embed_subtitles"] = bool(metadata["embed_subtitles"])
+    return dataclasses.replace(options, **changes) if changes else options
 
 
 # --- a row or a batch entry → a Job --------------------------------------------------------

@@ -109,7 +109,8 @@ class Outcome:
         """The files this attempt put in the output folder."""
         if self.result is None:
             return ()
-        return (self.result.output_path,) + ((self.poster,) if self.poster else ())
+        poster = (self.poster,) if self.poster else ()
+        return (self.result.output_path, *self.result.subtitle_files, *poster)
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,10 @@ path that provably stays under the root, and refuses (with
 A daemon's download holds its output name from the start with a reservation: a
 hidden ``.<stem>.reserved`` file beside the output, created with ``O_EXCL`` and
 naming its task, so two rows of one name get two files. The reservation covers
-the video and its poster (``<stem>.jpg``). ``write_new_file`` and ``read_own_json``
-are the small-file primitives behind it and behind the work folder's marker: they
-never replace a file and never follow a symbolic link.
+the video, its poster (``<stem>.jpg``) and its subtitle files (``<stem>.<lang>.vtt``).
+``write_new_file`` and ``read_own_json`` are the small-file primitives behind it and
+behind the work folder's marker: they never replace a file and never follow a symbolic
+link.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ _WINDOWS_RESERVED = {
 }  # fmt: skip
 DEFAULT_NAME = "video"
 POSTER_SUFFIX = ".jpg"
+SUBTITLE_SUFFIX = ".vtt"
 RESERVATION_SUFFIX = ".reserved"
 #: The largest marker or reservation file read back; anything bigger is not dlstore's.
 MAX_RECORD_BYTES = 1024 * 1024
@@ -261,6 +263,26 @@ def release(output: Path, owner: str) -> None:
             os.unlink(reservation_path(output))
 
 
+def subtitle_path_for(video: Path, label: str) -> Path:
+    """A subtitle file beside ``video``: ``name (2).en.vtt`` for ``name (2).mp4``."""
+    return video.with_name(f"{video.stem}.{label}{SUBTITLE_SUFFIX}")
+
+
+def _subtitles_exist(video: Path) -> bool:
+    """Whether a subtitle file named after ``video`` (``<stem>.<label>.vtt``) is there."""
+    prefix = video.stem + "."
+    try:
+        with os.scandir(video.parent) as entries:
+            return any(
+                e.name.startswith(prefix) and e.name.endswith(SUBTITLE_SUFFIX) for e in entries
+            )
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+
+
 def output_files_exist(output: Path) -> bool:
-    """Whether the video or its poster is there (a dangling link counts)."""
-    return any(os.path.lexists(p) for p in (output, poster_path_for(output)))
+    """Whether the video, its poster or a subtitle file of its name is there (a dangling
+    link counts)."""
+    if any(os.path.lexists(p) for p in (output, poster_path_for(output))):
+        return True
+    return _subtitles_exist(output)

@@ -2,9 +2,10 @@
 
 ``parse_playlist(text, url)`` turns the text of an M3U8 file and the URL it was
 finally fetched from (after redirects) into either a :class:`MasterPlaylist`
-(variants and alternate audio to choose from) or a :class:`MediaPlan` (the
+(variants, alternate audio and subtitles to choose from) or a :class:`MediaPlan` (the
 segments to fetch, with absolute URIs, byte ranges, keys and init sections).
-``choose_variant`` and ``choose_audio`` pick from a master playlist.
+``choose_variant``, ``choose_audio_tracks`` and ``choose_subtitles`` pick from a master
+playlist (``choose_audio``: the default audio alone).
 
 ``MediaPlan.container`` says which FFmpeg demuxer reads a plan's files.
 
@@ -20,6 +21,7 @@ segment limit is refused by a cheap count before the library sees it.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from urllib.parse import urljoin, urlsplit
@@ -27,6 +29,7 @@ from urllib.parse import urljoin, urlsplit
 import m3u8
 
 from dlstore.errors import PlaylistError, QualityNotFoundError, UnsupportedStreamError
+from dlstore.languages import best_match, matches_any
 from dlstore.redact import escape_controls, redact_url
 from dlstore.sniff import HEAD_BYTES, Kind, describe, identify
 
@@ -82,8 +85,17 @@ class Key:
 
 @dataclass(frozen=True)
 class InitSection:
+    """An EXT-X-MAP: encrypted with ``key`` when an AES-128 EXT-X-KEY comes before it
+    (RFC 8216 §4.3.2.5), always with that key's explicit IV."""
+
     uri: str
     byte_range: ByteRange | None = None
+    key: Key | None = None
+
+    @property
+    def iv(self) -> bytes | None:
+        """The AES IV: the EXT-X-KEY's own (the parser refuses an encrypted MAP without one)."""
+        return self.key.iv if self.key is not None else None
 
 
 @dataclass(frozen=True)
@@ -159,6 +171,7 @@ class Variant:
     codecs: str | None = None
     frame_rate: float | None = None
     audio_group: str | None = None
+    subtitle_group: str | None = None
 
     @property
     def height(self) -> int | None:
@@ -180,7 +193,9 @@ class Variant:
 
 
 @dataclass(frozen=True)
-class AudioRendition:
+class MediaRendition:
+    """An ``EXT-X-MEDIA`` rendition with a URI (a separate media playlist)."""
+
     uri: str
     group_id: str | None
     name: str | None = None
@@ -192,10 +207,23 @@ class AudioRendition:
 
 
 @dataclass(frozen=True)
+class AudioRendition(MediaRendition):
+    """An ``EXT-X-MEDIA:TYPE=AUDIO`` rendition."""
+
+
+@dataclass(frozen=True)
+class SubtitleRendition(MediaRendition):
+    """An ``EXT-X-MEDIA:TYPE=SUBTITLES`` rendition (segmented WebVTT)."""
+
+    forced: bool = False
+
+
+@dataclass(frozen=True)
 class MasterPlaylist:
     url: str
     variants: tuple[Variant, ...]
     audio: tuple[AudioRendition, ...] = ()
+    subtitles: tuple[SubtitleRendition, ...] = ()
 
 
 # --------------------------------------------------------------------------- body checks
@@ -229,6 +257,7 @@ def parse_playlist(
     line = _LineTracker()
     try:
         doc = m3u8.loads(text, uri=url, custom_tags_parser=line)
+        map_keys = line.map_keys(doc)
     except Exception as exc:  # the library raises ValueError, KeyError, IndexError, …
         # Its message quotes the bad line: say where it is, not what it says.
         raise PlaylistError(
@@ -238,7 +267,7 @@ def parse_playlist(
     try:
         if doc.is_variant:
             return _master(doc, url)
-        return _media(doc, url, max_segments)
+        return _media(doc, url, max_segments, map_keys)
     except (PlaylistError, UnsupportedStreamError):
         raise
     except Exception as exc:
@@ -249,14 +278,27 @@ def parse_playlist(
 
 
 class _LineTracker:
-    """An m3u8 ``custom_tags_parser`` that only remembers the number of the tag line read."""
+    """An m3u8 ``custom_tags_parser`` that remembers the number of the tag line read, and
+    the EXT-X-KEY in force at each EXT-X-MAP (the library does not tie the two together)."""
 
     def __init__(self) -> None:
         self.number = 0
+        self._keys_at_maps: list[dict | None] = []
 
     def __call__(self, line: str, lineno: int, data: dict, state: dict) -> bool:
         self.number = lineno
+        if line.startswith("#EXT-X-MAP"):
+            self._keys_at_maps.append(state.get("current_key"))
         return False  # let the library parse the line as usual
+
+    def map_keys(self, doc: m3u8.M3U8) -> dict[int, m3u8.Key | None]:
+        """``id()`` of each EXT-X-MAP's attribute dict (what the library's segment dicts
+        hold) → the EXT-X-KEY that applies to it, or None."""
+        maps = doc.data.get("segment_map") or []
+        return {
+            id(attrs): m3u8.Key(base_uri=doc.base_uri, **key) if key else None
+            for attrs, key in zip(maps, self._keys_at_maps)
+        }
 
 
 def _absolute(base: str, ref: str | None, what: str) -> str:
@@ -313,31 +355,36 @@ def _master(doc: m3u8.M3U8, url: str) -> MasterPlaylist:
                 codecs=info.codecs,
                 frame_rate=info.frame_rate,
                 audio_group=info.audio,
+                subtitle_group=info.subtitles,
             )
         )
     if not variants:
         raise PlaylistError(f"The master playlist at {redact_url(url)} lists no variant streams.")
-    audio = []
+    audio, subtitles = [], []
     for media in doc.media:
-        if (media.type or "").upper() != "AUDIO" or not media.uri:
-            continue
-        audio.append(
-            AudioRendition(
-                uri=_absolute(url, media.uri, "audio playlist"),
-                group_id=media.group_id,
-                name=media.name,
-                language=media.language,
-                default=(media.default or "").upper() == "YES",
-            )
-        )
-    return MasterPlaylist(url=url, variants=tuple(variants), audio=tuple(audio))
+        kind = (media.type or "").upper()
+        if kind not in ("AUDIO", "SUBTITLES") or not media.uri:
+            continue  # a rendition without URI is in the variant itself
+        common = {"group_id": media.group_id, "name": media.name, "language": media.language,
+                  "default": _yes(media.default)}  # fmt: skip
+        if kind == "AUDIO":
+            audio.append(AudioRendition(uri=_absolute(url, media.uri, "audio playlist"), **common))
+        else:
+            uri = _absolute(url, media.uri, "subtitle playlist")
+            subtitles.append(SubtitleRendition(uri=uri, forced=_yes(media.forced), **common))
+    return MasterPlaylist(url, tuple(variants), tuple(audio), tuple(subtitles))
 
 
-def _media(doc: m3u8.M3U8, url: str, max_segments: int) -> MediaPlan:
+def _yes(value: str | None) -> bool:
+    return (value or "").strip().upper() == "YES"
+
+
+def _media(doc: m3u8.M3U8, url: str, max_segments: int, map_keys: dict) -> MediaPlan:
     segments = []
     next_offset: dict[str, int] = {}  # URI → where an implicit byte range would start
     key_cache: dict[int, Key | None] = {}
-    for position, raw in enumerate(_raw_segments(doc, url, max_segments)):
+    inits = _InitSections(url, map_keys)
+    for position, (raw, attrs) in enumerate(_raw_segments(doc, url, max_segments)):
         seg_uri = _absolute(url, raw.uri, "segment")
         byte_range = _byte_range(raw.byterange, next_offset.get(seg_uri), url, "segment")
         if byte_range is not None:
@@ -354,7 +401,7 @@ def _media(doc: m3u8.M3U8, url: str, max_segments: int) -> MediaPlan:
                 media_sequence=sequence,
                 byte_range=byte_range,
                 key=key_cache[id(key_obj)],
-                init=_init_section(raw, url),
+                init=inits.get(raw, attrs),
                 discontinuity=bool(raw.discontinuity),
             )
         )
@@ -366,13 +413,15 @@ def _media(doc: m3u8.M3U8, url: str, max_segments: int) -> MediaPlan:
     )
 
 
-def _raw_segments(doc: m3u8.M3U8, url: str, max_segments: int) -> list:
-    """The segments of a finished media playlist, within the limit."""
+def _raw_segments(doc: m3u8.M3U8, url: str, max_segments: int) -> list[tuple]:
+    """The segments of a finished media playlist, within the limit: each the library's
+    Segment with the attribute dict it was made from (one per segment, in order)."""
     if doc.is_i_frames_only:
         raise UnsupportedStreamError(
             f"The playlist at {redact_url(url)} is an I-frame-only trick-play list."
         )
-    raw_segments = [s for s in doc.segments if s.uri is not None and s.uri.strip()]
+    paired = zip(doc.segments, doc.data.get("segments") or [])
+    raw_segments = [(s, d) for s, d in paired if s.uri is not None and s.uri.strip()]
     if not raw_segments:
         raise PlaylistError(f"The playlist at {redact_url(url)} lists no segments.")
     if not doc.is_endlist and (doc.playlist_type or "").lower() != "vod":
@@ -403,13 +452,34 @@ def _sequence(raw, implicit: int, url: str) -> int:
     return sequence
 
 
-def _init_section(raw, url: str) -> InitSection | None:
-    if raw.init_section is None:
-        return None
-    return InitSection(
-        uri=_absolute(url, raw.init_section.uri, "init section (EXT-X-MAP)"),
-        byte_range=_byte_range(raw.init_section.byterange, 0, url, "EXT-X-MAP"),
-    )
+class _InitSections:
+    """Each segment's init section, with the key of the EXT-X-MAP it comes from."""
+
+    def __init__(self, url: str, map_keys: dict[int, m3u8.Key | None]) -> None:
+        self._url = url
+        self._map_keys = map_keys
+        self._made: dict[int, InitSection] = {}  # id() of the MAP's attributes → its section
+
+    def get(self, raw, attrs: dict) -> InitSection | None:
+        if raw.init_section is None:
+            return None
+        map_attrs = attrs.get("init_section")
+        if id(map_attrs) not in self._made:
+            self._made[id(map_attrs)] = self._make(raw.init_section, map_attrs)
+        return self._made[id(map_attrs)]
+
+    def _make(self, section, map_attrs) -> InitSection:
+        url = self._url
+        uri = _absolute(url, section.uri, "init section (EXT-X-MAP)")
+        key = _key(self._map_keys.get(id(map_attrs)), url)
+        if key is not None and key.iv is None:
+            raise UnsupportedStreamError(
+                f"The init section {display_name(uri)} of the playlist at {redact_url(url)} is "
+                "encrypted but its EXT-X-KEY has no IV, which RFC 8216 requires; dlstore cannot "
+                "decrypt it."
+            )
+        byte_range = _byte_range(section.byterange, 0, url, "EXT-X-MAP")
+        return InitSection(uri=uri, byte_range=byte_range, key=key)
 
 
 def _byte_range(value: str | None, implicit_offset: int | None, url: str, what: str):
@@ -522,12 +592,48 @@ def choose_variant(variants: tuple[Variant, ...] | list[Variant], quality: str) 
 
 def choose_audio(master: MasterPlaylist, variant: Variant) -> AudioRendition | None:
     """The separate audio to mux with ``variant``: its group's default, else the group's first."""
-    if not variant.audio_group:
-        return None
-    group = [a for a in master.audio if a.group_id == variant.audio_group]
+    chosen = choose_audio_tracks(master, variant, "default")
+    return chosen[0] if chosen else None
+
+
+def choose_audio_tracks(
+    master: MasterPlaylist, variant: Variant, wanted: str | Sequence[str] = "default"
+) -> tuple[AudioRendition, ...]:
+    """The audio renditions of ``variant``'s AUDIO group to mux, the default one first.
+
+    ``"default"``: the rendition marked DEFAULT=YES, else the group's first. ``"all"``:
+    every rendition of the group, that one first, then the others in playlist order.
+    A list of language codes, in order of preference: the first rendition in the first
+    language the group offers (``pt-BR`` before ``pt-PT`` for ``pt-BR``); none offered,
+    the default rendition, as for ``"default"``. Empty when the variant names no group
+    (its audio, if any, is in the variant itself).
+    """
+    group = [a for a in master.audio if variant.audio_group and a.group_id == variant.audio_group]
     if not group:
-        return None
-    return next((a for a in group if a.default), group[0])
+        return ()
+    default = next((a for a in group if a.default), group[0])
+    if wanted == "all":
+        return (default, *(a for a in group if a is not default))
+    if isinstance(wanted, str):
+        return (default,)
+    return (best_match(wanted, group, lambda a: a.language) or default,)
+
+
+def choose_subtitles(
+    master: MasterPlaylist, variant: Variant, wanted: str | Sequence[str] = "all"
+) -> tuple[SubtitleRendition, ...]:
+    """The subtitle renditions of ``variant``'s SUBTITLES group to fetch, in playlist order.
+
+    ``"all"``: every one; ``"none"``: none; a list of language codes: every rendition in
+    one of those languages (``en`` takes ``en-US`` and ``eng`` too).
+    """
+    group = variant.subtitle_group
+    renditions = [s for s in master.subtitles if group and s.group_id == group]
+    if wanted == "all":
+        return tuple(renditions)
+    if isinstance(wanted, str):
+        return ()
+    return tuple(s for s in renditions if matches_any(s.language, wanted))
 
 
 def segment_container(uri: str) -> str | None:

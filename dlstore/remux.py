@@ -3,12 +3,14 @@
 ``remux`` reads each track's files as one continuous stream (a reader that
 opens one file at a time, so thousands of segments never hit the open-file
 limit), copies the packets (no re-encoding) into MP4 with the ``moov`` atom at
-the front, or into MPEG-TS, and muxes a separate audio track in. Timestamps are
+the front, or into MPEG-TS, and muxes separate audio tracks in, each with its
+language and default flag (:class:`StreamLabel`), and subtitles as mov_text
+(:class:`TextTrack`). ``timeline_start`` says which media time the output's zero is. Timestamps are
 shifted so the output starts at zero and never goes backwards, which is what
 an ``EXT-X-DISCONTINUITY`` (or a sloppy encoder) would otherwise cause.
 
 ``concat`` is the plain byte concatenation used for ``.ts`` output of TS
-streams. ``probe`` and ``make_poster`` describe a finished file.
+streams. ``probe``, ``audio_streams`` and ``make_poster`` describe a finished file.
 
 The demuxer opens nothing but the bytes we fetched. FFmpeg, left to guess, reads
 an ``ffconcat`` script's local files, opens an SDP description's UDP sockets and
@@ -37,9 +39,12 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+from av.stream import Disposition
+from av.subtitles.subtitle import SubtitleSet
 
 from dlstore.errors import CancelledError, NestedOpenError, RemuxError
 from dlstore.sniff import EXPECTED, HEAD_BYTES, Kind, container_of, describe, identify
+from dlstore.webvtt import Cue
 
 READ_BUFFER = 1 << 20
 NS = 1_000_000_000
@@ -60,6 +65,41 @@ DEMUXER_OPTIONS = {
 }
 #: How files dlstore wrote itself are read, by what their first bytes are.
 OWN_OUTPUT_FORMATS = {Kind.ISO_BMFF: "mp4", Kind.MPEG_TS: "mpegts"}
+
+
+@dataclass(frozen=True)
+class StreamLabel:
+    """What the output says of a stream beyond its codec."""
+
+    language: str | None = None  # ISO 639-2, as FFmpeg stores it (languages.iso639_2)
+    default: bool = True  # players take it without being asked
+    forced: bool = False  # (subtitles) shown even with subtitles off
+
+
+@dataclass(frozen=True)
+class AudioInput:
+    """A separate audio track's files, and how its streams are labelled in the output."""
+
+    files: Sequence[Path]
+    label: StreamLabel | None = None
+
+
+@dataclass(frozen=True)
+class TextTrack:
+    """Subtitles to embed (MP4 only, as mov_text): cues in ms on the output's clock."""
+
+    cues: Sequence[Cue]
+    label: StreamLabel
+
+
+@dataclass(frozen=True)
+class AudioFacts:
+    """One audio stream of a finished file."""
+
+    codec: str
+    channels: int | None
+    language: str | None  # as stored (ISO 639-2); None for "und" or none
+    default: bool
 
 
 @dataclass(frozen=True)
@@ -342,8 +382,10 @@ class _Input:
         label: str,
         container: str | None,
         wait: Callable[[Path], None] | None = None,
+        stream_label: StreamLabel | None = None,
     ) -> None:
         self.label = label
+        self.stream_label = stream_label  # applied to each of its streams in the output
         container = _input_container(container, files, wait, label)
         self.reader = ConcatReader(files) if wait is None else FollowReader(files, wait)
         try:
@@ -377,14 +419,18 @@ def remux(
     dest: Path,
     *,
     containers: Sequence[str | None],
-    audio_files: Sequence[Path] | None = None,
+    audio: Sequence[AudioInput] = (),
+    subtitles: Sequence[TextTrack] = (),
     output_format: str = "mp4",
     cancel: threading.Event | None = None,
     wait: Callable[[Path], None] | None = None,
 ) -> None:
     """Copy the streams of the joined files into ``dest`` (MP4 with faststart, or MPEG-TS).
 
-    ``containers`` says what the video files are, then the audio files (FFmpeg
+    ``audio`` lists separate audio tracks, muxed in that order after the video (then
+    only the video files' video streams are kept); each labelled as it says.
+    ``subtitles`` are encoded as mov_text streams after them (MP4 only).
+    ``containers`` says what the video files are, then each audio track's (FFmpeg
     demuxer names from ``MediaPlan.container``). With ``wait``, the files are read
     as they arrive: ``wait(path)`` returns once ``path`` is complete (see
     :class:`FollowReader`).
@@ -394,16 +440,16 @@ def remux(
     inputs: list[_Input] = []
     try:
         with contextlib.ExitStack() as stack:
-            if audio_files:
-                sources = [(video_files, ("video",), "video"), (audio_files, ("audio",), "audio")]
-            else:
-                sources = [(video_files, ("video", "audio"), "video")]
-            for (files, kinds, label), container in zip(sources, containers, strict=True):
-                inputs.append(_Input(files, kinds, label, container, wait))
+            for (files, kinds, label, tag), container in zip(
+                _sources(video_files, audio), containers, strict=True
+            ):
+                inputs.append(_Input(files, kinds, label, container, wait, tag))
                 stack.callback(inputs[-1].close)
             if not any(item.streams for item in inputs):
                 raise RemuxError("The downloaded segments contain no video or audio stream.")
-            _mux(inputs, dest, output_format, cancel)
+            if subtitles and output_format != "mp4":
+                raise RemuxError("Subtitles can only be embedded in MP4.")
+            _mux(inputs, dest, output_format, cancel, subtitles)
     except av.FFmpegError as exc:
         raise RemuxError(
             f"The segments could not be joined into {output_format.upper()}: {_reason(exc)}."
@@ -411,32 +457,56 @@ def remux(
         ) from exc
 
 
-def _mux(inputs: list[_Input], dest: Path, output_format: str, cancel) -> None:
+def _sources(video_files: Sequence[Path], audio: Sequence[AudioInput]) -> list[tuple]:
+    """(files, stream kinds kept, name in messages, StreamLabel) of each input, video first."""
+    if not audio:
+        return [(video_files, ("video", "audio"), "video", None)]
+    named = len(audio) > 1
+    return [(video_files, ("video",), "video", None)] + [
+        (track.files, ("audio",), f"audio track {n}" if named else "audio", track.label)
+        for n, track in enumerate(audio, 1)
+    ]
+
+
+def _apply_label(stream, label: StreamLabel) -> None:
+    """Set the output stream's language and default/forced flags."""
+    if label.language:
+        stream.metadata["language"] = label.language
+    flags = Disposition(0)
+    if label.default:
+        flags |= Disposition.default
+    if label.forced:
+        flags |= Disposition.forced
+    stream.disposition = flags
+
+
+def _mux(
+    inputs: list[_Input],
+    dest: Path,
+    output_format: str,
+    cancel,
+    subtitles: Sequence[TextTrack] = (),
+) -> None:
     options = {"movflags": "+faststart"} if output_format == "mp4" else {}
     out = av.open(str(dest), "w", format=OUTPUT_FORMATS[output_format], options=options)
     try:
-        mapping = {}
-        for number, item in enumerate(inputs):
-            for stream in item.streams:
-                try:
-                    mapping[(number, stream.index)] = out.add_stream_from_template(stream)
-                except ValueError as exc:
-                    raise RemuxError(
-                        f"The stream's {stream.codec_context.name} {stream.type} cannot be "
-                        f"stored in {output_format.upper()}."
-                    ) from exc
+        mapping = _add_streams(out, inputs, output_format)
+        texts = [(_text_stream(out, track.label), track) for track in subtitles]
         # Each input's timeline starts where the earliest of them starts (they share a clock).
         heads = [_head(item) for item in inputs]
-        starts = [_start_ns(head) for head in heads if head]
-        start = min(starts) if starts else 0
+        start = _origin(heads)
         streams = [
             _placed(number, item, head, _Timeline(start))
             for number, (item, head) in enumerate(zip(inputs, heads))
         ]
+        streams += [
+            _text_packets(stream, track, len(inputs) + n) for n, (stream, track) in enumerate(texts)
+        ]
         ordered = streams[0] if len(streams) == 1 else heapq.merge(*streams)
         count = 0
         for _, _, number, packet in ordered:
-            packet.stream = mapping[(number, packet.stream_index)]
+            if number < len(inputs):  # a text track's packets have their stream already
+                packet.stream = mapping[(number, packet.stream_index)]
             out.mux_one(packet)
             count += 1
             if count % CANCEL_CHECK_PACKETS == 0 and cancel is not None and cancel.is_set():
@@ -445,6 +515,104 @@ def _mux(inputs: list[_Input], dest: Path, output_format: str, cancel) -> None:
             raise RemuxError("The downloaded segments contain no video or audio packets.")
     finally:
         out.close()
+
+
+def _add_streams(out, inputs: list[_Input], output_format: str) -> dict:
+    """An output stream for each kept input stream, labelled: (input, index) → stream."""
+    mapping = {}
+    for number, item in enumerate(inputs):
+        for stream in item.streams:
+            try:
+                mapping[(number, stream.index)] = out.add_stream_from_template(stream)
+            except ValueError as exc:
+                raise RemuxError(
+                    f"The stream's {stream.codec_context.name} {stream.type} cannot be "
+                    f"stored in {output_format.upper()}."
+                ) from exc
+            if item.stream_label is not None:
+                _apply_label(mapping[(number, stream.index)], item.stream_label)
+    return mapping
+
+
+def _origin(heads: list[list[av.Packet]]) -> int:
+    """The source time (ns) that becomes the output's zero: the earliest first DTS."""
+    starts = [_start_ns(head) for head in heads if head]
+    return min(starts) if starts else 0
+
+
+def timeline_start(
+    video_files: Sequence[Path],
+    *,
+    containers: Sequence[str | None],
+    audio: Sequence[AudioInput] = (),
+) -> float:
+    """The media time (seconds on the inputs' clock) that :func:`remux` of the same inputs
+    puts at the output's zero: what subtitle cue times are made relative to."""
+    with contextlib.ExitStack() as stack:
+        inputs = []
+        for (files, kinds, label, _), container in zip(
+            _sources(video_files, audio), containers, strict=True
+        ):
+            inputs.append(_Input(files, kinds, label, container))
+            stack.callback(inputs[-1].close)
+        try:
+            return _origin([_head(item) for item in inputs]) / NS
+        except av.FFmpegError as exc:
+            raise RemuxError(f"The downloaded media could not be read: {_reason(exc)}.") from exc
+
+
+# --------------------------------------------------------------------------- text tracks
+
+#: The ASS style header mov_text is encoded from (FFmpeg's own default).
+_ASS_HEADER = (
+    b"[Script Info]\nScriptType: v4.00+\nPlayResX: 384\nPlayResY: 288\n\n[V4+ Styles]\n"
+    b"Format: Name, Fontname, Fontsize, PrimaryColour, SecondaryColour, OutlineColour, "
+    b"BackColour, Bold, Italic, Underline, StrikeOut, ScaleX, ScaleY, Spacing, Angle, "
+    b"BorderStyle, Outline, Shadow, Alignment, MarginL, MarginR, MarginV, Encoding\n"
+    b"Style: Default,Arial,16,&Hffffff,&Hffffff,&H0,&H0,0,0,0,0,100,100,0,0,1,1,0,2,10,10,10,0"
+    b"\n\n[Events]\nFormat: Layer, Start, End, Style, Name, MarginL, MarginR, MarginV, "
+    b"Effect, Text\n"
+)
+
+
+def _text_stream(out, label: StreamLabel):
+    """A mov_text output stream (times in ms), labelled."""
+    stream = out.add_stream("mov_text")
+    stream.time_base = stream.codec_context.time_base = Fraction(1, 1000)
+    stream.codec_context.subtitle_header = _ASS_HEADER
+    _apply_label(stream, label)
+    return stream
+
+
+def _text_packets(stream, track: TextTrack, number: int) -> Iterator[tuple]:
+    """The packets of ``track`` as ``_placed`` yields them. The WebVTT markup goes
+    through FFmpeg's own WebVTT decoder (italics, bold, entities) into mov_text."""
+    reader = av.CodecContext.create("webvtt", "r")
+    for seq, cue in enumerate(_one_per_start(track.cues)):
+        source = av.Packet(cue.text.encode("utf-8"))
+        source.pts, source.duration = cue.start, cue.end - cue.start
+        decoded = reader.decode(source)
+        if not decoded:
+            continue
+        cue_set = SubtitleSet.create(decoded[0].ass, 0, cue.end - cue.start, pts=cue.start)
+        packet = stream.codec_context.encode_subtitle(cue_set)
+        packet.stream = stream
+        packet.time_base = stream.time_base
+        packet.pts = packet.dts = cue.start
+        packet.duration = cue.end - cue.start
+        yield (cue.start * 1_000_000, seq, number, packet)
+
+
+def _one_per_start(cues: Sequence[Cue]) -> list[Cue]:
+    """MP4 text samples need rising times: cues that start together become one."""
+    joined: list[Cue] = []
+    for cue in sorted(cues, key=lambda c: c.start):
+        if joined and joined[-1].start == cue.start:
+            last = joined[-1]
+            joined[-1] = Cue(last.start, max(last.end, cue.end), f"{last.text}\n{cue.text}")
+        else:
+            joined.append(cue)
+    return joined
 
 
 def _head(item: _Input) -> list[av.Packet]:
@@ -512,6 +680,30 @@ def probe(path: Path) -> MediaInfo:
         raise RemuxError(
             f"The file {path.name} could not be read as video: {_reason(exc)}."
         ) from exc
+
+
+def audio_streams(path: Path) -> list[AudioFacts]:
+    """The audio streams of a finished video file, in order."""
+    path = Path(path)
+    try:
+        with _open_own(path) as container:
+            return [
+                AudioFacts(
+                    codec=stream.codec_context.name,
+                    channels=stream.codec_context.channels or None,
+                    language=_language(stream.metadata.get("language")),
+                    default=bool(stream.disposition & Disposition.default),
+                )
+                for stream in container.streams.audio
+            ]
+    except av.FFmpegError as exc:
+        raise RemuxError(
+            f"The file {path.name} could not be read as video: {_reason(exc)}."
+        ) from exc
+
+
+def _language(value: str | None) -> str | None:
+    return None if not value or value == "und" else value
 
 
 def make_poster(video_path: Path, jpeg_path: Path, position: float = POSTER_POSITION) -> Path:

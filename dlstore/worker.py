@@ -312,6 +312,7 @@ class TaskRunner:
         learned = {
             **result.media.as_metadata(),
             "variant": result.variant,
+            **result.tracks_metadata(),
             "poster": str(poster) if poster else None,
         }
         done = self.store.complete(

@@ -40,8 +40,11 @@ MARKER_FORMAT = 1
 class Track:
     """A media playlist to fetch into the work folder under ``name``."""
 
-    name: str  # "video" or "audio"
+    name: str  # "video", "audio", "audio-2", …, "subtitles-1", …
     plan: MediaPlan
+    #: What every file must be, whatever the URIs say ("webvtt" for subtitles); None:
+    #: what the playlist says (MediaPlan.container).
+    container: str | None = None
 
 
 def init_filename(track: str, number: int) -> str:

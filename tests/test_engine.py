@@ -60,7 +60,7 @@ def assert_faststart(path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "stream", ["plain", "fmp4", "aes_iv", "aes_seq", "byterange", "discontinuity"]
+    "stream", ["plain", "fmp4", "aes_iv", "aes_seq", "aes_fmp4", "byterange", "discontinuity"]
 )
 def test_streams_download_to_a_playable_mp4(stream, hls_media, hls_server, fast_options, tmp_path):
     facts = hls_media[stream]

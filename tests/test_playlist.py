@@ -20,6 +20,8 @@ from dlstore.playlist import (
     MediaPlan,
     Variant,
     choose_audio,
+    choose_audio_tracks,
+    choose_subtitles,
     choose_variant,
     decode_playlist,
     parse_playlist,
@@ -231,6 +233,38 @@ def test_choose_audio_prefers_the_default_of_the_variants_group():
     assert choose_audio(master, muxed) is None
 
 
+@pytest.mark.parametrize(
+    ("wanted", "names"),
+    [
+        ("default", ["English"]),
+        ("all", ["English", "Deutsch"]),  # the default first, then playlist order
+        (["de"], ["Deutsch"]),
+        (["fr", "deu", "en"], ["Deutsch"]),  # the first language offered wins
+        (["de-AT"], ["Deutsch"]),  # same language, another region
+        (["fr"], ["English"]),  # none offered: the default
+    ],
+)
+def test_choose_audio_tracks(wanted, names):
+    master = load("master.m3u8")
+    hd = choose_variant(master.variants, "1080p")
+    assert [a.name for a in choose_audio_tracks(master, hd, wanted)] == names
+    assert choose_audio_tracks(master, choose_variant(master.variants, "240p"), "all") == ()
+
+
+def test_an_exact_language_tag_wins_over_the_same_language():
+    text = (
+        "#EXTM3U\n"
+        '#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID="a",NAME="PT",LANGUAGE="pt-PT",DEFAULT=YES,URI="pt.m3u8"\n'
+        '#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID="a",NAME="BR",LANGUAGE="pt-BR",URI="br.m3u8"\n'
+        '#EXT-X-STREAM-INF:BANDWIDTH=1,AUDIO="a"\nv.m3u8\n'
+    )
+    master = parse_playlist(text, BASE + "m.m3u8")
+    assert isinstance(master, MasterPlaylist)
+    variant = master.variants[0]
+    assert [a.name for a in choose_audio_tracks(master, variant, ["pt-br"])] == ["BR"]
+    assert [a.name for a in choose_audio_tracks(master, variant, ["pt"])] == ["PT"]
+
+
 def test_nested_uri_schemes_in_master_are_refused():
     text = "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\nftp://x/y.m3u8\n"
     with pytest.raises(UnsupportedStreamError, match="only http and https"):
@@ -305,3 +339,86 @@ def test_arbitrary_bytes_only_raise_dlstore_errors(body):
         parse_playlist(text, BASE + "index.m3u8")
     except DlstoreError:
         pass
+
+
+# ------------------------------------------------------------------- encrypted init sections
+
+KEYED_MAP = """#EXTM3U
+#EXT-X-VERSION:7
+#EXT-X-TARGETDURATION:4
+#EXT-X-MAP:URI="clear-init.mp4"
+#EXT-X-KEY:METHOD=AES-128,URI="k1.bin",IV=0x0102
+#EXTINF:4,
+a.m4s
+#EXT-X-MAP:URI="init.mp4"
+#EXTINF:4,
+b.m4s
+#EXT-X-KEY:METHOD=AES-128,URI="k2.bin"
+#EXTINF:4,
+c.m4s
+#EXT-X-KEY:METHOD=NONE
+#EXT-X-MAP:URI="init.mp4"
+#EXTINF:4,
+d.m4s
+#EXT-X-ENDLIST
+"""
+
+
+def test_an_ext_x_key_before_an_ext_x_map_encrypts_the_init_section_with_its_iv():
+    plan = parse_playlist(KEYED_MAP, BASE + "x.m3u8")
+    a, b, c, d = plan.segments
+    # A MAP before any KEY is clear, even though the segments after the KEY are not.
+    assert a.init is not None and a.init.key is None and a.init.iv is None
+    assert a.key is not None and a.key.uri == BASE + "k1.bin"
+    # The KEY in force at the second MAP applies to it, with that KEY's IV.
+    assert b.init is not None and b.init.uri == BASE + "init.mp4"
+    assert b.init.key == a.key and b.init.iv == (0x0102).to_bytes(16, "big")
+    # Rotation: the segment's key changes, the init section keeps the key of its MAP.
+    assert c.key is not None and c.key.uri == BASE + "k2.bin" and c.iv == (2).to_bytes(16, "big")
+    assert c.init == b.init
+    # METHOD=NONE before a MAP: the same URI again, but clear, so another init section.
+    assert d.key is None and d.init is not None and d.init.key is None
+    assert d.init != b.init
+    assert plan.init_sections == (a.init, b.init, d.init)
+
+
+def test_an_encrypted_init_section_without_an_iv_is_a_clear_error():
+    text = KEYED_MAP.replace(",IV=0x0102", "")
+    with pytest.raises(UnsupportedStreamError) as info:
+        parse_playlist(text, BASE + "x.m3u8")
+    assert str(info.value) == (
+        f"The init section init.mp4 of the playlist at {BASE}x.m3u8 is encrypted but its "
+        "EXT-X-KEY has no IV, which RFC 8216 requires; dlstore cannot decrypt it."
+    )
+
+
+# --------------------------------------------------------------------------- subtitles
+
+SUBTITLED = """#EXTM3U
+#EXT-X-MEDIA:TYPE=SUBTITLES,GROUP-ID="s",NAME="English",LANGUAGE="en-US",DEFAULT=YES,URI="en.m3u8"
+#EXT-X-MEDIA:TYPE=SUBTITLES,GROUP-ID="s",NAME="Forced",LANGUAGE="en",FORCED=YES,URI="forced.m3u8"
+#EXT-X-MEDIA:TYPE=SUBTITLES,GROUP-ID="s",NAME="Deutsch",LANGUAGE="de",URI="de.m3u8"
+#EXT-X-MEDIA:TYPE=SUBTITLES,GROUP-ID="other",NAME="Other",LANGUAGE="fr",URI="fr.m3u8"
+#EXT-X-MEDIA:TYPE=CLOSED-CAPTIONS,GROUP-ID="cc",NAME="CC",INSTREAM-ID="CC1"
+#EXT-X-STREAM-INF:BANDWIDTH=1,SUBTITLES="s",CLOSED-CAPTIONS="cc"
+v.m3u8
+#EXT-X-STREAM-INF:BANDWIDTH=2
+w.m3u8
+"""
+
+
+@pytest.mark.parametrize(
+    ("wanted", "names"),
+    [("all", ["English", "Forced", "Deutsch"]), ("none", []), (["en"], ["English", "Forced"]),
+     (["deu", "fr"], ["Deutsch"]), (["ja"], [])],
+)  # fmt: skip
+def test_choose_subtitles_of_the_variants_group(wanted, names):
+    master = parse_playlist(SUBTITLED, BASE + "m.m3u8")
+    assert isinstance(master, MasterPlaylist)
+    with_group, without = master.variants
+    assert with_group.subtitle_group == "s"
+    assert [s.name for s in choose_subtitles(master, with_group, wanted)] == names
+    assert choose_subtitles(master, without, "all") == ()
+    english, forced = master.subtitles[:2]
+    assert english.uri == BASE + "en.m3u8" and english.default and not english.forced
+    assert forced.forced and not forced.default

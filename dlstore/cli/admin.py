@@ -73,16 +73,32 @@ def add(
             help=f"{PRIORITY_RANGE[0]}..{PRIORITY_RANGE[1]}; higher is claimed sooner.",
         ),
     ] = 0,
+    audio: Annotated[
+        str | None,
+        typer.Option(
+            "--audio", help='"default", "all", or languages in order of preference, e.g. fr,en.'
+        ),
+    ] = None,
+    subs: Annotated[
+        str | None,
+        typer.Option("--subs", help='Subtitles to save: "all" (default), "none", or e.g. en,fr.'),
+    ] = None,
+    embed_subs: Annotated[
+        bool, typer.Option("--embed-subs", help="Also put the subtitles into the MP4.")
+    ] = False,
     database: DbOption = None,
     config: ConfigOption = None,
 ) -> None:
     """Queue a download (a pending row); prints its id."""
+    from dlstore.options import stream_flags
+
     metadata: dict[str, Any] = {
         "quality": quality,
         "output_dir": output_dir,
         "headers": parse_headers(header),
         "format": output_format,
         "profile": profile,
+        **stream_flags(audio, subs, embed_subs),
     }
     from dlstore.paths import check_name  # the daemon refuses what this refuses
 

@@ -54,6 +54,25 @@ Format = Annotated[
     typer.Option("--format", help='"mp4" (default) or "ts"; default follows -o\'s suffix.'),
 ]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace an existing file.")]
+Audio = Annotated[
+    str | None,
+    typer.Option(
+        "--audio",
+        help='"default" (the playlist\'s default audio), "all" (every language, muxed), or '
+        "languages in order of preference, e.g. fr,en.",
+    ),
+]
+Subs = Annotated[
+    str | None,
+    typer.Option(
+        "--subs",
+        help='Subtitles to save beside the video as <name>.<lang>.vtt: "all" (default), '
+        '"none", or languages, e.g. en,fr.',
+    ),
+]
+EmbedSubs = Annotated[
+    bool, typer.Option("--embed-subs", help="Also put the subtitles into the MP4 (mov_text).")
+]
 
 
 @command(name="download")
@@ -69,6 +88,9 @@ def download_command(
     header: Header = None,
     output_format: Format = None,
     overwrite: Overwrite = False,
+    audio: Audio = None,
+    subs: Subs = None,
+    embed_subs: EmbedSubs = False,
     work_dir: Annotated[
         Path | None,
         typer.Option(
@@ -81,14 +103,18 @@ def download_command(
     config: ConfigOption = None,
 ) -> None:
     """Download one HLS stream to a file (no database involved)."""
+    from dlstore.options import check_task_metadata, stream_flags, stream_options
+
     url = check_url(url)
     headers = parse_headers(header)
+    streams = check_task_metadata(stream_flags(audio, subs, embed_subs))
     fmt = output_format or format_from_suffix(output)
     target = output_file(output, url, fmt)
     with load_env(config) as env:
         options = env.settings.download_options(
             profile=profile, quality=quality, headers=headers, output_format=fmt, threads=threads
         )
+    options = stream_options(options, streams)
     work = work_dir or target.parent / f".{target.name}.parts"
     result = _run(Job(url, target, work, options), overwrite=overwrite, quiet=quiet)
     typer.echo(_summary(result))
@@ -110,8 +136,9 @@ def batch(
     """Download every task in TASKS.json into the output folder, or queue them (--enqueue).
 
     Each task is {"name", "url", "quality"?, "output_dir"?, "headers"?, "format"?,
-    "profile"?, "priority"?}; priority (-1000..1000) orders the --enqueue'd rows.
-    The whole file is checked before anything starts.
+    "profile"?, "audio"?, "subtitles"?, "embed_subtitles"?, "priority"?}; priority
+    (-1000..1000) orders the --enqueue'd rows. The whole file is checked before
+    anything starts.
     """
     with load_env(config, database) as env:
         tasks = read_batch(tasks_file, env.settings)
@@ -225,7 +252,8 @@ class _Bar:
 def _summary(result: DownloadResult) -> str:
     media = result.media
     resolution = f"{media.width}x{media.height}, " if media.width and media.height else ""
+    subtitles = ", ".join(path.name for path in result.subtitle_files)
     return (
         f"saved {result.output_path} ({media.duration:.1f} s, {resolution}"
-        f"{format_bytes(media.size_bytes)})"
+        f"{format_bytes(media.size_bytes)})" + (f"; subtitles: {subtitles}" if subtitles else "")
     )

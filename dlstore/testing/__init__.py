@@ -8,8 +8,9 @@ what its module needs:
   streams, with fault injection (errors, resets, truncation, latency, rate limits).
   Standard library only, so a benchmark that runs it stays small.
 - :mod:`dlstore.testing.media`: real test media made with PyAV (a test-pattern video
-  with a sine tone, cut into HLS, plain, fMP4, AES-128, byte ranges, master playlists),
-  and ``decode_check`` to decode a result completely.
+  with a sine tone, cut into HLS, plain, fMP4, AES-128, byte ranges, master playlists,
+  audio and WebVTT subtitles in two languages), ``decode_check`` to decode a result
+  completely, and ``stream_tags``/``audio_tones`` to tell its tracks apart.
 - :mod:`dlstore.testing.dash_media`: the same sources cut into DASH by FFmpeg's dash muxer
   (SegmentTemplate with and without SegmentTimeline, SegmentList, SegmentBase, two
   representations, two periods), and ``sidx_box`` to make segment index boxes.
