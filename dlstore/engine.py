@@ -5,6 +5,9 @@ daemon alike.
     decrypted into the work folder → joined and remuxed beside the output →
     renamed into place → work folder removed
 
+A live playlist (no EXT-X-ENDLIST), when the options say to record it, is recorded by
+:mod:`dlstore.live` instead of fetched; what it recorded is joined the same way.
+
 The engine knows nothing of the database: progress goes out through
 ``on_progress`` (at most about four times a second, plus once at the end),
 cancellation comes in through ``cancel``. Everything that fails raises a
@@ -14,9 +17,10 @@ cancellation comes in through ``cancel``. Everything that fails raises a
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -25,7 +29,7 @@ import requests
 from dlstore.crypto import KeyStore
 from dlstore.dash import DashManifest, is_mpd, parse_mpd  # Streams (#12): DASH
 from dlstore.dash_tracks import resolve_dash  # Streams (#12): DASH
-from dlstore.errors import CancelledError, DownloadError, PlaylistError
+from dlstore.errors import CancelledError, DownloadError, PlaylistError, UnsupportedStreamError
 from dlstore.fetch import Arrivals, fetch_all, jobs_for
 from dlstore.http import (
     Retry,
@@ -33,6 +37,8 @@ from dlstore.http import (
     fetch_small,
     make_session,
 )
+from dlstore.live import LOG as LIVE_LOG  # Streams (#12): live recording
+from dlstore.live import LiveContext, LiveRecorder
 from dlstore.options import DownloadOptions, check_format
 from dlstore.paths import ensure_absent, place_file
 from dlstore.playlist import (
@@ -81,6 +87,11 @@ class DownloadPlan:
             tracks.append(Track("audio", self.audio))
         return tracks
 
+    @property
+    def live(self) -> bool:
+        """A live stream (no EXT-X-ENDLIST): recorded, not fetched (Streams, #12)."""
+        return not self.video.ended or (self.audio is not None and not self.audio.ended)
+
     def variant_metadata(self) -> dict | None:
         if self.variant is None:
             return None
@@ -105,11 +116,14 @@ class DownloadResult:
     variant: dict | None  # resolution, bandwidth, codecs, uri, audio; None for a media playlist
     segments: int
     bytes_downloaded: int  # fetched over the network by this run
+    live_gaps: list[dict] | None = None  # a live recording's gaps (dlstore.live.Gap)
 
     def as_metadata(self) -> dict:
         data = {"media": self.media.as_metadata(), "segments": self.segments}
         if self.variant is not None:
             data["variant"] = self.variant
+        if self.live_gaps is not None:
+            data["live_gaps"] = self.live_gaps
         return data
 
 
@@ -122,25 +136,32 @@ def download(
     on_progress: Callable[[Progress], None] | None = None,
     cancel: threading.Event | None = None,
     overwrite: bool = False,
+    stop_recording: threading.Event | None = None,
+    log: logging.Logger | logging.LoggerAdapter | None = None,
 ) -> DownloadResult:
     """Download the HLS stream at ``url`` into ``output_path``.
 
     ``work_dir`` holds the fetched segments; running the same download with the
     same ``work_dir`` again resumes it. It is removed on success and kept on
     failure or cancel. ``output_path`` never holds a partial file, and an existing
-    file there is an error unless ``overwrite``.
+    file there is an error unless ``overwrite``. A live recording ends early (and is
+    kept) once ``stop_recording`` is set, and logs its gaps to ``log``.
     """
     run = _Download.begin(url, output_path, work_dir, options, on_progress, cancel, overwrite)
+    live_gaps = None
     try:
         with make_session(options, run.url) as session:
             plan = resolve_plan(session, run.url, options, run.cancel)
-            following = run.fetch(session, plan)
+            if plan.live:  # Streams (#12): recorded by dlstore.live
+                plan, following, live_gaps = run.record(session, plan, stop_recording, log)
+            else:
+                following = run.fetch(session, plan)
         run.join(plan, following)
         media = run.place()
     finally:
         with contextlib.suppress(FileNotFoundError):
             run.tmp.unlink()
-    return run.finish(plan, media)
+    return run.finish(plan, media, live_gaps)
 
 
 @dataclass
@@ -237,6 +258,40 @@ class _Download:
             raise
         return following
 
+    def record(
+        self,
+        session: requests.Session,
+        plan: DownloadPlan,
+        stop: threading.Event | None,
+        log: logging.Logger | logging.LoggerAdapter | None,
+    ) -> tuple[DownloadPlan, _FollowingRemux | None, list[dict]]:
+        """Record a live plan into the work folder (:mod:`dlstore.live`): what was recorded,
+        as a finished plan; the remux following it, if any; its gaps."""
+        if plan.audio is not None:
+            raise UnsupportedStreamError(
+                f"The live stream {describe(plan.url)} has its audio in a separate rendition; "
+                "dlstore records live streams whose audio is in the video's segments only."
+            )
+        self.work.prepare({**plan.identity(), "segments": "live"})
+        context = LiveContext(
+            session=session, options=self.options, work=self.work, keys=self._keys(session),
+            tracker=self.tracker, emit=self.emit, cancel=self.cancel,
+            stop=stop or threading.Event(), log=log or LIVE_LOG,
+        )  # fmt: skip
+        recorder = LiveRecorder(context, plan.video, plan.variant.uri if plan.variant else plan.url)
+        following = None
+        if _join_method(plan, self.fmt) == "follow" and plan.video.container is not None:
+            following = _FollowingRemux.start(
+                recorder.files, self.tmp, self.cancel, plan.video.container
+            )
+        try:
+            recording = recorder.run()
+        except BaseException:
+            if following is not None:
+                following.abandon()
+            raise
+        return replace(plan, video=recording.plan), following, recording.gaps_metadata()
+
     def _keys(self, session: requests.Session) -> KeyStore:
         """The AES keys, each fetched (with retries) the first time a segment needs it."""
         retry = Retry.from_options(self.options, self.cancel)
@@ -275,7 +330,9 @@ class _Download:
         place_file(self.tmp, self.output_path, overwrite=self.overwrite)
         return MediaInfo(**{**media.__dict__, "size_bytes": self.output_path.stat().st_size})
 
-    def finish(self, plan: DownloadPlan, media: MediaInfo) -> DownloadResult:
+    def finish(
+        self, plan: DownloadPlan, media: MediaInfo, live_gaps: list[dict] | None = None
+    ) -> DownloadResult:
         """Remove the work folder (only now: the file is in place) and say it is done."""
         self.work.remove()
         final = self.tracker.snapshot(f"Done: {self.output_path.name}")
@@ -286,6 +343,7 @@ class _Download:
             variant=plan.variant_metadata(),
             segments=self.tracker.total,
             bytes_downloaded=self.tracker.fetched_bytes,
+            live_gaps=live_gaps,
         )
 
 
@@ -405,7 +463,9 @@ def _fetch_playlist(
     if is_mpd(fetched.url, fetched.body):  # Streams (#12): DASH, by URL or by content
         return parse_mpd(fetched.body, fetched.url)
     text = decode_playlist(fetched.body, fetched.url, fetched.content_type)
-    return parse_playlist(text, fetched.url, max_segments=options.max_segments)
+    return parse_playlist(
+        text, fetched.url, max_segments=options.max_segments, live=options.record_live
+    )
 
 
 def _fetch_media(

@@ -4,7 +4,10 @@
 finally fetched from (after redirects) into either a :class:`MasterPlaylist`
 (variants and alternate audio to choose from) or a :class:`MediaPlan` (the
 segments to fetch, with absolute URIs, byte ranges, keys and init sections).
-``choose_variant`` and ``choose_audio`` pick from a master playlist.
+A media playlist without ``EXT-X-ENDLIST`` (a live stream) is refused unless
+``live=True``; then its plan says ``ended=False`` and holds the current window,
+which may be empty (:mod:`dlstore.live` records it). ``choose_variant`` and
+``choose_audio`` pick from a master playlist.
 
 ``MediaPlan.container`` says which FFmpeg demuxer reads a plan's files.
 
@@ -118,6 +121,8 @@ class MediaPlan:
     url: str
     segments: tuple[Segment, ...]
     target_duration: float | None = None
+    ended: bool = True  # Streams (#12): False for a live window (no EXT-X-ENDLIST)
+    discontinuity_sequence: int = 0  # EXT-X-DISCONTINUITY-SEQUENCE of the first segment
 
     @property
     def duration(self) -> float:
@@ -218,9 +223,10 @@ def decode_playlist(body: bytes, url: str, content_type: str | None = None) -> s
 
 
 def parse_playlist(
-    text: str, url: str, *, max_segments: int = 100_000
+    text: str, url: str, *, max_segments: int = 100_000, live: bool = False
 ) -> MasterPlaylist | MediaPlan:
-    """Parse playlist ``text`` fetched from ``url`` (the final URL, after redirects)."""
+    """Parse playlist ``text`` fetched from ``url`` (the final URL, after redirects);
+    a live media playlist is refused unless ``live``."""
     if not text.lstrip("\ufeff \t\r\n").startswith("#EXTM3U"):
         raise PlaylistError(
             f"{redact_url(url)} is not an HLS playlist: it does not start with #EXTM3U."
@@ -238,7 +244,7 @@ def parse_playlist(
     try:
         if doc.is_variant:
             return _master(doc, url)
-        return _media(doc, url, max_segments)
+        return _media(doc, url, max_segments, live)
     except (PlaylistError, UnsupportedStreamError):
         raise
     except Exception as exc:
@@ -333,11 +339,12 @@ def _master(doc: m3u8.M3U8, url: str) -> MasterPlaylist:
     return MasterPlaylist(url=url, variants=tuple(variants), audio=tuple(audio))
 
 
-def _media(doc: m3u8.M3U8, url: str, max_segments: int) -> MediaPlan:
+def _media(doc: m3u8.M3U8, url: str, max_segments: int, live: bool = False) -> MediaPlan:
     segments = []
     next_offset: dict[str, int] = {}  # URI → where an implicit byte range would start
     key_cache: dict[int, Key | None] = {}
-    for position, raw in enumerate(_raw_segments(doc, url, max_segments)):
+    ended = bool(doc.is_endlist) or (doc.playlist_type or "").lower() == "vod"
+    for position, raw in enumerate(_raw_segments(doc, url, max_segments, live)):
         seg_uri = _absolute(url, raw.uri, "segment")
         byte_range = _byte_range(raw.byterange, next_offset.get(seg_uri), url, "segment")
         if byte_range is not None:
@@ -363,22 +370,27 @@ def _media(doc: m3u8.M3U8, url: str, max_segments: int) -> MediaPlan:
         url=url,
         segments=tuple(segments),
         target_duration=float(target) if target is not None else None,
+        ended=ended,
+        discontinuity_sequence=max(0, int(doc.discontinuity_sequence or 0)),
     )
 
 
-def _raw_segments(doc: m3u8.M3U8, url: str, max_segments: int) -> list:
-    """The segments of a finished media playlist, within the limit."""
+def _raw_segments(doc: m3u8.M3U8, url: str, max_segments: int, allowed: bool) -> list:
+    """The segments of a media playlist, within the limit; a live one only if ``allowed``
+    (a live window may be empty)."""
     if doc.is_i_frames_only:
         raise UnsupportedStreamError(
             f"The playlist at {redact_url(url)} is an I-frame-only trick-play list."
         )
     raw_segments = [s for s in doc.segments if s.uri is not None and s.uri.strip()]
-    if not raw_segments:
+    live = not doc.is_endlist and (doc.playlist_type or "").lower() != "vod"
+    if not raw_segments and not (live and allowed):
         raise PlaylistError(f"The playlist at {redact_url(url)} lists no segments.")
-    if not doc.is_endlist and (doc.playlist_type or "").lower() != "vod":
+    if live and not allowed:
         raise UnsupportedStreamError(
             f"The playlist at {redact_url(url)} is a live stream (it has no #EXT-X-ENDLIST); "
-            "dlstore only downloads finished (VOD) streams."
+            'to record it, set "live": "record" in the task\'s metadata (or --live), '
+            'optionally with "record_limit" in seconds.'
         )
     if len(raw_segments) > max_segments:
         raise PlaylistError(
