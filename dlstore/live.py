@@ -136,20 +136,17 @@ class LiveWindow:
     def take(self, segment: Segment, number: int) -> bool:
         """Mark ``segment`` taken; whether a discontinuity comes before it."""
         cut = self.broken or self.last_discontinuity not in (None, number)
-        self.last_sequence, self.last_discontinuity, self.broken = (
-            segment.media_sequence,
-            number,
-            False,
-        )
+        self._passed(segment, number, broken=False)
         return cut
 
     def lose(self, segment: Segment, number: int) -> None:
         """Mark ``segment`` lost: passed over, with a discontinuity after it."""
-        self.last_sequence, self.last_discontinuity, self.broken = (
-            segment.media_sequence,
-            number,
-            True,
-        )
+        self._passed(segment, number, broken=True)
+
+    def _passed(self, segment: Segment, number: int, *, broken: bool) -> None:
+        self.last_sequence = segment.media_sequence
+        self.last_discontinuity = number
+        self.broken = broken
 
 
 def reload_delay(target: float, changed: bool) -> float:
@@ -276,7 +273,7 @@ class Recording:
         return [gap.as_metadata() for gap in self.gaps]
 
 
-@dataclass
+@dataclass(eq=False)
 class _Item:
     """One new segment on its way: its files are fetched under provisional names."""
 
