@@ -194,7 +194,8 @@ def parse_mpd(body: bytes, url: str) -> DashManifest:
     if kind == "dynamic":
         raise UnsupportedStreamError(
             f'The DASH manifest at {redact_url(url)} is a live stream (type="dynamic"); '
-            "dlstore only downloads finished (static) DASH streams for now."
+            "dlstore records live HLS streams but not live DASH ones, and downloads "
+            "finished (static) DASH streams only."
         )
     if kind != "static":
         raise PlaylistError(

@@ -6,6 +6,9 @@ daemon alike.
     and remuxed beside the output, subtitles joined into WebVTT files beside it
     (dlstore.sidecars) → renamed into place → work folder removed
 
+A live playlist (no EXT-X-ENDLIST), when the options say to record it, is recorded by
+:mod:`dlstore.live` instead of fetched; what it recorded is joined the same way.
+
 The engine knows nothing of the database: progress goes out through
 ``on_progress`` (at most about four times a second, plus once at the end),
 cancellation comes in through ``cancel``. Everything that fails raises a
@@ -15,9 +18,10 @@ cancellation comes in through ``cancel``. Everything that fails raises a
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -27,7 +31,13 @@ from dlstore import webvtt
 from dlstore.crypto import KeyStore
 from dlstore.dash import DashManifest, is_mpd, parse_mpd  # Streams (#12): DASH
 from dlstore.dash_tracks import resolve_dash  # Streams (#12): DASH
-from dlstore.errors import CancelledError, DownloadError, InvalidInputError, PlaylistError
+from dlstore.errors import (
+    CancelledError,
+    DownloadError,
+    InvalidInputError,
+    PlaylistError,
+    UnsupportedStreamError,
+)
 from dlstore.fetch import Arrivals, fetch_all, jobs_for
 from dlstore.http import (
     Retry,
@@ -36,6 +46,8 @@ from dlstore.http import (
     make_session,
 )
 from dlstore.languages import iso639_2
+from dlstore.live import LOG as LIVE_LOG  # Streams (#12): live recording
+from dlstore.live import LiveContext, LiveRecorder
 from dlstore.options import DownloadOptions, check_format
 from dlstore.paths import ensure_absent, place_file
 from dlstore.playlist import (
@@ -127,6 +139,11 @@ class DownloadPlan:
         first = [self.audio_rendition] if self.audio is not None else []
         return first + [r.info for r in self.more_audio]
 
+    @property
+    def live(self) -> bool:
+        """A live stream (no EXT-X-ENDLIST): recorded, not fetched (Streams, #12)."""
+        return not self.video.ended or (self.audio is not None and not self.audio.ended)
+
     def variant_metadata(self) -> dict | None:
         if self.variant is None:
             return None
@@ -160,6 +177,7 @@ class DownloadResult:
     audio_tracks: tuple[dict, ...] = ()
     #: The subtitle files beside it: {"language", "name", "path", "default", "forced"}
     subtitle_tracks: tuple[dict, ...] = ()
+    live_gaps: list[dict] | None = None  # a live recording's gaps (dlstore.live.Gap)
 
     @property
     def subtitle_files(self) -> tuple[Path, ...]:
@@ -169,6 +187,8 @@ class DownloadResult:
         data = {"media": self.media.as_metadata(), "segments": self.segments}
         if self.variant is not None:
             data["variant"] = self.variant
+        if self.live_gaps is not None:
+            data["live_gaps"] = self.live_gaps
         return data
 
     def tracks_metadata(self) -> dict:
@@ -188,27 +208,34 @@ def download(
     on_progress: Callable[[Progress], None] | None = None,
     cancel: threading.Event | None = None,
     overwrite: bool = False,
+    stop_recording: threading.Event | None = None,
+    log: logging.Logger | logging.LoggerAdapter | None = None,
 ) -> DownloadResult:
     """Download the HLS stream at ``url`` into ``output_path``.
 
     ``work_dir`` holds the fetched segments; running the same download with the
     same ``work_dir`` again resumes it. It is removed on success and kept on
     failure or cancel. ``output_path`` never holds a partial file, and an existing
-    file there is an error unless ``overwrite``.
+    file there is an error unless ``overwrite``. A live recording ends early (and is
+    kept) once ``stop_recording`` is set, and logs its gaps to ``log``.
     """
     run = _Download.begin(url, output_path, work_dir, options, on_progress, cancel, overwrite)
+    live_gaps = None
     try:
         with make_session(options, run.url) as session:
             plan = resolve_plan(session, run.url, options, run.cancel)
             run.name_subtitles(plan)
-            following = run.fetch(session, plan)
+            if plan.live:  # Streams (#12): recorded by dlstore.live
+                plan, following, live_gaps = run.record(session, plan, stop_recording, log)
+            else:
+                following = run.fetch(session, plan)
         run.join(plan, following)
         media = run.place()
     finally:
         with contextlib.suppress(FileNotFoundError):
             run.tmp.unlink()
         run.sidecars.clean_up()
-    return run.finish(plan, media)
+    return run.finish(plan, media, live_gaps)
 
 
 @dataclass
@@ -339,6 +366,40 @@ class _Download:
             on_file=on_file,
         )
 
+    def record(
+        self,
+        session: requests.Session,
+        plan: DownloadPlan,
+        stop: threading.Event | None,
+        log: logging.Logger | logging.LoggerAdapter | None,
+    ) -> tuple[DownloadPlan, _FollowingRemux | None, list[dict]]:
+        """Record a live plan into the work folder (:mod:`dlstore.live`): what was recorded,
+        as a finished plan; the remux following it, if any; its gaps."""
+        if plan.audio is not None:
+            raise UnsupportedStreamError(
+                f"The live stream {describe(plan.url)} has its audio in a separate rendition; "
+                "dlstore records live streams whose audio is in the video's segments only."
+            )
+        self.work.prepare({**plan.identity(), "segments": "live"})
+        context = LiveContext(
+            session=session, options=self.options, work=self.work, keys=self._keys(session),
+            tracker=self.tracker, emit=self.emit, cancel=self.cancel,
+            stop=stop or threading.Event(), log=log or LIVE_LOG,
+        )  # fmt: skip
+        recorder = LiveRecorder(context, plan.video, plan.variant.uri if plan.variant else plan.url)
+        following = None
+        if _join_method(plan, self.fmt) == "follow" and plan.video.container is not None:
+            following = _FollowingRemux.start(
+                recorder.files, self.tmp, self.cancel, plan.video.container
+            )
+        try:
+            recording = recorder.run()
+        except BaseException:
+            if following is not None:
+                following.abandon()
+            raise
+        return replace(plan, video=recording.plan), following, recording.gaps_metadata()
+
     def _keys(self, session: requests.Session) -> KeyStore:
         """The AES keys, each fetched (with retries) the first time a segment needs it."""
         retry = Retry.from_options(self.options, self.cancel)
@@ -398,7 +459,9 @@ class _Download:
             raise
         return MediaInfo(**{**media.__dict__, "size_bytes": self.output_path.stat().st_size})
 
-    def finish(self, plan: DownloadPlan, media: MediaInfo) -> DownloadResult:
+    def finish(
+        self, plan: DownloadPlan, media: MediaInfo, live_gaps: list[dict] | None = None
+    ) -> DownloadResult:
         """Remove the work folder (only now: the file is in place) and say it is done."""
         audio = audio_tracks(plan.audio_renditions, audio_streams(self.output_path))
         self.work.remove()
@@ -412,6 +475,7 @@ class _Download:
             bytes_downloaded=self.tracker.fetched_bytes,
             audio_tracks=tuple(audio),
             subtitle_tracks=tuple(_subtitle_metadata(plan, self.sidecars.finals)),
+            live_gaps=live_gaps,
         )
 
 
@@ -612,7 +676,9 @@ def _fetch_playlist(
     if is_mpd(fetched.url, fetched.body):  # Streams (#12): DASH, by URL or by content
         return parse_mpd(fetched.body, fetched.url)
     text = decode_playlist(fetched.body, fetched.url, fetched.content_type)
-    return parse_playlist(text, fetched.url, max_segments=options.max_segments)
+    return parse_playlist(
+        text, fetched.url, max_segments=options.max_segments, live=options.record_live
+    )
 
 
 def _fetch_media(

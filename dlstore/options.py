@@ -15,13 +15,13 @@ for a claimed row, claiming its work folder and reserving its output name.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
+import math
 import os
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from types import MappingProxyType
@@ -52,7 +52,7 @@ OUTPUT_FORMATS = ("mp4", "ts")
 #: Keys a caller (the Rust API, `dlstore add`, a batch file) may set in ``metadata``.
 CALLER_METADATA_KEYS = (
     "quality", "output_dir", "headers", "format", "profile",
-    "audio", "subtitles", "embed_subtitles",
+    "audio", "subtitles", "embed_subtitles", "live", "record_limit",
 )  # fmt: skip
 #: The keys of a batch file's entry (``priority`` is the row's column, not metadata).
 BATCH_KEYS = ("name", "url", *CALLER_METADATA_KEYS, "priority")
@@ -69,7 +69,13 @@ MAX_LANGUAGES = 20
 AUDIO_CHOICES = ("default", "all")
 SUBTITLE_CHOICES = ("all", "none")
 
+#: The longest ``record_limit`` (seconds), and how long a recording without one may last.
+MAX_RECORD_SECONDS = 24 * 3600
+#: ``--record-limit`` suffixes, in seconds.
+_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600}
+
 _QUALITY = re.compile(r"^(best|worst|\d{2,4}p)$")
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?|\.\d+)\s*([smh]?)$")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 #: An id that can be its own work folder's name: lower case only (a case-insensitive
 #: file system cannot merge two), no leading or trailing dot or dash.
@@ -110,6 +116,8 @@ class DownloadOptions:
 
     max_segment_bytes: int = 256 * 1024 * 1024  # a bigger segment is refused while it streams
     stall_timeout: float = 30.0  # a body sending < 1 KiB in this many seconds is aborted
+    record_live: bool = False  # Streams (#12): record a live stream (caller key live: "record")
+    record_limit: float | None = None  # seconds of media to record; None: until it ends
 
     @property
     def read_wait(self) -> float:
@@ -267,6 +275,44 @@ def check_headers(headers: Any) -> dict[str, str]:
     return checked
 
 
+def check_live(live: Any) -> str:
+    """The ``live`` key: ``"record"`` records a live stream (without it one is refused)."""
+    if live != "record":
+        raise InvalidInputError(
+            f'live must be "record" (to record a live stream) or left out, not {_shown(live)}.'
+        )
+    return live
+
+
+def check_record_limit(limit: Any) -> int | float:
+    """``record_limit``: seconds of media to record, more than 0, at most MAX_RECORD_SECONDS."""
+    number = isinstance(limit, (int, float)) and not isinstance(limit, bool)
+    if not number or not math.isfinite(limit) or not 0 < limit <= MAX_RECORD_SECONDS:
+        raise InvalidInputError(
+            f"record_limit must be a number of seconds above 0 and at most {MAX_RECORD_SECONDS} "
+            f"(24 hours), not {_shown(limit)}."
+        )
+    return int(limit) if float(limit).is_integer() else float(limit)
+
+
+def parse_record_limit(text: str) -> int | float:
+    """``--record-limit``: ``90``, ``90s``, ``30m`` or ``1.5h`` → seconds (checked)."""
+    match = _DURATION.match(text.strip().lower())
+    if match is None:
+        raise InvalidInputError(
+            f"--record-limit takes a duration such as 90, 90s, 30m or 1.5h, not {_shown(text)}."
+        )
+    return check_record_limit(float(match.group(1)) * _DURATION_UNITS[match.group(2)])
+
+
+def live_request(live: bool, record_limit: str | None) -> tuple[str | None, int | float | None]:
+    """``--live`` and ``--record-limit`` as the caller keys ``live`` and ``record_limit``."""
+    if record_limit is not None and not live:
+        raise InvalidInputError("--record-limit applies to live recordings: add --live.")
+    limit = parse_record_limit(record_limit) if record_limit is not None else None
+    return ("record" if live else None), limit
+
+
 def check_priority(priority: Any) -> int:
     """A task's priority: a whole number in PRIORITY_RANGE."""
     low, high = PRIORITY_RANGE
@@ -380,6 +426,10 @@ def check_task_metadata(
         checked["subtitles"] = check_subtitles(metadata["subtitles"])
     if metadata.get("embed_subtitles") is not None:
         checked["embed_subtitles"] = check_embed_subtitles(metadata["embed_subtitles"])
+    if metadata.get("live") is not None:
+        checked["live"] = check_live(metadata["live"])
+    if metadata.get("record_limit") is not None:
+        checked["record_limit"] = check_record_limit(metadata["record_limit"])
     profile = metadata.get("profile")
     if profile is not None and not isinstance(profile, str):
         raise InvalidInputError(f"profile must be a profile's name, not {_json_type(profile)}.")
@@ -420,14 +470,16 @@ def caller_metadata(values: Mapping[str, Any], profiles: Mapping[str, Any]) -> d
 
 def task_download_options(settings: Settings, metadata: Mapping[str, Any]) -> DownloadOptions:
     """Options for a task from its (checked) caller metadata: quality, headers,
-    format, profile, audio, subtitles. One place for rows and batch entries alike."""
+    format, profile, audio, subtitles, live recording. One place for rows and batch entries
+    alike."""
     options = settings.download_options(
         profile=metadata.get("profile"),
         quality=metadata.get("quality"),
         headers=metadata.get("headers"),
         output_format=metadata.get("format"),
     )
-    return stream_options(options, metadata)
+    options = stream_options(options, metadata)
+    return live_options(options, metadata.get("live"), metadata.get("record_limit"))
 
 
 def stream_options(options: DownloadOptions, metadata: Mapping[str, Any]) -> DownloadOptions:
@@ -440,7 +492,14 @@ def stream_options(options: DownloadOptions, metadata: Mapping[str, Any]) -> Dow
             changes[key] = value if isinstance(value, str) else tuple(value)
     if metadata.get("embed_subtitles") is not None:
         changes["embed_subtitles"] = bool(metadata["embed_subtitles"])
-    return dataclasses.replace(options, **changes) if changes else options
+    return replace(options, **changes) if changes else options
+
+
+def live_options(
+    options: DownloadOptions, live: str | None, record_limit: float | None
+) -> DownloadOptions:
+    """``options`` recording a live stream if ``live`` is ``"record"`` (Streams, #12)."""
+    return replace(options, record_live=live == "record", record_limit=record_limit)
 
 
 # --- a row or a batch entry → a Job --------------------------------------------------------

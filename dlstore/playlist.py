@@ -4,8 +4,11 @@
 finally fetched from (after redirects) into either a :class:`MasterPlaylist`
 (variants, alternate audio and subtitles to choose from) or a :class:`MediaPlan` (the
 segments to fetch, with absolute URIs, byte ranges, keys and init sections).
-``choose_variant``, ``choose_audio_tracks`` and ``choose_subtitles`` pick from a master
-playlist (``choose_audio``: the default audio alone).
+A media playlist without ``EXT-X-ENDLIST`` (a live stream) is refused unless
+``live=True``; then its plan says ``ended=False`` and holds the current window,
+which may be empty (:mod:`dlstore.live` records it). ``choose_variant``,
+``choose_audio_tracks`` and ``choose_subtitles`` pick from a master playlist
+(``choose_audio``: the default audio alone).
 
 ``MediaPlan.container`` says which FFmpeg demuxer reads a plan's files.
 
@@ -130,6 +133,8 @@ class MediaPlan:
     url: str
     segments: tuple[Segment, ...]
     target_duration: float | None = None
+    ended: bool = True  # Streams (#12): False for a live window (no EXT-X-ENDLIST)
+    discontinuity_sequence: int = 0  # EXT-X-DISCONTINUITY-SEQUENCE of the first segment
 
     @property
     def duration(self) -> float:
@@ -246,9 +251,10 @@ def decode_playlist(body: bytes, url: str, content_type: str | None = None) -> s
 
 
 def parse_playlist(
-    text: str, url: str, *, max_segments: int = 100_000
+    text: str, url: str, *, max_segments: int = 100_000, live: bool = False
 ) -> MasterPlaylist | MediaPlan:
-    """Parse playlist ``text`` fetched from ``url`` (the final URL, after redirects)."""
+    """Parse playlist ``text`` fetched from ``url`` (the final URL, after redirects);
+    a live media playlist is refused unless ``live``."""
     if not text.lstrip("\ufeff \t\r\n").startswith("#EXTM3U"):
         raise PlaylistError(
             f"{redact_url(url)} is not an HLS playlist: it does not start with #EXTM3U."
@@ -267,7 +273,7 @@ def parse_playlist(
     try:
         if doc.is_variant:
             return _master(doc, url)
-        return _media(doc, url, max_segments, map_keys)
+        return _media(doc, url, max_segments, map_keys, live)
     except (PlaylistError, UnsupportedStreamError):
         raise
     except Exception as exc:
@@ -379,12 +385,15 @@ def _yes(value: str | None) -> bool:
     return (value or "").strip().upper() == "YES"
 
 
-def _media(doc: m3u8.M3U8, url: str, max_segments: int, map_keys: dict) -> MediaPlan:
+def _media(
+    doc: m3u8.M3U8, url: str, max_segments: int, map_keys: dict, live: bool = False
+) -> MediaPlan:
     segments = []
     next_offset: dict[str, int] = {}  # URI → where an implicit byte range would start
     key_cache: dict[int, Key | None] = {}
     inits = _InitSections(url, map_keys)
-    for position, (raw, attrs) in enumerate(_raw_segments(doc, url, max_segments)):
+    ended = bool(doc.is_endlist) or (doc.playlist_type or "").lower() == "vod"
+    for position, (raw, attrs) in enumerate(_raw_segments(doc, url, max_segments, live)):
         seg_uri = _absolute(url, raw.uri, "segment")
         byte_range = _byte_range(raw.byterange, next_offset.get(seg_uri), url, "segment")
         if byte_range is not None:
@@ -410,24 +419,29 @@ def _media(doc: m3u8.M3U8, url: str, max_segments: int, map_keys: dict) -> Media
         url=url,
         segments=tuple(segments),
         target_duration=float(target) if target is not None else None,
+        ended=ended,
+        discontinuity_sequence=max(0, int(doc.discontinuity_sequence or 0)),
     )
 
 
-def _raw_segments(doc: m3u8.M3U8, url: str, max_segments: int) -> list[tuple]:
-    """The segments of a finished media playlist, within the limit: each the library's
-    Segment with the attribute dict it was made from (one per segment, in order)."""
+def _raw_segments(doc: m3u8.M3U8, url: str, max_segments: int, allowed: bool) -> list[tuple]:
+    """The segments of a media playlist, within the limit; a live one only if ``allowed``
+    (a live window may be empty): each the library's Segment with the attribute dict it
+    was made from (one per segment, in order)."""
     if doc.is_i_frames_only:
         raise UnsupportedStreamError(
             f"The playlist at {redact_url(url)} is an I-frame-only trick-play list."
         )
     paired = zip(doc.segments, doc.data.get("segments") or [])
     raw_segments = [(s, d) for s, d in paired if s.uri is not None and s.uri.strip()]
-    if not raw_segments:
+    live = not doc.is_endlist and (doc.playlist_type or "").lower() != "vod"
+    if not raw_segments and not (live and allowed):
         raise PlaylistError(f"The playlist at {redact_url(url)} lists no segments.")
-    if not doc.is_endlist and (doc.playlist_type or "").lower() != "vod":
+    if live and not allowed:
         raise UnsupportedStreamError(
             f"The playlist at {redact_url(url)} is a live stream (it has no #EXT-X-ENDLIST); "
-            "dlstore only downloads finished (VOD) streams."
+            'to record it, set "live": "record" in the task\'s metadata (or --live), '
+            'optionally with "record_limit" in seconds.'
         )
     if len(raw_segments) > max_segments:
         raise PlaylistError(

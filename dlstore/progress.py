@@ -27,10 +27,15 @@ class Progress:
     eta_seconds: int | None
     current_file: str | None
     message: str
+    #: 0–1 done when no segment count can say: a live recording (Streams, #12) is
+    #: its recorded time against record_limit, else 0 until it ends. None: by segments.
+    fraction: float | None = None
 
     @property
     def percent(self) -> int:
-        """0–100, by segments."""
+        """0–100, by segments (or by ``fraction``)."""
+        if self.fraction is not None:
+            return max(0, min(100, int(100 * self.fraction)))
         if self.segments_total <= 0:
             return 0
         return min(100, (100 * self.segments_done) // self.segments_total)

@@ -145,7 +145,7 @@ class ProgressReporter:
     def _write(self) -> bool:
         progress, note = self._latest, self._note
         try:
-            if progress is None or progress.segments_total <= 0:
+            if progress is None or (progress.segments_total <= 0 and progress.fraction is None):
                 # Nothing counted yet (the playlist is being fetched): keep the row's
                 # progress from an earlier attempt, prove we are alive.
                 message = note or (progress.message if progress else None)
@@ -239,6 +239,7 @@ class TaskRunner:
                 options=job.options,
                 on_progress=reporter.update,
                 cancel=self.cancel,
+                log=self.log,
             )
             reporter.note("Making the poster frame")
             poster = self._poster(job, result.output_path)
@@ -315,6 +316,8 @@ class TaskRunner:
             **result.tracks_metadata(),
             "poster": str(poster) if poster else None,
         }
+        if result.live_gaps is not None:  # Streams (#12): a live recording's gaps
+            learned["live_gaps"] = result.live_gaps
         done = self.store.complete(
             self.claim,
             output_path=str(result.output_path),

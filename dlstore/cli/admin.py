@@ -10,9 +10,16 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from dlstore.cli import ConfigOption, DbOption, command, db_app, load_env
+from dlstore.cli.download import LiveFlag, RecordLimit
 from dlstore.cli.format import format_queue, format_table, format_task
 from dlstore.errors import DlstoreError
-from dlstore.options import PRIORITY_RANGE, caller_metadata, check_priority, parse_headers
+from dlstore.options import (
+    PRIORITY_RANGE,
+    caller_metadata,
+    check_priority,
+    live_request,
+    parse_headers,
+)
 from dlstore.validate import check_url
 
 if TYPE_CHECKING:  # imported inside the commands: `dlstore --help` needs no database
@@ -86,12 +93,15 @@ def add(
     embed_subs: Annotated[
         bool, typer.Option("--embed-subs", help="Also put the subtitles into the MP4.")
     ] = False,
+    live: LiveFlag = False,
+    record_limit: RecordLimit = None,
     database: DbOption = None,
     config: ConfigOption = None,
 ) -> None:
     """Queue a download (a pending row); prints its id."""
     from dlstore.options import stream_flags
 
+    live_key, limit = live_request(live, record_limit)
     metadata: dict[str, Any] = {
         "quality": quality,
         "output_dir": output_dir,
@@ -99,6 +109,8 @@ def add(
         "format": output_format,
         "profile": profile,
         **stream_flags(audio, subs, embed_subs),
+        "live": live_key,
+        "record_limit": limit,
     }
     from dlstore.paths import check_name  # the daemon refuses what this refuses
 

@@ -6,9 +6,11 @@ Both call :func:`dlstore.engine.download`; ``batch --enqueue`` inserts rows thro
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -22,6 +24,8 @@ from dlstore.options import (
     Job,
     batch_task,
     format_from_suffix,
+    live_options,
+    live_request,
     output_file,
     parse_headers,
 )
@@ -73,6 +77,21 @@ Subs = Annotated[
 EmbedSubs = Annotated[
     bool, typer.Option("--embed-subs", help="Also put the subtitles into the MP4 (mov_text).")
 ]
+LiveFlag = Annotated[
+    bool,
+    typer.Option(
+        "--live",
+        help="Record a live stream (a playlist without #EXT-X-ENDLIST) until it ends or "
+        "--record-limit; without it a live stream is refused.",
+    ),
+]
+RecordLimit = Annotated[
+    str | None,
+    typer.Option(
+        "--record-limit",
+        help="With --live: stop after this much recorded media: 90, 90s, 30m, 1.5h (max 24h).",
+    ),
+]
 
 
 @command(name="download")
@@ -91,6 +110,8 @@ def download_command(
     audio: Audio = None,
     subs: Subs = None,
     embed_subs: EmbedSubs = False,
+    live: LiveFlag = False,
+    record_limit: RecordLimit = None,
     work_dir: Annotated[
         Path | None,
         typer.Option(
@@ -102,19 +123,24 @@ def download_command(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     config: ConfigOption = None,
 ) -> None:
-    """Download one HLS stream to a file (no database involved)."""
-    from dlstore.options import check_task_metadata, stream_flags, stream_options
+    """Download one HLS stream to a file (no database involved).
 
+    With --live, a live stream is recorded until it ends, --record-limit, or Ctrl-C
+    (which keeps what was recorded; a second Ctrl-C abandons it).
+    """
     url = check_url(url)
     headers = parse_headers(header)
+    from dlstore.options import check_task_metadata, stream_flags, stream_options
+
     streams = check_task_metadata(stream_flags(audio, subs, embed_subs))
+    live_key, limit = live_request(live, record_limit)
     fmt = output_format or format_from_suffix(output)
     target = output_file(output, url, fmt)
     with load_env(config) as env:
         options = env.settings.download_options(
             profile=profile, quality=quality, headers=headers, output_format=fmt, threads=threads
         )
-    options = stream_options(options, streams)
+    options = live_options(stream_options(options, streams), live_key, limit)
     work = work_dir or target.parent / f".{target.name}.parts"
     result = _run(Job(url, target, work, options), overwrite=overwrite, quiet=quiet)
     typer.echo(_summary(result))
@@ -136,9 +162,9 @@ def batch(
     """Download every task in TASKS.json into the output folder, or queue them (--enqueue).
 
     Each task is {"name", "url", "quality"?, "output_dir"?, "headers"?, "format"?,
-    "profile"?, "audio"?, "subtitles"?, "embed_subtitles"?, "priority"?}; priority
-    (-1000..1000) orders the --enqueue'd rows. The whole file is checked before
-    anything starts.
+    "profile"?, "audio"?, "subtitles"?, "embed_subtitles"?, "live"?, "record_limit"?,
+    "priority"?}; priority (-1000..1000) orders the --enqueue'd rows. The whole file is
+    checked before anything starts.
     """
     with load_env(config, database) as env:
         tasks = read_batch(tasks_file, env.settings)
@@ -206,17 +232,19 @@ def _run(job: Job, *, overwrite: bool, quiet: bool) -> DownloadResult:
     from dlstore.engine import download
 
     bar = _Bar(job.output_path.name, disabled=quiet)
-    cancel = threading.Event()
+    cancel, stop = threading.Event(), threading.Event()
     try:
-        return download(
-            job.url,
-            job.output_path,
-            work_dir=job.work_dir,
-            options=job.options,
-            on_progress=bar.update,
-            cancel=cancel,
-            overwrite=overwrite,
-        )
+        with _first_interrupt_stops(stop, job.options.record_live):
+            return download(
+                job.url,
+                job.output_path,
+                work_dir=job.work_dir,
+                options=job.options,
+                on_progress=bar.update,
+                cancel=cancel,
+                overwrite=overwrite,
+                stop_recording=stop,
+            )
     except KeyboardInterrupt:
         cancel.set()
         bar.close()
@@ -224,6 +252,27 @@ def _run(job: Job, *, overwrite: bool, quiet: bool) -> DownloadResult:
         raise AssertionError("unreachable") from None  # fail() raises typer.Exit
     finally:
         bar.close()
+
+
+@contextlib.contextmanager
+def _first_interrupt_stops(stop: threading.Event, live: bool) -> Iterator[None]:
+    """While a live recording runs, the first Ctrl-C ends it and keeps what was recorded
+    (it is joined into the output); a second one interrupts as usual."""
+    if not live or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_interrupt(signum: int, frame: object) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        typer.echo("\nStopping the recording; Ctrl-C again to abandon it.", err=True)
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 class _Bar:
@@ -242,7 +291,10 @@ class _Bar:
             bar.total = progress.segments_total
         bar.n = progress.segments_done
         speed = f"{format_bytes(progress.speed_bps)}/s" if progress.speed_bps else "-"
-        bar.set_postfix_str(f"{format_bytes(progress.bytes_done)} {speed}", refresh=False)
+        postfix = f"{format_bytes(progress.bytes_done)} {speed}"
+        if progress.fraction is not None:  # a live recording: say how much is recorded
+            postfix = f"{progress.message}, {postfix}"
+        bar.set_postfix_str(postfix, refresh=False)
         bar.refresh()
 
     def close(self) -> None:
@@ -253,7 +305,12 @@ def _summary(result: DownloadResult) -> str:
     media = result.media
     resolution = f"{media.width}x{media.height}, " if media.width and media.height else ""
     subtitles = ", ".join(path.name for path in result.subtitle_files)
+    gaps = ""
+    if result.live_gaps is not None:
+        count = len(result.live_gaps)
+        gaps = f", recorded live with {count} gap{'s' if count != 1 else ''}"
     return (
         f"saved {result.output_path} ({media.duration:.1f} s, {resolution}"
-        f"{format_bytes(media.size_bytes)})" + (f"; subtitles: {subtitles}" if subtitles else "")
+        f"{format_bytes(media.size_bytes)}{gaps})"
+        + (f"; subtitles: {subtitles}" if subtitles else "")
     )

@@ -14,6 +14,8 @@ what its module needs:
 - :mod:`dlstore.testing.dash_media`: the same sources cut into DASH by FFmpeg's dash muxer
   (SegmentTemplate with and without SegmentTimeline, SegmentList, SegmentBase, two
   representations, two periods), and ``sidx_box`` to make segment index boxes.
+- :mod:`dlstore.testing.live`: a live stream for the HLS server, a sliding-window playlist
+  over real segments that advances in real time (or by hand), and can end.
 - :mod:`dlstore.testing.rust_api`: the Rust API's side of the contract (CONTRACT.md §2):
   its exact SQL statements, written once here, and ``RustApi`` to run them.
 """

@@ -1,0 +1,192 @@
+"""A live HLS stream for tests: a sliding-window media playlist that advances in real time.
+
+    pool = make_pool(folder)                  # real TS segments (dlstore.testing.media)
+    pool = make_pool(folder, kind="fmp4")     # or fMP4 ones with an init section (EXT-X-MAP)
+    with HlsServer() as server, LivePlaylist(server, pool, window=3) as live:
+        live.start()                # one segment more every target duration, on a thread,
+                                    # from the first time a client loads the playlist
+        live.start(advances=4)      # ... and EXT-X-ENDLIST after 4 of them
+        live.url                    # the playlist's URL
+        live.advance(5)             # jump ahead: segments leave the window unseen (a gap)
+        live.end()                  # EXT-X-ENDLIST: the stream is over
+        live.offered                # media sequence numbers that have been in the window
+        server.hits[live.segment_path(7)]   # how often segment 7 was fetched
+
+Media sequence number ``n`` serves ``pool.segments[n % len]`` as ``/<name>/s<n>.ts`` (``.m4s``,
+with ``/<name>/init.mp4``, for fMP4). Each
+time the pool starts over its timestamps restart, so that segment carries
+EXT-X-DISCONTINUITY, and EXT-X-DISCONTINUITY-SEQUENCE counts those that have left the
+window (RFC 8216 §6.2.2). A segment stays served after it leaves the window, as a CDN's
+does. The playlist and segments are :class:`~dlstore.testing.hls_server.Body` entries of
+the server, replaced at each advance. Standard library only; :func:`make_pool` uses the
+media makers.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from dlstore.testing.hls_server import Body, HlsServer
+
+PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
+SEGMENT_TYPES = {".ts": "video/mp2t", ".m4s": "video/iso.segment"}
+POLL_SECONDS = 0.02
+
+
+@dataclass(frozen=True)
+class PoolSegment:
+    data: bytes
+    duration: float
+
+
+@dataclass(frozen=True)
+class Pool:
+    """Real segments to serve in turn; ``init`` is the fMP4 init section, if any."""
+
+    segments: tuple[PoolSegment, ...]
+    init: bytes | None = None
+
+    @property
+    def suffix(self) -> str:
+        return ".m4s" if self.init is not None else ".ts"
+
+
+def make_pool(
+    folder: Path, seconds: int = 6, *, kind: str = "mpegts", width: int = 96, height: int = 54
+) -> Pool:
+    """``seconds`` one-second segments (H.264 + AAC), MPEG-TS or fMP4, made in ``folder``."""
+    from dlstore.testing.media import encode_source, segment_uris, write_hls
+
+    folder.mkdir(parents=True, exist_ok=True)
+    source = encode_source(folder / "live-source.mp4", duration=seconds, width=width,
+                           height=height)  # fmt: skip
+    playlist = write_hls(source, folder / f"live-pool-{kind}", kind=kind)
+    text = playlist.read_text()
+    durations = [
+        float(line.split(":", 1)[1].split(",")[0])
+        for line in text.splitlines()
+        if line.startswith("#EXTINF:")
+    ]
+    segments = tuple(
+        PoolSegment((playlist.parent / uri).read_bytes(), duration)
+        for uri, duration in zip(segment_uris(text), durations)
+    )
+    init = (playlist.parent / "init.mp4").read_bytes() if kind == "fmp4" else None
+    return Pool(segments, init)
+
+
+class LivePlaylist:
+    """A sliding window of ``window`` segments over ``pool``, served by ``server``."""
+
+    def __init__(
+        self,
+        server: HlsServer,
+        pool: Pool,
+        *,
+        name: str = "live",
+        window: int = 3,
+        target: int = 1,
+        interval: float | None = None,
+    ) -> None:
+        self.server, self.pool, self.name = server, pool, name
+        self.window, self.target = window, target
+        self.interval = interval if interval is not None else float(target)
+        self.path = f"/{name}/index.m3u8"
+        self.offered: set[int] = set()
+        self._next = window  # the media sequence number the next advance publishes
+        self._ended = False
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._publish()
+
+    @property
+    def url(self) -> str:
+        return self.server.url(self.path)
+
+    @property
+    def first(self) -> int:
+        """The media sequence number of the window's first segment."""
+        return max(0, self._next - self.window)
+
+    @property
+    def ended(self) -> bool:
+        return self._ended
+
+    def segment_path(self, sequence: int) -> str:
+        return f"/{self.name}/s{sequence}{self.pool.suffix}"
+
+    def duration_of(self, sequences: Iterable[int]) -> float:
+        """The media seconds of the segments numbered ``sequences``."""
+        segments = self.pool.segments
+        return sum(segments[n % len(segments)].duration for n in sequences)
+
+    def advance(self, count: int = 1) -> None:
+        with self._lock:
+            if not self._ended:
+                self._next += count
+                self._publish()
+
+    def end(self) -> None:
+        with self._lock:
+            self._ended = True
+            self._publish()
+
+    def start(self, advances: int | None = None) -> LivePlaylist:
+        """Advance every ``interval`` seconds from the first load of the playlist on; with
+        ``advances``, end after that many."""
+        self._thread = threading.Thread(target=self._run, args=(advances,), daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> LivePlaylist:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _run(self, advances: int | None) -> None:
+        while not self.server.hits[self.path]:
+            if self._stop.wait(POLL_SECONDS):
+                return
+        done = 0
+        while not self._ended and not self._stop.wait(self.interval):
+            self.advance()
+            done += 1
+            if advances is not None and done >= advances:
+                self.end()
+
+    def _publish(self) -> None:
+        pool, first = self.pool, self.first
+        count = len(pool.segments)
+        gone = (first - 1) // count if first else 0  # discontinuities that left the window
+        lines = [
+            "#EXTM3U",
+            "#EXT-X-VERSION:7",
+            f"#EXT-X-TARGETDURATION:{self.target}",
+            f"#EXT-X-MEDIA-SEQUENCE:{first}",
+            f"#EXT-X-DISCONTINUITY-SEQUENCE:{gone}",
+        ]
+        if pool.init is not None:
+            self.server.bodies[f"/{self.name}/init.mp4"] = Body(pool.init, "video/mp4")
+            lines.append('#EXT-X-MAP:URI="init.mp4"')
+        for sequence in range(first, self._next):
+            segment = pool.segments[sequence % count]
+            path = self.segment_path(sequence)
+            self.server.bodies[path] = Body(segment.data, SEGMENT_TYPES[pool.suffix])
+            self.offered.add(sequence)
+            if sequence and sequence % count == 0:
+                lines.append("#EXT-X-DISCONTINUITY")
+            lines += [f"#EXTINF:{segment.duration:.6f},", path.rsplit("/", 1)[1]]
+        if self._ended:
+            lines.append("#EXT-X-ENDLIST")
+        body = ("\n".join(lines) + "\n").encode()
+        self.server.bodies[self.path] = Body(body, PLAYLIST_TYPE)
