@@ -53,6 +53,7 @@ from dlstore.playlist import (
 )
 from dlstore.redact import escape_controls, redact_url
 from dlstore.sidx import Reference, box_size, parse_sidx
+from dlstore.sniff import HEAD_BYTES, Kind, identify
 
 # schemeIdUri of ContentProtection → the DRM system's name, for the refusal.
 DRM_SYSTEMS = {
@@ -72,7 +73,6 @@ MAX_INDEX_BOXES = 64  # sidx boxes read for one representation (nested or chaine
 #: distinct values: the manifest is the server's, and the message lands in a row.
 MAX_QUOTED_CHARS = 60
 MAX_NAMED = 4
-MPD_SNIFF_BYTES = 4096
 INDEX_PREFIX_BYTES = 4096  # first read of a nested sidx box (337 references)
 _MPD_ROOT = re.compile(rb"<(?:[A-Za-z_][\w.-]*:)?MPD[\s>/]")
 _IDENTIFIER = re.compile(r"\$([^$]*)\$")
@@ -182,9 +182,11 @@ class DashChoice:
 
 def is_mpd(url: str, body: bytes) -> bool:
     """Whether ``body`` (fetched from ``url``) is to be read as DASH: its root element is
-    ``MPD``, or the URL names an ``.mpd`` file and the body is not an HLS playlist."""
-    head = body[:MPD_SNIFF_BYTES].lstrip(b"\xef\xbb\xbf \t\r\n")
-    if head.startswith(b"#EXTM3U"):
+    ``MPD``, or the URL names an ``.mpd`` file and the body is not an HLS playlist (as
+    :func:`dlstore.sniff.identify` judges one, for :func:`dlstore.playlist.decode_playlist`
+    too)."""
+    head = body[:HEAD_BYTES]
+    if identify(head) is Kind.M3U8:
         return False
     if _MPD_ROOT.search(head):
         return True
