@@ -221,16 +221,16 @@ def _xml_root(body: bytes, url: str) -> ET.Element:
         raise PlaylistError(f"{shown} did not return a DASH manifest: it returned an empty body.")
     try:
         root = SafeET.fromstring(body, forbid_dtd=True, forbid_entities=True)
-    except defusedxml.DefusedXmlException as exc:
-        raise PlaylistError(
-            f"The DASH manifest at {shown} declares a DOCTYPE or entities; dlstore refuses "
-            "them, as entities can expand without bound."
-        ) from exc
-    except ET.ParseError as exc:
-        if b"<html" in body.lstrip()[:512].lower():
+    except (defusedxml.DefusedXmlException, ET.ParseError) as exc:
+        if identify(body[:HEAD_BYTES]) is Kind.HTML:  # "<!DOCTYPE html>" included
             raise PlaylistError(
                 f"{shown} did not return a DASH manifest: it returned an HTML page "
                 "(perhaps a login or error page)."
+            ) from exc
+        if isinstance(exc, defusedxml.DefusedXmlException):
+            raise PlaylistError(
+                f"The DASH manifest at {shown} declares a DOCTYPE or entities; dlstore "
+                "refuses them, as entities can expand without bound."
             ) from exc
         raise PlaylistError(
             f"The DASH manifest at {shown} is not well-formed XML ({exc})."

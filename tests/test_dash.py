@@ -77,6 +77,8 @@ def test_is_mpd_by_content_or_by_url(url, body, expected):
     [
         (b"", "did not return a DASH manifest: it returned an empty body"),
         (b"<html><head><title>Sign in", "it returned an HTML page"),
+        # a DOCTYPE, which the parser refuses before any tag: still a login page, not an attack
+        (b"<!DOCTYPE html>\n<html><head><title>Sign in</title></head></html>", "an HTML page"),
         (b"<?xml version='1.0'?><Error><Code>NoSuchKey</Code></Error>", "root element is <Error>"),
         (b"<MPD><Period>", "is not well-formed XML"),
     ],
