@@ -24,6 +24,8 @@ if TYPE_CHECKING:  # netpolicy imports requests; yaml is imported when a file is
     from dlstore.netpolicy import Network
 
 DEFAULT_CONFIG_PATH = Path("config") / "downloader.yaml"
+#: The per-download defaults, written once (options.DownloadOptions); the settings start there.
+_DOWNLOAD = DownloadOptions()
 DEFAULT_DATABASE_PATH = Path("data") / "dlstore.sqlite"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -56,14 +58,14 @@ class Settings:
     default_profile: str = "stable"
     temp_dir: Path = Path("app/server/public/temp")
     output_dir: Path = Path("app/server/public/downloads")
-    default_threads: int = 8
+    default_threads: int = _DOWNLOAD.threads
     max_threads: int = 16
-    max_retries: int = 3
-    retry_delay: float = 2.0
-    chunk_size: int = 256 * 1024
+    max_retries: int = _DOWNLOAD.max_retries
+    retry_delay: float = _DOWNLOAD.retry_delay
+    chunk_size: int = _DOWNLOAD.chunk_size
     bandwidth_limit: int | None = None
-    connect_timeout: float = 15.0
-    read_timeout: float = 60.0
+    connect_timeout: float = _DOWNLOAD.connect_timeout
+    read_timeout: float = _DOWNLOAD.read_timeout
     log_file: Path | None = Path("logs/downloader.log")
     log_level: str = "INFO"
     max_concurrent_tasks: int = 3
@@ -74,8 +76,8 @@ class Settings:
     task_retries: int = 3  # automatic re-queues of a transient failure before `failed`
     task_retry_delay: float = 30.0  # first automatic re-queue delay; doubles each time
     deny_networks: tuple[Network, ...] = DEFAULT_DENY_NETWORKS  # no connection may reach these
-    max_segment_bytes: int = 256 * 1024 * 1024  # a bigger segment is refused while it streams
-    stall_timeout: float = 30.0  # a body sending < 1 KiB in this many seconds is aborted
+    max_segment_bytes: int = _DOWNLOAD.max_segment_bytes  # refused while it streams past this
+    stall_timeout: float = _DOWNLOAD.stall_timeout  # < 1 KiB in this many seconds: aborted
     profiles: Mapping[str, Profile] = field(default_factory=lambda: BUILTIN_PROFILES)
 
     def replace(self, **changes: Any) -> Settings:

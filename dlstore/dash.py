@@ -51,8 +51,9 @@ from dlstore.playlist import (
     Variant,
     choose_variant,
 )
-from dlstore.redact import redact_url
+from dlstore.redact import escape_controls, redact_url
 from dlstore.sidx import Reference, box_size, parse_sidx
+from dlstore.sniff import HEAD_BYTES, Kind, identify
 
 # schemeIdUri of ContentProtection → the DRM system's name, for the refusal.
 DRM_SYSTEMS = {
@@ -67,7 +68,11 @@ DRM_SYSTEMS = {
 ROLE_SCHEME = "urn:mpeg:dash:role:2011"
 TRICKMODE_SCHEME = "http://dashif.org/guidelines/trickmode"
 MAX_INDEX_BOXES = 64  # sidx boxes read for one representation (nested or chained)
-MPD_SNIFF_BYTES = 4096
+#: A message quotes at most this many characters of a manifest's own text (an id, a
+#: MIME type, a DRM scheme), control characters escaped, and names at most MAX_NAMED
+#: distinct values: the manifest is the server's, and the message lands in a row.
+MAX_QUOTED_CHARS = 60
+MAX_NAMED = 4
 INDEX_PREFIX_BYTES = 4096  # first read of a nested sidx box (337 references)
 _MPD_ROOT = re.compile(rb"<(?:[A-Za-z_][\w.-]*:)?MPD[\s>/]")
 _IDENTIFIER = re.compile(r"\$([^$]*)\$")
@@ -177,9 +182,11 @@ class DashChoice:
 
 def is_mpd(url: str, body: bytes) -> bool:
     """Whether ``body`` (fetched from ``url``) is to be read as DASH: its root element is
-    ``MPD``, or the URL names an ``.mpd`` file and the body is not an HLS playlist."""
-    head = body[:MPD_SNIFF_BYTES].lstrip(b"\xef\xbb\xbf \t\r\n")
-    if head.startswith(b"#EXTM3U"):
+    ``MPD``, or the URL names an ``.mpd`` file and the body is not an HLS playlist (as
+    :func:`dlstore.sniff.identify` judges one, for :func:`dlstore.playlist.decode_playlist`
+    too)."""
+    head = body[:HEAD_BYTES]
+    if identify(head) is Kind.M3U8:
         return False
     if _MPD_ROOT.search(head):
         return True
@@ -199,7 +206,7 @@ def parse_mpd(body: bytes, url: str) -> DashManifest:
         )
     if kind != "static":
         raise PlaylistError(
-            f"The DASH manifest at {redact_url(url)} has the unknown type {kind!r}."
+            f"The DASH manifest at {redact_url(url)} has the unknown type {kind[:40]!r}."
         )
     base = _base(url, root, url)
     total = _seconds(root.get("mediaPresentationDuration"), "mediaPresentationDuration", url)
@@ -215,16 +222,16 @@ def _xml_root(body: bytes, url: str) -> ET.Element:
         raise PlaylistError(f"{shown} did not return a DASH manifest: it returned an empty body.")
     try:
         root = SafeET.fromstring(body, forbid_dtd=True, forbid_entities=True)
-    except defusedxml.DefusedXmlException as exc:
-        raise PlaylistError(
-            f"The DASH manifest at {shown} declares a DOCTYPE or entities; dlstore refuses "
-            "them, as entities can expand without bound."
-        ) from exc
-    except ET.ParseError as exc:
-        if b"<html" in body.lstrip()[:512].lower():
+    except (defusedxml.DefusedXmlException, ET.ParseError) as exc:
+        if identify(body[:HEAD_BYTES]) is Kind.HTML:  # "<!DOCTYPE html>" included
             raise PlaylistError(
                 f"{shown} did not return a DASH manifest: it returned an HTML page "
                 "(perhaps a login or error page)."
+            ) from exc
+        if isinstance(exc, defusedxml.DefusedXmlException):
+            raise PlaylistError(
+                f"The DASH manifest at {shown} declares a DOCTYPE or entities; dlstore "
+                "refuses them, as entities can expand without bound."
             ) from exc
         raise PlaylistError(
             f"The DASH manifest at {shown} is not well-formed XML ({exc})."
@@ -242,13 +249,13 @@ def _refuse_drm(root: ET.Element) -> None:
     for element in root.iter():
         if _local(element.tag) == "ContentProtection":
             scheme = (element.get("schemeIdUri") or "").strip().lower()
-            name = DRM_SYSTEMS.get(scheme, scheme or "unknown")
+            name = DRM_SYSTEMS.get(scheme) or _quoted(scheme or "unknown")
             if name not in systems:
                 systems.append(name)
     if systems:
         named = [s for s in systems if s != "Common Encryption"] or systems
         raise UnsupportedStreamError(
-            f"This stream is protected by DRM ({', '.join(named)}); dlstore cannot download it."
+            f"This stream is protected by DRM ({_names(named)}); dlstore cannot download it."
         )
 
 
@@ -305,7 +312,8 @@ def _period(
     if skipped and not video and not audio:
         raise UnsupportedStreamError(
             f"The DASH manifest at {redact_url(url)} offers its media only as "
-            f"{', '.join(sorted(skipped))}; dlstore downloads MP4 (fMP4) DASH streams."
+            f"{_names(sorted(_quoted(m) for m in skipped))}; dlstore downloads MP4 (fMP4) "
+            "DASH streams."
         )
     return Period(element.get("id"), start, duration, tuple(video), tuple(audio))
 
@@ -587,7 +595,7 @@ def _indexed(
     index = _range(rep.layout.attrs.get("indexRange"), "SegmentBase@indexRange", rep)
     if index is None:
         raise UnsupportedStreamError(
-            f"The DASH representation {rep.id!r} is one file without an index "
+            f"The DASH representation {_id(rep)} is one file without an index "
             "(SegmentBase@indexRange); dlstore cannot split it into segments."
         )
     uri = _absolute(rep, "")
@@ -656,7 +664,7 @@ def _absolute(rep: Representation, ref: str) -> str:
     uri = urljoin(rep.base_url, ref.strip()) if ref and ref.strip() else rep.base_url
     if urlsplit(uri).scheme.lower() not in ("http", "https"):
         raise UnsupportedStreamError(
-            f"The DASH representation {rep.id!r} refers to {redact_url(uri)}; "
+            f"The DASH representation {_id(rep)} refers to {redact_url(uri)}; "
             "only http and https URLs are supported."
         )
     return uri
@@ -674,8 +682,8 @@ def _fill(rep: Representation, template: str, *, number=None, time=None) -> str:
         name, width = parts.groups() if parts else (match.group(1), None)
         value = values.get(name) if parts else None
         if value is None:
-            raise _bad(rep, f"the identifier ${name}$ in {template[:80]!r}, which cannot be "
-                            "filled there")  # fmt: skip
+            raise _bad(rep, f"the identifier ${_quoted(name)}$ in {template[:80]!r}, which "
+                            "cannot be filled there")  # fmt: skip
         text = str(value)
         return text.zfill(int(width)) if width and name != "RepresentationID" else text
 
@@ -706,7 +714,7 @@ def _end_ticks(rep: Representation) -> Fraction:
 def _check_count(rep: Representation, count: int, limit: int) -> None:
     if count > limit:
         raise PlaylistError(
-            f"The DASH representation {rep.id!r} has {count} segments, "
+            f"The DASH representation {_id(rep)} has {count} segments, "
             f"more than the limit of {limit}."
         )
 
@@ -755,7 +763,23 @@ def _frame_rate(value: str | None) -> float | None:
         return None
 
 
+def _quoted(text: str) -> str:
+    """Some of the manifest's own text, as a message shows it: cut, controls escaped."""
+    return escape_controls(text[:MAX_QUOTED_CHARS])
+
+
+def _names(values: Sequence[str]) -> str:
+    """``a, b, c, d and 3 more``: at most MAX_NAMED of ``values``."""
+    shown = ", ".join(values[:MAX_NAMED])
+    return shown if len(values) <= MAX_NAMED else f"{shown} and {len(values) - MAX_NAMED} more"
+
+
+def _id(rep: Representation) -> str:
+    """A representation's id as a message quotes it (its repr escapes controls), cut."""
+    return repr(rep.id[:MAX_QUOTED_CHARS])
+
+
 def _bad(where: Representation | str, what: str) -> PlaylistError:
     if isinstance(where, Representation):
-        return PlaylistError(f"The DASH representation {where.id!r} has {what}.")
+        return PlaylistError(f"The DASH representation {_id(where)} has {what}.")
     return PlaylistError(f"The DASH manifest at {redact_url(where)} has {what}.")

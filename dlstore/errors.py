@@ -4,7 +4,7 @@ Every error dlstore raises on purpose is a :class:`DlstoreError`. Its message is
 written for the person who reads it: it lands verbatim in a failed row's
 ``error_message`` and on the CLI's stderr, so it says what went wrong and what to
 do about it. Third-party errors are wrapped once, where they enter dlstore
-(``raise NetworkError(...) from exc``).
+(``raise HttpError(...) from exc``).
 
     DlstoreError
     ├── ConfigError              bad config file, env var or flag
@@ -20,9 +20,9 @@ do about it. Third-party errors are wrapped once, where they enter dlstore
         │   ├── HttpError            an HTTP failure, with the server's Retry-After if it sent one
         │   ├── CorruptSegmentError  a segment's bytes were wrong (truncated, not TS): refetched
         │   └── SlowServerError      a response that stalled or overran its deadline
-        ├── PlaylistError            not a playlist, malformed, empty, too large
+        ├── PlaylistError            not a playlist or DASH manifest, malformed, empty, too large
         ├── QualityNotFoundError     the asked-for quality is not offered
-        ├── UnsupportedStreamError   SAMPLE-AES, DRM, live streams, unknown schemes
+        ├── UnsupportedStreamError   SAMPLE-AES, DRM, live streams, URLs dlstore cannot fetch
         ├── NetworkPolicyError       deny_networks forbids the address a host resolved to
         ├── SegmentError             a segment that could not be fetched or is corrupt
         │   ├── WrongContentError    a fetched file is not the media its playlist says
@@ -97,7 +97,7 @@ class SlowServerError(TransientDownloadError):
 
 
 class PlaylistError(DownloadError):
-    """The URL did not return a usable HLS playlist."""
+    """The URL did not return a usable HLS playlist or DASH manifest."""
 
 
 class QualityNotFoundError(DownloadError):

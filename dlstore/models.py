@@ -18,7 +18,6 @@ number reads as text.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 from collections.abc import Mapping
 from datetime import datetime
@@ -33,7 +32,7 @@ from sqlalchemy.sql.functions import FunctionElement
 from sqlmodel import Field, SQLModel
 
 from dlstore.errors import DlstoreError
-from dlstore.options import parse_metadata
+from dlstore.options import bounded_json, parse_metadata
 from dlstore.timeutil import parse_ts
 
 TABLE_NAME = "download_tasks"
@@ -174,12 +173,15 @@ class DownloadTask(SQLModel, table=True):
 
     def history_entries(self) -> list[Any] | None:
         """The ``history`` column parsed, oldest first; None if it is NULL or not a JSON array
+        within the bounds of :func:`~dlstore.options.bounded_json`, as ``metadata`` is read
         (the API may write anything; dlstore's next transition starts a fresh one)."""
+        if self.history is None:
+            return None
         try:
-            entries = json.loads(self.history) if self.history is not None else None
+            entries, too_deep = bounded_json(self.history)
         except (TypeError, ValueError):
             return None
-        return entries if isinstance(entries, list) else None
+        return entries if isinstance(entries, list) and not too_deep else None
 
 
 download_tasks = DownloadTask.__table__  # type: ignore[attr-defined]

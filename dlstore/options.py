@@ -62,6 +62,7 @@ PRIORITY_RANGE = (-1000, 1000)
 MAX_NAME_SUFFIX = 100
 #: Bounds on a row's metadata text, checked before it is parsed or trusted.
 MAX_METADATA_CHARS = 1024 * 1024
+#: How deep the JSON of a column the API writes (``metadata``, ``history``) may nest.
 MAX_METADATA_DEPTH = 32
 MAX_JSON_INT_DIGITS = 100
 #: The most language codes a caller may list (``audio``, ``subtitles``).
@@ -148,10 +149,7 @@ def parse_metadata(text: str | None) -> dict[str, Any]:
             f"{MAX_METADATA_CHARS} are accepted. Keep only the keys dlstore uses."
         )
     try:
-        value = json.loads(text, parse_constant=_json_constant, parse_int=_json_int)
-        too_deep = _depth_exceeds(value, MAX_METADATA_DEPTH)
-    except RecursionError:
-        too_deep = True
+        value, too_deep = bounded_json(text)
     except ValueError as exc:  # a JSONDecodeError, or what _json_constant/_json_int refuse
         decode = isinstance(exc, json.JSONDecodeError)
         reason = f"{exc.msg} at position {exc.pos}" if decode else str(exc)
@@ -170,6 +168,21 @@ def parse_metadata(text: str | None) -> dict[str, Any]:
             f"not {_json_type(value)}."
         )
     return value
+
+
+def bounded_json(text: str, max_depth: int = MAX_METADATA_DEPTH) -> tuple[Any, bool]:
+    """``(value, too_deep)``: ``text`` as strict JSON, and whether it nests deeper than
+    ``max_depth`` (then ``value`` may be None: the parser's own recursion gave out).
+
+    For the columns the API writes (``metadata``, ``history``). Strict: a ValueError
+    (a JSONDecodeError, or one naming the rule) for NaN or Infinity and for an integer
+    of more than MAX_JSON_INT_DIGITS digits. Never a RecursionError.
+    """
+    try:
+        value = json.loads(text, parse_constant=_json_constant, parse_int=_json_int)
+    except RecursionError:
+        return None, True
+    return value, _depth_exceeds(value, max_depth)
 
 
 def _json_constant(name: str) -> Any:

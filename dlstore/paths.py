@@ -207,7 +207,8 @@ def write_new_file(path: Path, data: bytes) -> None:
 
 def read_own_json(path: Path) -> object | None:
     """The JSON in the regular file ``path``; None if it is absent, a link, not a regular
-    file, larger than MAX_RECORD_BYTES or not JSON (then it is not one of dlstore's)."""
+    file, larger than MAX_RECORD_BYTES or not JSON, nested too deep for the parser
+    included (then it is not one of dlstore's, which are flat objects)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:
@@ -218,7 +219,7 @@ def read_own_json(path: Path) -> object | None:
             return None
         try:
             return json.loads(source.read(MAX_RECORD_BYTES + 1))
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             return None
 
 

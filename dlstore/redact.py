@@ -4,13 +4,13 @@ A row's URL may carry credentials (``https://user:pw@host/``), signed tokens in
 its query string (``?token=…``, ``?Signature=…``) or in its fragment, and
 characters that rewrite a terminal or forge a log line (a newline, ESC). Every
 log line, ``message``, ``error_message`` and terminal line that names a URL
-shows :func:`redact_url` of it instead, and a third party's message that may hold
-one goes through :func:`redact_text`. Pure functions, no dlstore imports.
+shows :func:`redact_url` of it instead. The HTTP libraries' messages, which quote
+URLs and what servers sent, are never shown (:func:`dlstore.http.translate_errors`
+names the kind of failure instead). Pure functions, no dlstore imports.
 """
 
 from __future__ import annotations
 
-import re
 import unicodedata
 from urllib.parse import urlsplit
 
@@ -57,21 +57,6 @@ def _masked(text: str) -> str:
     if parts.fragment:
         shown += "#" + MASK
     return escape_controls(shown)
-
-
-def redact_text(text: str) -> str:
-    """``text`` (say, a library's error message) with each URL in it redacted.
-
-    Finds absolute URLs (``https://…``, ``//host/…``) and paths with a query string
-    (urllib3 writes ``url: /v.m3u8?token=x``), and escapes control characters.
-    """
-    return escape_controls(_URL_IN_TEXT.sub(lambda match: redact_url(match.group()), text))
-
-
-_URL_IN_TEXT = re.compile(
-    r"(?:[A-Za-z][A-Za-z0-9+.-]*:)?//[^\s'\"<>]+"  # an absolute URL
-    r"|(?<![\w/])/[^\s'\"<>?#]*[?#][^\s'\"<>]*"  # a path with a query string or fragment
-)
 
 
 def unsafe_character(text: str, *, spaces: bool = False) -> str | None:

@@ -22,11 +22,7 @@ from dlstore.errors import (
     SegmentTooLargeError,
 )
 from dlstore.playlist import ByteRange, segment_container
-from dlstore.sniff import Kind, identify
-
-TS_PACKET = 188
-TS_SYNC = 0x47
-
+from dlstore.sniff import TS_PACKET, TS_SYNC, Kind, identify
 
 # --------------------------------------------------------------------------- lengths
 

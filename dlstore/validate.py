@@ -34,21 +34,20 @@ def check_url(url: str) -> str:
         parts = urlsplit(url)
     except ValueError as exc:  # e.g. an unbalanced "[" around an IPv6 host
         raise UnsupportedStreamError(
-            f"The URL {redact_url(url)[:200]} is not a valid URL ({exc})."
+            f"The URL {redact_url(url)} is not a valid URL ({exc})."
         ) from None
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https"):
         shown = f"{scheme}://" if scheme else "no scheme"
         raise UnsupportedStreamError(
-            f"Only http:// and https:// URLs can be downloaded, not {shown} "
-            f"({redact_url(url)[:200]})."
+            f"Only http:// and https:// URLs can be downloaded, not {shown} ({redact_url(url)})."
         )
     if not parts.hostname:
-        raise UnsupportedStreamError(f"The URL {redact_url(url)[:200]} has no host name.")
+        raise UnsupportedStreamError(f"The URL {redact_url(url)} has no host name.")
     bad = unsafe_character(url)
     if bad is not None:
         raise UnsupportedStreamError(
-            f"The URL {redact_url(url)[:200]} contains {bad}; a URL must not hold control "
+            f"The URL {redact_url(url)} contains {bad}; a URL must not hold control "
             "characters, spaces or line breaks (write them %-encoded, e.g. %20 for a space)."
         )
     return url

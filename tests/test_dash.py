@@ -77,6 +77,8 @@ def test_is_mpd_by_content_or_by_url(url, body, expected):
     [
         (b"", "did not return a DASH manifest: it returned an empty body"),
         (b"<html><head><title>Sign in", "it returned an HTML page"),
+        # a DOCTYPE, which the parser refuses before any tag: still a login page, not an attack
+        (b"<!DOCTYPE html>\n<html><head><title>Sign in</title></head></html>", "an HTML page"),
         (b"<?xml version='1.0'?><Error><Code>NoSuchKey</Code></Error>", "root element is <Error>"),
         (b"<MPD><Period>", "is not well-formed XML"),
     ],
@@ -377,6 +379,45 @@ def test_content_protection_in_a_representation_alone_is_refused():
     )
     with pytest.raises(UnsupportedStreamError, match=r"DRM \(Common Encryption\)"):
         parse_mpd(text.encode(), URL)
+
+
+#: A line break (as XML writes one in an attribute) and a bidi override: forged lines.
+FORGED = "&#10;[task forged] line\u202e"
+
+
+def assert_shown_safely(error: BaseException) -> None:
+    """The manifest's own text reaches the message escaped (it lands in a row), and cut."""
+    message = str(error)
+    assert "\n" not in message and "\u202e" not in message and len(message) < 600, message
+    assert "\\n[task forged] line\\u202e" in message
+
+
+def test_the_manifests_own_text_is_escaped_and_cut_in_what_it_is_refused_for():
+    many = "".join(f'<ContentProtection schemeIdUri="urn:x:{n}:{FORGED}"/>' for n in range(9))
+    with pytest.raises(UnsupportedStreamError, match=r"\(Widevine, urn:x:0:") as drm:
+        load("drm.mpd", **{"<SegmentTemplate": many + "<SegmentTemplate"})
+    assert str(drm.value).endswith(" and 6 more); dlstore cannot download it.")
+    assert_shown_safely(drm.value)
+    with pytest.raises(UnsupportedStreamError, match="only as video/x-") as mime:
+        load("template_number.mpd", **{'"video/mp4"': f'"video/x-{FORGED}"'})
+    assert_shown_safely(mime.value)
+    named = load("template_number.mpd", **{"$Bandwidth$": f"$Sub{FORGED}$"})
+    with pytest.raises(PlaylistError, match="identifier") as identifier:
+        segments(video(named, "v1"))
+    assert_shown_safely(identifier.value)
+
+    huge = "x" * 100_000
+    with pytest.raises(UnsupportedStreamError) as drm:
+        load("drm.mpd", **{"<SegmentTemplate": f'<ContentProtection schemeIdUri="{huge}"/>'
+                                               "<SegmentTemplate"})  # fmt: skip
+    with pytest.raises(UnsupportedStreamError) as mime:
+        load("template_number.mpd", **{'"video/mp4"': f'"video/{huge}"'})
+    with pytest.raises(PlaylistError, match="the unknown type 'xxx") as kind:
+        load("dynamic.mpd", **{'type="dynamic"': f'type="{huge}"'})
+    long_id = load("template_number.mpd", **{'id="v1"': f'id="v1{huge}"'})
+    with pytest.raises(PlaylistError, match="^The DASH representation 'v1xxx") as count:
+        segments(long_id.periods[0].video[0], limit=1)
+    assert all(len(str(e.value)) < 300 for e in (drm, mime, kind, count))
 
 
 def test_a_dynamic_manifest_is_refused_as_live():

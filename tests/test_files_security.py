@@ -261,6 +261,20 @@ def test_a_reservation_whose_file_is_there_already_is_given_up(tmp_path):
     assert clip.read_bytes().startswith(b"placed")
 
 
+def test_a_record_nested_past_the_json_parsers_recursion_is_not_dlstores(tmp_path):
+    """A reservation or a marker of ``[[[…]]]`` (under MAX_RECORD_BYTES) is garbage like
+    any other: the name is taken, the folder refused; never a RecursionError."""
+    deep = b"[" * 100_000 + b"]" * 100_000
+    reservation_path(tmp_path / "Clip.mp4").write_bytes(deep)
+    assert reserved_by(tmp_path / "Clip.mp4") is None
+    assert free_output_path(tmp_path, None, "Clip", "mp4", owner="a").name == "Clip (2).mp4"
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / MARKER_NAME).write_bytes(deep)
+    with pytest.raises(WorkFolderError, match="not made by dlstore"):
+        WorkFolder(tmp_path / "w", owner="a").claim()
+    assert (tmp_path / "w" / MARKER_NAME).read_bytes() == deep
+
+
 def test_reservations_never_follow_a_link(tmp_path, victim):
     (tmp_path / ".Clip.reserved").symlink_to(victim / "precious.txt")
     assert free_output_path(tmp_path, None, "Clip", "mp4", owner="a").name == "Clip (2).mp4"

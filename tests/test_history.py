@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from dlstore.cli import app
 from dlstore.models import HISTORY_LIMIT
+from dlstore.options import MAX_METADATA_DEPTH
 from dlstore.store import TaskStore
 from dlstore.testing.rust_api import RustApi
 from dlstore.timeutil import parse_ts, ts_after, utcnow
@@ -209,3 +210,20 @@ def test_status_shows_the_last_few_and_json_keeps_foreign_text(store, api, migra
     api.execute("UPDATE download_tasks SET history = 'garbage' WHERE id = ?", (task_id,))
     as_json = runner.invoke(app, ["status", task_id, "--json", "--db", migrated_url])
     assert as_json.exit_code == 0 and json.loads(as_json.stdout)["history"] == "garbage"
+
+
+@pytest.mark.parametrize("depth", [MAX_METADATA_DEPTH + 1, 100_000])
+def test_a_history_nested_without_bound_is_shown_as_the_text_it_is(store, api, migrated_url, depth):
+    """Read within metadata's bounds: nesting past them, or past what the JSON parser's
+    recursion survives, is not a history (once a RecursionError crashed `status`)."""
+    task_id = api.create("a", "https://e/a.m3u8")
+    deep = "[" * depth + "]" * depth
+    api.execute("UPDATE download_tasks SET history = ? WHERE id = ?", (deep, task_id))
+    assert store.get(task_id).history_entries() is None
+    shown = runner.invoke(app, ["status", task_id, "--db", migrated_url])
+    assert shown.exit_code == 0, shown.output
+    assert "history" not in shown.stdout
+    as_json = runner.invoke(app, ["status", task_id, "--json", "--db", migrated_url])
+    assert as_json.exit_code == 0 and json.loads(as_json.stdout)["history"] == deep
+    listed = runner.invoke(app, ["list", "--json", "--db", migrated_url])
+    assert listed.exit_code == 0 and json.loads(listed.stdout)[0]["history"] == deep

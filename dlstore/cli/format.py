@@ -75,7 +75,7 @@ def format_task(task: DownloadTask) -> str:
     lines = [
         ("id", task.id),
         ("name", task.name),
-        ("url", redact_url(task.url)),  # the whole URL, token and all: `status --json`
+        ("url", redact_url(task.url)),  # redacted; `status --json` has it whole, token and all
         ("status", task.status),
         ("progress", format_progress(task)),
     ]
