@@ -207,3 +207,17 @@ def test_rows_written_by_the_api_show_in_the_cli(migrated_url):
     api.close()
     status = json.loads(run("status", task_id, "--json", "--db", migrated_url).stdout)
     assert status["name"] == "From the web UI" and status["metadata"] == {"quality": "best"}
+
+
+def test_an_error_quoting_a_hostile_status_reaches_the_terminal_escaped(store, migrated_url):
+    task = store.create(name="a", url="https://e/a.m3u8")
+    api = RustApi(migrated_url)
+    try:
+        api.execute(
+            "UPDATE download_tasks SET status = ? WHERE id = ?", ("x\x1b[2J\u202ey", task.id)
+        )
+    finally:
+        api.close()
+    stderr = run("retry", task.id, "--db", migrated_url, code=1).stderr
+    assert "\x1b" not in stderr and "\u202e" not in stderr
+    assert "\\x1b[2J" in stderr and "\\u202e" in stderr  # shown, as escapes

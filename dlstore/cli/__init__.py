@@ -93,7 +93,9 @@ def command(
 
 
 def fail(message: str, code: int = 1) -> None:
-    typer.echo(f"dlstore: error: {' '.join(message.split())}", err=True)
+    from dlstore.redact import escape_controls  # a message may quote a row's own text
+
+    typer.echo(f"dlstore: error: {escape_controls(' '.join(message.split()))}", err=True)
     raise typer.Exit(code)
 
 

@@ -29,6 +29,7 @@ from dlstore.options import (
     output_file,
     parse_headers,
 )
+from dlstore.redact import escape_controls
 from dlstore.validate import check_url
 
 if TYPE_CHECKING:  # the engine (PyAV, requests, m3u8) is imported when a download starts
@@ -184,7 +185,7 @@ def batch(
             result = _run(task.job(settings, overwrite=overwrite), overwrite=overwrite, quiet=quiet)
         except DlstoreError as exc:
             failures += 1
-            typer.echo(f"{prefix}: failed: {' '.join(str(exc).split())}", err=True)
+            typer.echo(f"{prefix}: failed: {escape_controls(' '.join(str(exc).split()))}", err=True)
             continue
         typer.echo(f"{prefix}: {_summary(result)}")
     if failures:
