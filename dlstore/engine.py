@@ -18,6 +18,7 @@ cancellation comes in through ``cancel``. Everything that fails raises a
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import threading
 from collections.abc import Callable
@@ -152,9 +153,11 @@ class DownloadPlan:
         return data
 
     def identity(self) -> dict:
-        """What the work folder's files belong to (query strings dropped: tokens rotate)."""
+        """What the work folder's files belong to: the task's URL as a digest (its query may
+        hold a token, and the work folder may be readable), renditions without their query
+        strings (tokens rotate)."""
         identity = {
-            "url": self.url,
+            "url": hashlib.sha256(self.url.encode("utf-8")).hexdigest(),
             "variant": _no_query(self.variant.uri) if self.variant else None,
             "audio": _no_query(self.audio_rendition.uri) if self.audio_rendition else None,
             "segments": [len(t.plan.segments) for t in self.tracks],

@@ -278,3 +278,15 @@ def test_urllib3_warnings_quoting_a_peers_headers_are_held_back(daemon_logging, 
     log_file, stderr = daemon_logging
     assert SECRET not in caplog.text + log_file.read_text() + stderr.getvalue()
     assert not [r for r in caplog.records if r.name.startswith("urllib3")]
+
+
+def test_the_work_folder_manifest_keeps_no_token_of_the_url():
+    from dlstore.engine import DownloadPlan
+    from dlstore.playlist import MediaPlan
+
+    url = "https://cdn.example/v.m3u8?token=SECRET-9d2e"
+    video = MediaPlan(url=url, segments=())
+    identity = DownloadPlan(url=url, video=video).identity()
+    assert "SECRET-9d2e" not in json.dumps(identity)
+    other = DownloadPlan(url=url.replace("9d2e", "0000"), video=video).identity()
+    assert identity != other  # still tells two URLs apart: no wrong resume
