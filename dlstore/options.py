@@ -48,7 +48,8 @@ if TYPE_CHECKING:
     from dlstore.config import Settings
     from dlstore.models import DownloadTask
 
-OUTPUT_FORMATS = ("mp4", "ts")
+#: The output formats a task may ask for, each with the FFmpeg muxer that writes it.
+OUTPUT_FORMATS = MappingProxyType({"mp4": "mp4", "ts": "mpegts"})
 #: Keys a caller (the Rust API, `dlstore add`, a batch file) may set in ``metadata``.
 CALLER_METADATA_KEYS = (
     "quality", "output_dir", "headers", "format", "profile",

@@ -43,6 +43,7 @@ from av.stream import Disposition
 from av.subtitles.subtitle import SubtitleSet
 
 from dlstore.errors import CancelledError, NestedOpenError, RemuxError
+from dlstore.options import OUTPUT_FORMATS
 from dlstore.sniff import EXPECTED, HEAD_BYTES, Kind, container_of, describe, identify
 from dlstore.webvtt import Cue
 
@@ -52,7 +53,6 @@ JUMP_NS = 10 * NS  # a forward timestamp jump larger than this counts as a disco
 PRESCAN_PACKETS = 64  # packets read to find where each input's timeline starts
 CANCEL_CHECK_PACKETS = 256
 POSTER_POSITION = 0.10
-OUTPUT_FORMATS = {"mp4": "mp4", "ts": "mpegts"}
 INPUT_CONTAINERS = frozenset(name for name in EXPECTED if name is not None)
 #: Options for every input: no protocol may be opened from inside it (no protocol is
 #: called "none"): a nested playlist, concat list or SDP description would need one.
