@@ -10,7 +10,16 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from dlstore.cli import ConfigOption, DbOption, command, db_app, load_env
-from dlstore.cli.download import LiveFlag, RecordLimit
+from dlstore.cli.download import (
+    Audio,
+    EmbedSubs,
+    Header,
+    LiveFlag,
+    ProfileOpt,
+    Quality,
+    RecordLimit,
+    Subs,
+)
 from dlstore.cli.format import format_queue, format_table, format_task
 from dlstore.errors import DlstoreError
 from dlstore.options import (
@@ -61,38 +70,22 @@ def db_current(database: DbOption = None, config: ConfigOption = None) -> None:
 def add(
     url: Annotated[str, typer.Argument(help="M3U8 playlist URL (http or https).")],
     name: Annotated[str, typer.Option("--name", help="Name of the video (and its file).")],
-    quality: Annotated[
-        str | None, typer.Option(help='"1080p", "720p", …, "best" or "worst".')
-    ] = None,
+    quality: Quality = None,
     output_dir: Annotated[
         str | None, typer.Option("--output-dir", help="Folder under the output root.")
     ] = None,
-    header: Annotated[
-        list[str] | None, typer.Option("--header", help="Extra HTTP header 'Name: value'.")
-    ] = None,
+    header: Header = None,
     output_format: Annotated[
         str | None, typer.Option("--format", help='"mp4" (default) or "ts".')
     ] = None,
-    profile: Annotated[str | None, typer.Option(help="fast, stable or low_bandwidth.")] = None,
+    profile: ProfileOpt = None,
     priority: Annotated[
         int,
-        typer.Option(
-            help=f"{PRIORITY_RANGE[0]}..{PRIORITY_RANGE[1]}; higher is claimed sooner.",
-        ),
+        typer.Option(help=f"{PRIORITY_RANGE[0]}..{PRIORITY_RANGE[1]}; higher is claimed sooner."),
     ] = 0,
-    audio: Annotated[
-        str | None,
-        typer.Option(
-            "--audio", help='"default", "all", or languages in order of preference, e.g. fr,en.'
-        ),
-    ] = None,
-    subs: Annotated[
-        str | None,
-        typer.Option("--subs", help='Subtitles to save: "all" (default), "none", or e.g. en,fr.'),
-    ] = None,
-    embed_subs: Annotated[
-        bool, typer.Option("--embed-subs", help="Also put the subtitles into the MP4.")
-    ] = False,
+    audio: Audio = None,
+    subs: Subs = None,
+    embed_subs: EmbedSubs = False,
     live: LiveFlag = False,
     record_limit: RecordLimit = None,
     database: DbOption = None,
