@@ -70,6 +70,7 @@ class FetchJob:
     iv: bytes | None = None
     ts_check: str = "sniff"  # "require", "sniff" or "none"
     container: str | None = None  # what the file must be: MediaPlan.container (sniff.py)
+    is_segment: bool = True  # a media segment (init sections are not counted as segments)
 
 
 def jobs_for(track: Track) -> list[FetchJob]:
@@ -102,6 +103,7 @@ def _job(
         iv=segment.iv if segment else None,
         ts_check=ts_check_mode(part.uri, plan.is_fmp4),  # "none" for init sections: fMP4
         container=plan.container,
+        is_segment=segment is not None,
     )
 
 
@@ -222,7 +224,7 @@ def _not_in_place(
         if size is None:
             pending.append(job)
         else:
-            tracker.already_done(size)
+            tracker.already_done(size, counted=job.is_segment)
     return pending
 
 
@@ -326,7 +328,7 @@ def _attempt(ctx: FetchContext, job: FetchJob, key: bytes | None) -> None:
         with open(tmp, "rb") as written:  # is it what the playlist says? (sniff.py)
             check_segment(written.read(HEAD_BYTES), job.container, job.label, size)
         os.replace(tmp, ctx.work.path(job.filename))
-        ctx.tracker.finished(job, size)
+        ctx.tracker.finished(job, size, counted=job.is_segment)
     except BaseException:
         ctx.tracker.attempt_failed(job)
         with contextlib.suppress(FileNotFoundError):
