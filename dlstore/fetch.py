@@ -2,10 +2,13 @@
 
 Each file is streamed to ``<name>.<random>.part``, decrypted on the way,
 checked (:mod:`dlstore.segment_checks`), and renamed into place; a file already
-in place is not fetched again. Failures are retried with backoff; the first one
-that stays stops the other threads and is raised. A body is refused past
+in place is not fetched again. Failures are retried with backoff. A file that
+still fails does not stop the others: every other file is fetched, then one error
+names the missing ones (transient if any of them failed for a reason that may
+pass). What would fail every file alike stops them all at once: cancel, a full or
+unwritable disk, an AES key that could not be had. A body is refused past
 ``max_segment_bytes`` and aborted when it stalls (:func:`dlstore.http.iter_body`);
-a stop (cancel, shutdown, a failure) shuts the sockets being read down at once.
+a stop shuts the sockets being read down at once.
 
 Knows nothing of databases: progress goes out through a callback, cancellation
 comes in through an event. Only the calling thread runs the callback.
@@ -22,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
@@ -31,9 +34,13 @@ from dlstore.crypto import Decryptor, KeyStore, Passthrough
 from dlstore.errors import (
     CancelledError,
     CorruptSegmentError,
+    DiskFullError,
     DlstoreError,
+    DownloadError,
+    NotWritableError,
     SegmentError,
     TransientDownloadError,
+    WorkFolderError,
 )
 from dlstore.http import (
     ActiveResponses,
@@ -43,6 +50,7 @@ from dlstore.http import (
     iter_body,
     range_header,
     request_timeout,
+    status_text,
     translate_errors,
 )
 from dlstore.options import DownloadOptions
@@ -54,6 +62,9 @@ from dlstore.workfolder import Track, WorkFolder, init_filename, segment_filenam
 
 TICK_SECONDS = 0.25  # how often the calling thread wakes to report progress and check cancel
 STOP_GRACE_SECONDS = 0.5  # how long to wait for workers after a stop
+MISSING_NAMED = 3  # how many missing files the error names
+#: Errors that stop every fetch at once: the other files would meet them too.
+_STOPS_ALL = (CancelledError, DiskFullError, NotWritableError, WorkFolderError)
 
 
 @dataclass(frozen=True)
@@ -105,6 +116,20 @@ def _job(
         container=plan.container,
         is_segment=segment is not None,
     )
+
+
+@dataclass(frozen=True)
+class Missing:
+    """A file that could not be fetched (its retries spent), and why in a few words."""
+
+    job: FetchJob
+    error: DlstoreError
+    reason: str  # "HTTP 404 Not Found", "after 5 attempts: HTTP 503 Service Unavailable"
+
+    @property
+    def transient(self) -> bool:
+        """Trying again later may bring it (a file still corrupt after its retries: no)."""
+        return self.error.transient and not isinstance(self.error, CorruptSegmentError)
 
 
 class Arrivals:
@@ -173,6 +198,7 @@ class FetchContext:
     bucket: TokenBucket | None
     active: ActiveResponses
     on_file: Callable[[FetchJob], None] | None = None
+    answers: dict[FetchJob, int] = field(default_factory=dict)  # the last status per file
 
 
 # --------------------------------------------------------------------------- the pool
@@ -193,8 +219,11 @@ def fetch_all(
     """Fetch every job not already in ``work``; ``report()`` is called about 4 times a second.
 
     ``on_file(job)`` is called (in a fetch thread) as soon as a job's file is in place.
-    Raises the first failure (after stopping the other threads), or CancelledError.
+    Raises CancelledError, or what stops every fetch at once (after stopping the other
+    threads), or, once every other file is in place, one error naming the files that
+    could not be fetched (:func:`missing_error`).
     """
+    jobs = list(jobs)
     ctx = FetchContext(
         session=session,
         options=options,
@@ -211,7 +240,9 @@ def fetch_all(
         return
     if cancel is not None and cancel.is_set():
         raise CancelledError()
-    _run_pool(ctx, pending, report, cancel)
+    missing = _run_pool(ctx, pending, report, cancel)
+    if missing:
+        raise missing_error(missing, jobs)
 
 
 def _not_in_place(
@@ -233,19 +264,20 @@ def _run_pool(
     pending: list[FetchJob],
     report: Callable[[], None],
     cancel: threading.Event | None,
-) -> None:
+) -> list[Missing]:
+    """Run every job; the files that could not be fetched, in the jobs' order."""
     pool = ThreadPoolExecutor(
         max_workers=max(1, min(ctx.options.threads, len(pending))),
         thread_name_prefix="dlstore-fetch",
     )
-    futures: list[Future[None]] = [pool.submit(_fetch_job, ctx, job) for job in pending]
+    futures: list[Future[Missing | None]] = [pool.submit(_fetch_job, ctx, job) for job in pending]
     try:
         error = _wait_all(futures, report, cancel)
     except BaseException as exc:  # KeyboardInterrupt in the calling thread
         error = exc
     if error is None:
         pool.shutdown(wait=True)
-        return
+        return [missing for f in futures if (missing := f.result()) is not None]
     ctx.stop.set()
     pool.shutdown(wait=False, cancel_futures=True)
     ctx.active.abort_all()
@@ -255,9 +287,12 @@ def _run_pool(
 
 
 def _wait_all(
-    futures: list[Future[None]], report: Callable[[], None], cancel: threading.Event | None
+    futures: list[Future[Missing | None]],
+    report: Callable[[], None],
+    cancel: threading.Event | None,
 ) -> BaseException | None:
-    """Wait for every future, reporting each tick; the first failure or a cancel ends it."""
+    """Wait for every future, reporting each tick; the first error raised (what stops every
+    fetch) or a cancel ends it."""
     waiting = set(futures)
     while waiting:
         done, waiting = wait(waiting, timeout=TICK_SECONDS, return_when=FIRST_COMPLETED)
@@ -272,38 +307,84 @@ def _wait_all(
     return None
 
 
+def missing_error(missing: list[Missing], jobs: list[FetchJob]) -> DownloadError:
+    """One error for the files that could not be fetched: how many, the first few by label
+    and why. Transient if any of them may come later, else a SegmentError (of their class,
+    if they share one)."""
+    segments = all(m.job.is_segment for m in missing)
+    total = sum(job.is_segment for job in jobs) if segments else len(jobs)
+    named = ", ".join(f"{m.job.label} ({m.reason})" for m in missing[:MISSING_NAMED])
+    if len(missing) > MISSING_NAMED:
+        named += f", and {len(missing) - MISSING_NAMED} more"
+    kind = ("segment" if total == 1 else "segments") if segments else "files"
+    others = "the others are kept, and " if len(missing) < total else ""
+    message = (
+        f"{len(missing)} of {total} {kind} could not be downloaded: {named}; "
+        f"{others}a retry fetches only these."
+    )
+    kinds = {type(m.error) for m in missing}
+    if any(m.transient for m in missing):
+        error: DownloadError = TransientDownloadError(message)
+    elif len(kinds) == 1 and issubclass(*kinds, SegmentError):
+        error = kinds.pop()(message)  # all too large, say: a SegmentTooLargeError
+    else:
+        error = SegmentError(message)
+    error.__cause__ = missing[0].error
+    return error
+
+
+def _reason(error: DlstoreError, job: FetchJob, status: int | None, tried: int) -> str:
+    """Why ``job`` failed, in a few words: the HTTP status the server refused it with, or
+    the error's sentence without the file's name; and after how many attempts."""
+    if status is not None and not 200 <= status < 300:
+        detail = status_text(status)
+    else:
+        detail = str(error).replace(f"the {job.label}", "it").replace(f"The {job.label}", "It")
+        detail = detail[:1].lower() + detail[1:].rstrip(".")
+    if isinstance(error, CorruptSegmentError):
+        return f"corrupt after {_attempts(tried)}: {detail}"
+    if error.transient:
+        return f"after {_attempts(tried)}: {detail}"
+    return detail
+
+
+def _attempts(count: int) -> str:
+    return f"{count} attempt" if count == 1 else f"{count} attempts"
+
+
 # --------------------------------------------------------------------------- one file
 
 
-def _fetch_job(ctx: FetchContext, job: FetchJob) -> None:
+def _fetch_job(ctx: FetchContext, job: FetchJob) -> Missing | None:
+    """Fetch one file, with retries; a Missing if it could not be had (the others go on).
+
+    Raises what stops every fetch: cancel, a full or unwritable disk, an AES key that
+    could not be had (every segment under it needs it), a bug.
+    """
     if ctx.stop.is_set():
         raise CancelledError()
-    retry = Retry.from_options(ctx.options, ctx.stop)
+    tried = 0
+
+    def once(attempt: int) -> None:
+        nonlocal tried
+        tried = attempt + 1
+        _attempt(ctx, job, key)
+
     try:
-        decrypt_key = None
-        if job.key is not None:
-            decrypt_key = ctx.keys.get(job.key.uri)
-        retry.run(lambda attempt: _attempt(ctx, job, decrypt_key))
-    except CancelledError:
+        key = ctx.keys.get(job.key.uri) if job.key is not None else None
+        Retry.from_options(ctx.options, ctx.stop).run(once)
+    except _STOPS_ALL:
         ctx.tracker.abandoned(job)
         raise
-    except CorruptSegmentError as exc:
+    except DownloadError as exc:
         ctx.tracker.abandoned(job)
-        raise SegmentError(
-            f"The {job.label} is corrupt after {retry.attempts} attempts: {exc}"
-        ) from exc
-    except TransientDownloadError as exc:
-        ctx.tracker.abandoned(job)
-        raise TransientDownloadError(
-            f"The {job.label} could not be downloaded after {retry.attempts} attempts: {exc} "
-            "The segments fetched so far are kept; trying again later resumes."
-        ) from exc
-    except SegmentError:
+        if tried == 0:  # the key, not the segment
+            raise
+        return Missing(job, exc, _reason(exc, job, ctx.answers.get(job), tried))
+    except BaseException:
         ctx.tracker.abandoned(job)
         raise
-    except DlstoreError as exc:
-        ctx.tracker.abandoned(job)
-        raise SegmentError(f"The {job.label} could not be downloaded: {exc}") from exc
+    return None
 
 
 def _attempt(ctx: FetchContext, job: FetchJob, key: bytes | None) -> None:
@@ -321,6 +402,7 @@ def _attempt(ctx: FetchContext, job: FetchJob, key: bytes | None) -> None:
                 stream=True,
                 timeout=request_timeout(ctx.options),
             )
+            ctx.answers[job] = response.status_code
             with ctx.active.reading(response), response:
                 size = _stream_body(ctx, job, key, response, out, what)
         if ctx.stop.is_set():

@@ -45,8 +45,10 @@ import urllib3.exceptions
 
 from dlstore.errors import (
     CancelledError,
+    DiskFullError,
     DownloadError,
     HttpError,
+    NotWritableError,
     SlowServerError,
     TransientDownloadError,
     UnsupportedStreamError,
@@ -221,12 +223,12 @@ def translate_errors(what: str) -> Iterator[None]:
         raise DownloadError(f"Fetching {what} failed ({_root(exc)}).") from exc
     except OSError as exc:  # after requests' own (they are OSErrors too)
         if exc.errno in _DISK_FULL:
-            raise TransientDownloadError(
+            raise DiskFullError(
                 f"The disk is full: could not save {what} ({exc.strerror}). Free some space; "
                 "the download resumes where it stopped."
             ) from exc
         if exc.errno in _NOT_WRITABLE:
-            raise DownloadError(
+            raise NotWritableError(
                 f"Could not save {what} ({exc.strerror}: {exc.filename or 'the work folder'}). "
                 "Check that the work and output folders are writable."
             ) from exc
