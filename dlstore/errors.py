@@ -20,7 +20,8 @@ do about it. Third-party errors are wrapped once, where they enter dlstore
         │   ├── HttpError            an HTTP failure, with the server's Retry-After if it sent one
         │   ├── CorruptSegmentError  a segment's bytes were wrong (truncated, not TS): refetched
         │   ├── SlowServerError      a response that stalled or overran its deadline
-        │   └── DiskFullError        no room to save what was fetched: resumes once there is
+        │   ├── DiskFullError        no room to save what was fetched: resumes once there is
+        │   └── PartialBusyError     another process is fetching the same file of a work folder
         ├── PlaylistError            not a playlist, malformed, empty, too large
         ├── QualityNotFoundError     the asked-for quality is not offered
         ├── UnsupportedStreamError   SAMPLE-AES, DRM, live streams, unknown schemes
@@ -102,6 +103,10 @@ class DiskFullError(TransientDownloadError):
     """The disk is full: free some space; the download resumes where it stopped."""
 
     # Stops every fetch of the download at once: the others would meet the same full disk.
+
+
+class PartialBusyError(TransientDownloadError):
+    """Another dlstore process is fetching this file into the same work folder."""
 
 
 class NotWritableError(DownloadError):

@@ -1,36 +1,44 @@
 """The fetch pool: every file of a download fetched in parallel into its work folder.
 
-Each file is streamed to ``<name>.<random>.part``, decrypted on the way,
-checked (:mod:`dlstore.segment_checks`), and renamed into place; a file already
-in place is not fetched again. Failures are retried with backoff. A file that
-still fails does not stop the others: every other file is fetched, then one error
-names the missing ones (transient if any of them failed for a reason that may
-pass). What would fail every file alike stops them all at once: cancel, a full or
-unwritable disk, an AES key that could not be had. A body is refused past
-``max_segment_bytes`` and aborted when it stalls (:func:`dlstore.http.iter_body`);
-a stop shuts the sockets being read down at once.
+Each file is streamed to ``<name>.partial`` (:class:`~dlstore.workfolder.PartialFile`:
+cut to the byte range, decrypted on the way, flushed chunk by chunk), checked
+(:mod:`dlstore.segment_checks`) and renamed into place; a file already in place is
+not fetched again. Nothing that came is fetched twice: an attempt cut short (a
+broken connection, a stall, cancel, a killed process) leaves its bytes, and the
+next attempt asks only for the rest (``Range``, ``If-Range``), continuing them when
+the server answers 206 from where they end with the same validator
+(:class:`~dlstore.segment_checks.Source`); any other answer starts that file over.
+An AES-128 file keeps its whole decrypted blocks, and the rest is decrypted from
+the last one's ciphertext (:func:`~dlstore.crypto.last_cipher_block`).
+
+Failures are retried with backoff. A file that still fails does not stop the
+others: every other file is fetched, then one error names the missing ones
+(transient if any of them failed for a reason that may pass). What would fail
+every file alike stops them all at once: cancel, a full or unwritable disk, an AES
+key that could not be had. A body is refused past ``max_segment_bytes`` and aborted
+when it stalls (:func:`dlstore.http.iter_body`); a stop shuts the sockets being read
+down at once.
 
 Knows nothing of databases: progress goes out through a callback, cancellation
 comes in through an event. Only the calling thread runs the callback.
 
-    fetch_all → _fetch_job (retries) → _attempt (one .part file) → _stream_body (bytes)
+    fetch_all → _fetch_job (retries) → _attempt (one .partial file) → _fetch_rest
+        (_request; _stream_body: bytes) → _place (checks, rename)
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import requests
 
-from dlstore.crypto import Decryptor, KeyStore, Passthrough
+from dlstore.crypto import AES_BLOCK, Decryptor, KeyStore, last_cipher_block
 from dlstore.errors import (
     CancelledError,
     CorruptSegmentError,
@@ -56,15 +64,18 @@ from dlstore.http import (
 from dlstore.options import DownloadOptions
 from dlstore.playlist import ByteRange, InitSection, Key, MediaPlan, Segment, display_name
 from dlstore.progress import ProgressTracker
-from dlstore.segment_checks import LengthCheck, TsValidator, ts_check_mode
+from dlstore.segment_checks import LengthCheck, Source, TsValidator, ts_check_mode
 from dlstore.sniff import HEAD_BYTES, check_segment
-from dlstore.workfolder import Track, WorkFolder, init_filename, segment_filename
+from dlstore.workfolder import PartialFile, Track, WorkFolder, init_filename, segment_filename
 
 TICK_SECONDS = 0.25  # how often the calling thread wakes to report progress and check cancel
 STOP_GRACE_SECONDS = 0.5  # how long to wait for workers after a stop
+READ_BLOCK = 1 << 20  # bytes read at a time from a partial file, to check or decrypt it
 MISSING_NAMED = 3  # how many missing files the error names
 #: Errors that stop every fetch at once: the other files would meet them too.
 _STOPS_ALL = (CancelledError, DiskFullError, NotWritableError, WorkFolderError)
+#: Errors that make the kept bytes of a file worthless (others keep them for the next try).
+_SPOILS_PARTIAL = (CorruptSegmentError, SegmentError)
 
 
 @dataclass(frozen=True)
@@ -352,6 +363,11 @@ def _attempts(count: int) -> str:
     return f"{count} attempt" if count == 1 else f"{count} attempts"
 
 
+def _without_query(uri: str) -> str:
+    """``uri`` without its query string and fragment: what a partial file records."""
+    return urlsplit(uri)._replace(query="", fragment="").geturl()
+
+
 # --------------------------------------------------------------------------- one file
 
 
@@ -388,74 +404,172 @@ def _fetch_job(ctx: FetchContext, job: FetchJob) -> Missing | None:
 
 
 def _attempt(ctx: FetchContext, job: FetchJob, key: bytes | None) -> None:
+    """One attempt at ``job``: the rest of its kept bytes (or all of them) fetched into its
+    partial file, decrypted on the way, then checked and placed."""
     if ctx.stop.is_set():
         raise CancelledError()
-    ctx.tracker.started(job, job.display)
-    what = f"the {job.label}"
-    fd, tmp_name = tempfile.mkstemp(dir=ctx.work.root, prefix=job.filename + ".", suffix=".part")
-    tmp = Path(tmp_name)
+    partial = PartialFile(ctx.work, job.filename)
     try:
-        with os.fdopen(fd, "wb") as out, translate_errors(what):
-            response = ctx.session.get(
-                job.uri,
-                headers=range_header(job.byte_range),
-                stream=True,
-                timeout=request_timeout(ctx.options),
-            )
-            ctx.answers[job] = response.status_code
-            with ctx.active.reading(response), response:
-                size = _stream_body(ctx, job, key, response, out, what)
+        kept = _kept_source(job, partial, encrypted=key is not None)
+        ctx.tracker.started(job, job.display, partial.size)
+        checked = None
+        if kept is None or key is not None or not kept.holds(partial.size):
+            checked = _fetch_rest(ctx, job, key, partial, kept)
         if ctx.stop.is_set():
             raise CancelledError()
-        with open(tmp, "rb") as written:  # is it what the playlist says? (sniff.py)
-            check_segment(written.read(HEAD_BYTES), job.container, job.label, size)
-        os.replace(tmp, ctx.work.path(job.filename))
+        size = _place(ctx, job, partial, checked, encrypted=key is not None)
         ctx.tracker.finished(job, size, counted=job.is_segment)
-    except BaseException:
+    except BaseException as exc:
         ctx.tracker.attempt_failed(job)
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+        if isinstance(exc, _SPOILS_PARTIAL):
+            partial.discard()
+        partial.close()
         raise
     if ctx.on_file is not None:
         ctx.on_file(job)
 
 
-def _stream_body(
+def _kept_source(job: FetchJob, partial: PartialFile, encrypted: bool) -> Source | None:
+    """Open ``partial``; the source of the bytes kept from an earlier attempt, if a request
+    can continue them, else None. Decrypted bytes are cut to whole AES blocks
+    (short of the file's last one, which may have lost its padding already): their last
+    one, encrypted again, is the IV that decrypts the rest."""
+    source = Source.from_record(partial.open())
+    if encrypted and source is not None:  # whole blocks, and the last one fetched again
+        whole = partial.size - partial.size % AES_BLOCK  # (it may have lost its padding)
+        partial.truncate(max(0, min(whole, (source.length or whole + AES_BLOCK) - AES_BLOCK)))
+    usable = (
+        partial.size > 0
+        and source is not None
+        and source.resumable
+        and source.uri == _without_query(job.uri)
+        and source.byte_range == job.byte_range
+        and (source.length is None or partial.size <= source.length)
+    )
+    return source if usable else None  # unusable bytes are dropped when the file starts over
+
+
+def _fetch_rest(
     ctx: FetchContext,
     job: FetchJob,
     key: bytes | None,
-    response: requests.Response,
-    out,
-    what: str,
-) -> int:
-    """Write the response's body, cut to the range, decrypted and checked; the bytes written."""
-    check_status(response, what)
-    length = LengthCheck(
-        job.byte_range,
-        response.status_code,
-        expected_length(response),
-        what,
-        max_bytes=ctx.options.max_segment_bytes,
+    partial: PartialFile,
+    kept: Source | None,
+) -> TsValidator | None:
+    """Fetch what ``partial`` lacks: the rest after its kept bytes when the server continues
+    them, else the whole file. The TsValidator that saw every byte of the file as it came
+    (a whole file), or None (bytes were kept: check them all afterwards)."""
+    what = f"the {job.label}"
+    with translate_errors(what):
+        response, rest = _request(ctx, job, partial, kept)
+        with ctx.active.reading(response), response:
+            check_status(response, what)
+            if rest is None:  # the whole file, from its first byte
+                source = Source.of(_without_query(job.uri), job.byte_range,
+                                   response.status_code, response.headers)  # fmt: skip
+                partial.start(source.as_record() if source.resumable else None)
+            length = LengthCheck(
+                rest or job.byte_range,
+                response.status_code,
+                expected_length(response),
+                what,
+                max_bytes=ctx.options.max_segment_bytes - partial.size,
+            )
+            decryptor = _decryptor(job, key, partial if rest is not None else None)
+            checks = None
+            if rest is None:
+                checks = TsValidator(job.ts_check, job.label, encrypted=key is not None)
+            _stream_body(ctx, job, response, partial, length, decryptor, checks, what)
+    return checks
+
+
+def _decryptor(job: FetchJob, key: bytes | None, kept: PartialFile | None) -> Decryptor | None:
+    """The decryptor of an encrypted file; when it continues the decrypted bytes ``kept``,
+    its IV is their last ciphertext block (AES-CBC)."""
+    if key is None:
+        return None
+    iv = job.iv or b"\0" * 16
+    if kept is not None:
+        iv = last_cipher_block(key, iv, kept.chunks(READ_BLOCK))
+    return Decryptor(key, iv, job.display)
+
+
+def _request(
+    ctx: FetchContext, job: FetchJob, partial: PartialFile, kept: Source | None
+) -> tuple[requests.Response, ByteRange | None]:
+    """GET the file: the rest of the kept bytes if there are some; the response and, when
+    it continues them, the range it carries. An answer that does not (a 200 of the whole
+    file, a changed file) starts the file over: a 206 of something else is asked again."""
+    if kept is not None:
+        response = _get(ctx, job, kept.rest_request(partial.size))
+        rest = kept.continuation(partial.size, response.status_code, response.headers)
+        if rest is not None or response.status_code not in (206, 416):
+            return response, rest  # continued, or the whole file, or an error for check_status
+        response.close()
+    return _get(ctx, job, range_header(job.byte_range)), None
+
+
+def _get(ctx: FetchContext, job: FetchJob, headers: dict[str, str]) -> requests.Response:
+    response = ctx.session.get(
+        job.uri, headers=headers, stream=True, timeout=request_timeout(ctx.options)
     )
-    decryptor = Decryptor(key, job.iv or b"\0" * 16, job.display) if key else Passthrough()
-    validator = TsValidator(job.ts_check, job.label, encrypted=job.key is not None)
-    written = 0
+    ctx.answers[job] = response.status_code
+    return response
+
+
+def _stream_body(
+    ctx: FetchContext,
+    job: FetchJob,
+    response: requests.Response,
+    partial: PartialFile,
+    length: LengthCheck,
+    decryptor: Decryptor | None,
+    checks: TsValidator | None,
+    what: str,
+) -> None:
+    """Append the response's body to ``partial``: cut to the range (``length``), decrypted,
+    checked. Each chunk is written before anything may stop the loop: no byte that came
+    is lost."""
     for chunk in iter_body(response, what, ctx.options, ctx.options.chunk_size):
+        ctx.tracker.received(job, len(chunk))
+        data = clear = length.cut(chunk)
+        if decryptor is not None:  # every whole block is kept; the clear bytes lag behind
+            data, clear = decryptor.update_blocks(data)
+        if checks is not None:
+            checks.check(clear)
+        partial.write(data)
         if ctx.stop.is_set():
             raise CancelledError()
-        ctx.tracker.received(job, len(chunk))
         if ctx.bucket is not None:
             ctx.bucket.take(len(chunk), ctx.stop)
-        data = decryptor.update(length.cut(chunk))
-        validator.check(data)
-        out.write(data)
-        written += len(data)
         if length.full:
             break
     length.finish()
-    tail = decryptor.finalize()
-    validator.check(tail)
-    out.write(tail)
-    written += len(tail)
-    validator.finish(written)
-    return written
+    if decryptor is not None:
+        data, clear = decryptor.finalize_blocks()
+        if checks is not None:
+            checks.check(clear)
+        partial.write(data)
+        partial.truncate(partial.size - decryptor.padding)
+
+
+def _place(
+    ctx: FetchContext,
+    job: FetchJob,
+    partial: PartialFile,
+    checked: TsValidator | None,
+    encrypted: bool,
+) -> int:
+    """Check the whole file in ``partial`` and rename it into place; its size. ``checked``
+    saw every byte as it came (else they are checked now, from the file)."""
+    with translate_errors(f"the {job.label}"):
+        checks = checked
+        if checks is None:
+            checks = TsValidator(job.ts_check, job.label, encrypted=encrypted)
+            for block in partial.chunks(READ_BLOCK):
+                checks.check(block)
+        checks.finish(partial.size)
+        check_segment(partial.head(HEAD_BYTES), job.container, job.label, partial.size)
+        size = partial.size
+        partial.place(ctx.work.path(job.filename))
+    return size

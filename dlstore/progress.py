@@ -58,9 +58,10 @@ class ProgressTracker:
             self.done += counted
             self.finished_bytes += size
 
-    def started(self, job: object, name: str) -> None:
+    def started(self, job: object, name: str, kept: int = 0) -> None:
+        """An attempt at ``job`` starts, with ``kept`` of its bytes already in the work folder."""
         with self._lock:
-            self._inflight[job] = 0
+            self._inflight[job] = kept
             self._current = name
 
     def received(self, job: object, count: int) -> None:
