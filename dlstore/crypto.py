@@ -2,7 +2,11 @@
 
 ``KeyStore`` fetches each key URI once, however many threads ask at the same
 time. ``Decryptor`` is fed the encrypted bytes chunk by chunk and checks the
-PKCS#7 padding at the end: bad padding almost always means the wrong key.
+PKCS#7 padding at the end: bad padding almost always means the wrong key. It
+also hands out every block as soon as it is whole (padding stripped at the end),
+so a segment cut short keeps all its whole blocks decrypted, and
+:func:`last_cipher_block` (those blocks encrypted again) gives the IV that
+decrypts the rest.
 A key server's answer that is not a key is described by kind and size
 (:func:`dlstore.sniff.describe`), never quoted.
 """
@@ -12,7 +16,7 @@ from __future__ import annotations
 import base64
 import binascii
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from urllib.parse import unquote_to_bytes
 
 from dlstore.errors import DownloadError, SegmentError
@@ -21,6 +25,7 @@ from dlstore.sniff import Kind, describe, identify
 
 KEY_BYTES = 16
 BLOCK_BITS = 128
+AES_BLOCK = BLOCK_BITS // 8
 
 
 class KeyStore:
@@ -79,7 +84,13 @@ def _data_uri(uri: str) -> bytes:
 
 
 class Decryptor:
-    """AES-128-CBC with PKCS#7 padding, fed chunk by chunk."""
+    """AES-128-CBC with PKCS#7 padding, fed chunk by chunk.
+
+    :meth:`update` and :meth:`finalize` give the clear bytes. :meth:`update_blocks` and
+    :meth:`finalize_blocks` also give every decrypted block as soon as it is whole,
+    padding and all: what a segment cut short keeps (its clear bytes lag a block
+    behind); after them, :attr:`padding` says how many bytes to drop from the end.
+    """
 
     def __init__(self, key: bytes, iv: bytes, name: str) -> None:
         # Imported here: a clear stream (most of them) never needs cryptography.
@@ -89,32 +100,51 @@ class Decryptor:
         self._name = name
         self._cipher = Cipher(algorithms.AES(key), modes.CBC(iv)).decryptor()
         self._unpadder = padding.PKCS7(BLOCK_BITS).unpadder()
+        self.padding = 0  # decrypted bytes given out minus clear bytes given out
 
     def update(self, data: bytes) -> bytes:
-        return self._unpadder.update(self._cipher.update(data))
+        return self.update_blocks(data)[1]
 
     def finalize(self) -> bytes:
+        return self.finalize_blocks()[1]
+
+    def update_blocks(self, data: bytes) -> tuple[bytes, bytes]:
+        """(the whole blocks ``data`` completes, decrypted; the clear bytes they complete)."""
+        blocks = self._cipher.update(data)
+        clear = self._unpadder.update(blocks)
+        self.padding += len(blocks) - len(clear)
+        return blocks, clear
+
+    def finalize_blocks(self) -> tuple[bytes, bytes]:
+        """(the last decrypted blocks, the last clear bytes); then :attr:`padding` is the
+        padding's length. SegmentError if the end is not whole blocks or badly padded."""
         try:
-            tail = self._cipher.finalize()
+            blocks = self._cipher.finalize()
         except ValueError as exc:
             raise SegmentError(
                 f"Segment {self._name} is not a whole number of AES blocks; "
                 "it is truncated or not encrypted the way the playlist says."
             ) from exc
         try:
-            return self._unpadder.update(tail) + self._unpadder.finalize()
+            clear = self._unpadder.update(blocks) + self._unpadder.finalize()
         except ValueError as exc:
             raise SegmentError(
                 f"Segment {self._name} did not decrypt cleanly (bad padding); "
                 "the AES key is probably wrong."
             ) from exc
+        self.padding += len(blocks) - len(clear)
+        return blocks, clear
 
 
-class Passthrough:
-    """The Decryptor interface for clear segments."""
+def last_cipher_block(key: bytes, iv: bytes, clear: Iterable[bytes]) -> bytes:
+    """The last ciphertext block of ``clear`` (whole blocks, no padding) encrypted with
+    AES-128-CBC from ``iv``: the IV that decrypts what follows it. ``iv`` if it is empty."""
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-    def update(self, data: bytes) -> bytes:
-        return data
-
-    def finalize(self) -> bytes:
-        return b""
+    encryptor = Cipher(algorithms.AES(key), modes.CBC(iv)).encryptor()
+    last = iv
+    for block in clear:
+        out = encryptor.update(block)
+        if out:
+            last = out[-AES_BLOCK:]
+    return last

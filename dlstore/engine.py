@@ -320,7 +320,7 @@ class _Download:
     def fetch(self, session: requests.Session, plan: DownloadPlan) -> _FollowingRemux | None:
         """Fetch the plan's files into the work folder; the remux following them, if any."""
         jobs = [job for track in plan.tracks for job in jobs_for(track)]
-        self.tracker.total = len(jobs)
+        self.tracker.total = sum(job.is_segment for job in jobs)  # what the web UI counts
         self.work.prepare(plan.identity())
         keys = self._keys(session)
         self._fetch_subtitles(session, plan, keys)

@@ -19,7 +19,9 @@ do about it. Third-party errors are wrapped once, where they enter dlstore
         ├── TransientDownloadError   worth retrying later (network, 5xx, timeouts)
         │   ├── HttpError            an HTTP failure, with the server's Retry-After if it sent one
         │   ├── CorruptSegmentError  a segment's bytes were wrong (truncated, not TS): refetched
-        │   └── SlowServerError      a response that stalled or overran its deadline
+        │   ├── SlowServerError      a response that stalled or overran its deadline
+        │   ├── DiskFullError        no room to save what was fetched: resumes once there is
+        │   └── PartialBusyError     another process is fetching the same file of a work folder
         ├── PlaylistError            not a playlist or DASH manifest, malformed, empty, too large
         ├── QualityNotFoundError     the asked-for quality is not offered
         ├── UnsupportedStreamError   SAMPLE-AES, DRM, live streams, URLs dlstore cannot fetch
@@ -27,6 +29,7 @@ do about it. Third-party errors are wrapped once, where they enter dlstore
         ├── SegmentError             a segment that could not be fetched or is corrupt
         │   ├── WrongContentError    a fetched file is not the media its playlist says
         │   └── SegmentTooLargeError a segment over max_segment_bytes
+        ├── NotWritableError         what was fetched could not be saved (permissions)
         ├── RemuxError               the fetched media could not be joined into a file
         │   └── NestedOpenError      the media asked the demuxer to open another file or URL
         └── WorkFolderError          temp_dir/<task> is a link, or a folder dlstore did not make
@@ -94,6 +97,20 @@ class TransientDownloadError(DownloadError):
 
 class SlowServerError(TransientDownloadError):
     """The server sent too slowly (it stalled, or overran a deadline); try again later."""
+
+
+class DiskFullError(TransientDownloadError):
+    """The disk is full: free some space; the download resumes where it stopped."""
+
+    # Stops every fetch of the download at once: the others would meet the same full disk.
+
+
+class PartialBusyError(TransientDownloadError):
+    """Another dlstore process is fetching this file into the same work folder."""
+
+
+class NotWritableError(DownloadError):
+    """A fetched file could not be saved: check that the work and output folders are writable."""
 
 
 class PlaylistError(DownloadError):

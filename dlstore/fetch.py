@@ -1,39 +1,54 @@
 """The fetch pool: every file of a download fetched in parallel into its work folder.
 
-Each file is streamed to ``<name>.<random>.part``, decrypted on the way,
-checked (:mod:`dlstore.segment_checks`), and renamed into place; a file already
-in place is not fetched again. Failures are retried with backoff; the first one
-that stays stops the other threads and is raised. A body is refused past
-``max_segment_bytes`` and aborted when it stalls (:func:`dlstore.http.iter_body`);
-a stop (cancel, shutdown, a failure) shuts the sockets being read down at once.
+Each file is streamed to ``<name>.partial`` (:class:`~dlstore.workfolder.PartialFile`:
+cut to the byte range, decrypted on the way, flushed chunk by chunk), checked
+(:mod:`dlstore.segment_checks`) and renamed into place; a file already in place is
+not fetched again. Nothing that came is fetched twice: an attempt cut short (a
+broken connection, a stall, cancel, a killed process) leaves its bytes, and the
+next attempt asks only for the rest (``Range``, ``If-Range``), continuing them when
+the server answers 206 from where they end with the same validator
+(:class:`~dlstore.segment_checks.Source`); any other answer starts that file over.
+An AES-128 file keeps its whole decrypted blocks, and the rest is decrypted from
+the last one's ciphertext (:func:`~dlstore.crypto.last_cipher_block`).
+
+Failures are retried with backoff. A file that still fails does not stop the
+others: every other file is fetched, then one error names the missing ones
+(transient if any of them failed for a reason that may pass). What would fail
+every file alike stops them all at once: cancel, a full or unwritable disk, an AES
+key that could not be had. A body is refused past ``max_segment_bytes`` and aborted
+when it stalls (:func:`dlstore.http.iter_body`); a stop shuts the sockets being read
+down at once.
 
 Knows nothing of databases: progress goes out through a callback, cancellation
 comes in through an event. Only the calling thread runs the callback.
 
-    fetch_all → _fetch_job (retries) → _attempt (one .part file) → _stream_body (bytes)
+    fetch_all → _fetch_job (retries) → _attempt (one .partial file) → _fetch_rest
+        (_request; _stream_body: bytes) → _place (checks, rename)
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import requests
 
-from dlstore.crypto import Decryptor, KeyStore, Passthrough
+from dlstore.crypto import AES_BLOCK, Decryptor, KeyStore, last_cipher_block
 from dlstore.errors import (
     CancelledError,
     CorruptSegmentError,
+    DiskFullError,
     DlstoreError,
+    DownloadError,
+    NotWritableError,
     SegmentError,
     TransientDownloadError,
+    WorkFolderError,
 )
 from dlstore.http import (
     ActiveResponses,
@@ -43,17 +58,24 @@ from dlstore.http import (
     iter_body,
     range_header,
     request_timeout,
+    status_text,
     translate_errors,
 )
 from dlstore.options import DownloadOptions
 from dlstore.playlist import ByteRange, InitSection, Key, Segment, display_name
 from dlstore.progress import ProgressTracker
-from dlstore.segment_checks import LengthCheck, TsValidator, ts_check_mode
+from dlstore.segment_checks import LengthCheck, Source, TsValidator, ts_check_mode
 from dlstore.sniff import HEAD_BYTES, check_segment
-from dlstore.workfolder import Track, WorkFolder, init_filename, segment_filename
+from dlstore.workfolder import PartialFile, Track, WorkFolder, init_filename, segment_filename
 
 TICK_SECONDS = 0.25  # how often the calling thread wakes to report progress and check cancel
 STOP_GRACE_SECONDS = 0.5  # how long to wait for workers after a stop
+READ_BLOCK = 1 << 20  # bytes read at a time from a partial file, to check or decrypt it
+MISSING_NAMED = 3  # how many missing files the error names
+#: Errors that stop every fetch at once: the other files would meet them too.
+_STOPS_ALL = (CancelledError, DiskFullError, NotWritableError, WorkFolderError)
+#: Errors that make the kept bytes of a file worthless (others keep them for the next try).
+_SPOILS_PARTIAL = (CorruptSegmentError, SegmentError)
 
 
 @dataclass(frozen=True)
@@ -70,6 +92,7 @@ class FetchJob:
     iv: bytes | None = None
     ts_check: str = "sniff"  # "require", "sniff" or "none"
     container: str | None = None  # what the file must be: MediaPlan.container (sniff.py)
+    is_segment: bool = True  # a media segment (init sections are not counted as segments)
 
 
 def jobs_for(track: Track) -> list[FetchJob]:
@@ -103,7 +126,22 @@ def _job(track: Track, filename: str, what: str, part: InitSection | Segment) ->
         # "none" for init sections (fMP4) and for files forced to a non-TS container
         ts_check="none" if forced else ts_check_mode(part.uri, plan.is_fmp4),
         container=track.container or plan.container,
+        is_segment=isinstance(part, Segment),
     )
+
+
+@dataclass(frozen=True)
+class Missing:
+    """A file that could not be fetched (its retries spent), and why in a few words."""
+
+    job: FetchJob
+    error: DlstoreError
+    reason: str  # "HTTP 404 Not Found", "after 5 attempts: HTTP 503 Service Unavailable"
+
+    @property
+    def transient(self) -> bool:
+        """Trying again later may bring it (a file still corrupt after its retries: no)."""
+        return self.error.transient and not isinstance(self.error, CorruptSegmentError)
 
 
 class Arrivals:
@@ -172,6 +210,7 @@ class FetchContext:
     bucket: TokenBucket | None
     active: ActiveResponses
     on_file: Callable[[FetchJob], None] | None = None
+    answers: dict[FetchJob, int] = field(default_factory=dict)  # the last status per file
 
 
 # --------------------------------------------------------------------------- the pool
@@ -192,8 +231,11 @@ def fetch_all(
     """Fetch every job not already in ``work``; ``report()`` is called about 4 times a second.
 
     ``on_file(job)`` is called (in a fetch thread) as soon as a job's file is in place.
-    Raises the first failure (after stopping the other threads), or CancelledError.
+    Raises CancelledError, or what stops every fetch at once (after stopping the other
+    threads), or, once every other file is in place, one error naming the files that
+    could not be fetched (:func:`missing_error`).
     """
+    jobs = list(jobs)
     ctx = FetchContext(
         session=session,
         options=options,
@@ -210,7 +252,9 @@ def fetch_all(
         return
     if cancel is not None and cancel.is_set():
         raise CancelledError()
-    _run_pool(ctx, pending, report, cancel)
+    missing = _run_pool(ctx, pending, report, cancel)
+    if missing:
+        raise missing_error(missing, jobs)
 
 
 def _not_in_place(
@@ -223,7 +267,7 @@ def _not_in_place(
         if size is None:
             pending.append(job)
         else:
-            tracker.already_done(size)
+            tracker.already_done(size, counted=job.is_segment)
     return pending
 
 
@@ -232,19 +276,20 @@ def _run_pool(
     pending: list[FetchJob],
     report: Callable[[], None],
     cancel: threading.Event | None,
-) -> None:
+) -> list[Missing]:
+    """Run every job; the files that could not be fetched, in the jobs' order."""
     pool = ThreadPoolExecutor(
         max_workers=max(1, min(ctx.options.threads, len(pending))),
         thread_name_prefix="dlstore-fetch",
     )
-    futures: list[Future[None]] = [pool.submit(_fetch_job, ctx, job) for job in pending]
+    futures: list[Future[Missing | None]] = [pool.submit(_fetch_job, ctx, job) for job in pending]
     try:
         error = _wait_all(futures, report, cancel)
     except BaseException as exc:  # KeyboardInterrupt in the calling thread
         error = exc
     if error is None:
         pool.shutdown(wait=True)
-        return
+        return [missing for f in futures if (missing := f.result()) is not None]
     ctx.stop.set()
     pool.shutdown(wait=False, cancel_futures=True)
     ctx.active.abort_all()
@@ -254,9 +299,12 @@ def _run_pool(
 
 
 def _wait_all(
-    futures: list[Future[None]], report: Callable[[], None], cancel: threading.Event | None
+    futures: list[Future[Missing | None]],
+    report: Callable[[], None],
+    cancel: threading.Event | None,
 ) -> BaseException | None:
-    """Wait for every future, reporting each tick; the first failure or a cancel ends it."""
+    """Wait for every future, reporting each tick; the first error raised (what stops every
+    fetch) or a cancel ends it."""
     waiting = set(futures)
     while waiting:
         done, waiting = wait(waiting, timeout=TICK_SECONDS, return_when=FIRST_COMPLETED)
@@ -271,108 +319,258 @@ def _wait_all(
     return None
 
 
+def missing_error(missing: list[Missing], jobs: list[FetchJob]) -> DownloadError:
+    """One error for the files that could not be fetched: how many, the first few by label
+    and why. Transient if any of them may come later, else a SegmentError (of their class,
+    if they share one)."""
+    segments = all(m.job.is_segment for m in missing)
+    total = sum(job.is_segment for job in jobs) if segments else len(jobs)
+    named = ", ".join(f"{m.job.label} ({m.reason})" for m in missing[:MISSING_NAMED])
+    if len(missing) > MISSING_NAMED:
+        named += f", and {len(missing) - MISSING_NAMED} more"
+    kind = ("segment" if total == 1 else "segments") if segments else "files"
+    others = "the others are kept, and " if len(missing) < total else ""
+    message = (
+        f"{len(missing)} of {total} {kind} could not be downloaded: {named}; "
+        f"{others}a retry fetches only these."
+    )
+    kinds = {type(m.error) for m in missing}
+    if any(m.transient for m in missing):
+        error: DownloadError = TransientDownloadError(message)
+    elif len(kinds) == 1 and issubclass(*kinds, SegmentError):
+        error = kinds.pop()(message)  # all too large, say: a SegmentTooLargeError
+    else:
+        error = SegmentError(message)
+    error.__cause__ = missing[0].error
+    return error
+
+
+def _reason(error: DlstoreError, job: FetchJob, status: int | None, tried: int) -> str:
+    """Why ``job`` failed, in a few words: the HTTP status the server refused it with, or
+    the error's sentence without the file's name; and after how many attempts."""
+    if status is not None and not 200 <= status < 300:
+        detail = status_text(status)
+    else:
+        detail = str(error).replace(f"the {job.label}", "it").replace(f"The {job.label}", "It")
+        detail = detail[:1].lower() + detail[1:].rstrip(".")
+    if isinstance(error, CorruptSegmentError):
+        return f"corrupt after {_attempts(tried)}: {detail}"
+    if error.transient:
+        return f"after {_attempts(tried)}: {detail}"
+    return detail
+
+
+def _attempts(count: int) -> str:
+    return f"{count} attempt" if count == 1 else f"{count} attempts"
+
+
+def _without_query(uri: str) -> str:
+    """``uri`` without its query string and fragment: what a partial file records."""
+    return urlsplit(uri)._replace(query="", fragment="").geturl()
+
+
 # --------------------------------------------------------------------------- one file
 
 
-def _fetch_job(ctx: FetchContext, job: FetchJob) -> None:
+def _fetch_job(ctx: FetchContext, job: FetchJob) -> Missing | None:
+    """Fetch one file, with retries; a Missing if it could not be had (the others go on).
+
+    Raises what stops every fetch: cancel, a full or unwritable disk, an AES key that
+    could not be had (every segment under it needs it), a bug.
+    """
     if ctx.stop.is_set():
         raise CancelledError()
-    retry = Retry.from_options(ctx.options, ctx.stop)
+    tried = 0
+
+    def once(attempt: int) -> None:
+        nonlocal tried
+        tried = attempt + 1
+        _attempt(ctx, job, key)
+
     try:
-        decrypt_key = None
-        if job.key is not None:
-            decrypt_key = ctx.keys.get(job.key.uri)
-        retry.run(lambda attempt: _attempt(ctx, job, decrypt_key))
-    except CancelledError:
+        key = ctx.keys.get(job.key.uri) if job.key is not None else None
+        Retry.from_options(ctx.options, ctx.stop).run(once)
+    except _STOPS_ALL:
         ctx.tracker.abandoned(job)
         raise
-    except CorruptSegmentError as exc:
+    except DownloadError as exc:
         ctx.tracker.abandoned(job)
-        raise SegmentError(
-            f"The {job.label} is corrupt after {retry.attempts} attempts: {exc}"
-        ) from exc
-    except TransientDownloadError as exc:
-        ctx.tracker.abandoned(job)
-        raise TransientDownloadError(
-            f"The {job.label} could not be downloaded after {retry.attempts} attempts: {exc} "
-            "The segments fetched so far are kept; trying again later resumes."
-        ) from exc
-    except SegmentError:
+        if tried == 0:  # the key, not the segment
+            raise
+        return Missing(job, exc, _reason(exc, job, ctx.answers.get(job), tried))
+    except BaseException:
         ctx.tracker.abandoned(job)
         raise
-    except DlstoreError as exc:
-        ctx.tracker.abandoned(job)
-        raise SegmentError(f"The {job.label} could not be downloaded: {exc}") from exc
+    return None
 
 
 def _attempt(ctx: FetchContext, job: FetchJob, key: bytes | None) -> None:
+    """One attempt at ``job``: the rest of its kept bytes (or all of them) fetched into its
+    partial file, decrypted on the way, then checked and placed."""
     if ctx.stop.is_set():
         raise CancelledError()
-    ctx.tracker.started(job, job.display)
-    what = f"the {job.label}"
-    fd, tmp_name = tempfile.mkstemp(dir=ctx.work.root, prefix=job.filename + ".", suffix=".part")
-    tmp = Path(tmp_name)
+    partial = PartialFile(ctx.work, job.filename)
     try:
-        with os.fdopen(fd, "wb") as out, translate_errors(what):
-            response = ctx.session.get(
-                job.uri,
-                headers=range_header(job.byte_range),
-                stream=True,
-                timeout=request_timeout(ctx.options),
-            )
-            with ctx.active.reading(response), response:
-                size = _stream_body(ctx, job, key, response, out, what)
+        kept = _kept_source(job, partial, encrypted=key is not None)
+        ctx.tracker.started(job, job.display, partial.size)
+        checked = None
+        if kept is None or key is not None or not kept.holds(partial.size):
+            checked = _fetch_rest(ctx, job, key, partial, kept)
         if ctx.stop.is_set():
             raise CancelledError()
-        with open(tmp, "rb") as written:  # is it what the playlist says? (sniff.py)
-            check_segment(written.read(HEAD_BYTES), job.container, job.label, size)
-        os.replace(tmp, ctx.work.path(job.filename))
-        ctx.tracker.finished(job, size)
-    except BaseException:
+        size = _place(ctx, job, partial, checked, encrypted=key is not None)
+        ctx.tracker.finished(job, size, counted=job.is_segment)
+    except BaseException as exc:
         ctx.tracker.attempt_failed(job)
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+        if isinstance(exc, _SPOILS_PARTIAL):
+            partial.discard()
+        partial.close()
         raise
     if ctx.on_file is not None:
         ctx.on_file(job)
 
 
-def _stream_body(
+def _kept_source(job: FetchJob, partial: PartialFile, encrypted: bool) -> Source | None:
+    """Open ``partial``; the source of the bytes kept from an earlier attempt, if a request
+    can continue them, else None. Decrypted bytes are cut to whole AES blocks
+    (short of the file's last one, which may have lost its padding already): their last
+    one, encrypted again, is the IV that decrypts the rest."""
+    source = Source.from_record(partial.open())
+    if encrypted and source is not None:  # whole blocks, and the last one fetched again
+        whole = partial.size - partial.size % AES_BLOCK  # (it may have lost its padding)
+        partial.truncate(max(0, min(whole, (source.length or whole + AES_BLOCK) - AES_BLOCK)))
+    usable = (
+        partial.size > 0
+        and source is not None
+        and source.resumable
+        and source.uri == _without_query(job.uri)
+        and source.byte_range == job.byte_range
+        and (source.length is None or partial.size <= source.length)
+    )
+    return source if usable else None  # unusable bytes are dropped when the file starts over
+
+
+def _fetch_rest(
     ctx: FetchContext,
     job: FetchJob,
     key: bytes | None,
-    response: requests.Response,
-    out,
-    what: str,
-) -> int:
-    """Write the response's body, cut to the range, decrypted and checked; the bytes written."""
-    check_status(response, what)
-    length = LengthCheck(
-        job.byte_range,
-        response.status_code,
-        expected_length(response),
-        what,
-        max_bytes=ctx.options.max_segment_bytes,
+    partial: PartialFile,
+    kept: Source | None,
+) -> TsValidator | None:
+    """Fetch what ``partial`` lacks: the rest after its kept bytes when the server continues
+    them, else the whole file. The TsValidator that saw every byte of the file as it came
+    (a whole file), or None (bytes were kept: check them all afterwards)."""
+    what = f"the {job.label}"
+    with translate_errors(what):
+        response, rest = _request(ctx, job, partial, kept)
+        with ctx.active.reading(response), response:
+            check_status(response, what)
+            if rest is None:  # the whole file, from its first byte
+                source = Source.of(_without_query(job.uri), job.byte_range,
+                                   response.status_code, response.headers)  # fmt: skip
+                partial.start(source.as_record() if source.resumable else None)
+            length = LengthCheck(
+                rest or job.byte_range,
+                response.status_code,
+                expected_length(response),
+                what,
+                max_bytes=ctx.options.max_segment_bytes - partial.size,
+            )
+            decryptor = _decryptor(job, key, partial if rest is not None else None)
+            checks = None
+            if rest is None:
+                checks = TsValidator(job.ts_check, job.label, encrypted=key is not None)
+            _stream_body(ctx, job, response, partial, length, decryptor, checks, what)
+    return checks
+
+
+def _decryptor(job: FetchJob, key: bytes | None, kept: PartialFile | None) -> Decryptor | None:
+    """The decryptor of an encrypted file; when it continues the decrypted bytes ``kept``,
+    its IV is their last ciphertext block (AES-CBC)."""
+    if key is None:
+        return None
+    iv = job.iv or b"\0" * 16
+    if kept is not None:
+        iv = last_cipher_block(key, iv, kept.chunks(READ_BLOCK))
+    return Decryptor(key, iv, job.display)
+
+
+def _request(
+    ctx: FetchContext, job: FetchJob, partial: PartialFile, kept: Source | None
+) -> tuple[requests.Response, ByteRange | None]:
+    """GET the file: the rest of the kept bytes if there are some; the response and, when
+    it continues them, the range it carries. An answer that does not (a 200 of the whole
+    file, a changed file) starts the file over: a 206 of something else is asked again."""
+    if kept is not None:
+        response = _get(ctx, job, kept.rest_request(partial.size))
+        rest = kept.continuation(partial.size, response.status_code, response.headers)
+        if rest is not None or response.status_code not in (206, 416):
+            return response, rest  # continued, or the whole file, or an error for check_status
+        response.close()
+    return _get(ctx, job, range_header(job.byte_range)), None
+
+
+def _get(ctx: FetchContext, job: FetchJob, headers: dict[str, str]) -> requests.Response:
+    response = ctx.session.get(
+        job.uri, headers=headers, stream=True, timeout=request_timeout(ctx.options)
     )
-    decryptor = Decryptor(key, job.iv or b"\0" * 16, job.display) if key else Passthrough()
-    validator = TsValidator(job.ts_check, job.label, encrypted=job.key is not None)
-    written = 0
+    ctx.answers[job] = response.status_code
+    return response
+
+
+def _stream_body(
+    ctx: FetchContext,
+    job: FetchJob,
+    response: requests.Response,
+    partial: PartialFile,
+    length: LengthCheck,
+    decryptor: Decryptor | None,
+    checks: TsValidator | None,
+    what: str,
+) -> None:
+    """Append the response's body to ``partial``: cut to the range (``length``), decrypted,
+    checked. Each chunk is written before anything may stop the loop: no byte that came
+    is lost."""
     for chunk in iter_body(response, what, ctx.options, ctx.options.chunk_size):
+        ctx.tracker.received(job, len(chunk))
+        data = clear = length.cut(chunk)
+        if decryptor is not None:  # every whole block is kept; the clear bytes lag behind
+            data, clear = decryptor.update_blocks(data)
+        if checks is not None:
+            checks.check(clear)
+        partial.write(data)
         if ctx.stop.is_set():
             raise CancelledError()
-        ctx.tracker.received(job, len(chunk))
         if ctx.bucket is not None:
             ctx.bucket.take(len(chunk), ctx.stop)
-        data = decryptor.update(length.cut(chunk))
-        validator.check(data)
-        out.write(data)
-        written += len(data)
         if length.full:
             break
     length.finish()
-    tail = decryptor.finalize()
-    validator.check(tail)
-    out.write(tail)
-    written += len(tail)
-    validator.finish(written)
-    return written
+    if decryptor is not None:
+        data, clear = decryptor.finalize_blocks()
+        if checks is not None:
+            checks.check(clear)
+        partial.write(data)
+        partial.truncate(partial.size - decryptor.padding)
+
+
+def _place(
+    ctx: FetchContext,
+    job: FetchJob,
+    partial: PartialFile,
+    checked: TsValidator | None,
+    encrypted: bool,
+) -> int:
+    """Check the whole file in ``partial`` and rename it into place; its size. ``checked``
+    saw every byte as it came (else they are checked now, from the file)."""
+    with translate_errors(f"the {job.label}"):
+        checks = checked
+        if checks is None:
+            checks = TsValidator(job.ts_check, job.label, encrypted=encrypted)
+            for block in partial.chunks(READ_BLOCK):
+                checks.check(block)
+        checks.finish(partial.size)
+        check_segment(partial.head(HEAD_BYTES), job.container, job.label, partial.size)
+        size = partial.size
+        partial.place(ctx.work.path(job.filename))
+    return size

@@ -45,8 +45,10 @@ import urllib3.exceptions
 
 from dlstore.errors import (
     CancelledError,
+    DiskFullError,
     DownloadError,
     HttpError,
+    NotWritableError,
     SlowServerError,
     TransientDownloadError,
     UnsupportedStreamError,
@@ -221,12 +223,12 @@ def translate_errors(what: str) -> Iterator[None]:
         raise DownloadError(f"Fetching {what} failed ({_root(exc)}).") from exc
     except OSError as exc:  # after requests' own (they are OSErrors too)
         if exc.errno in _DISK_FULL:
-            raise TransientDownloadError(
+            raise DiskFullError(
                 f"The disk is full: could not save {what} ({exc.strerror}). Free some space; "
                 "the download resumes where it stopped."
             ) from exc
         if exc.errno in _NOT_WRITABLE:
-            raise DownloadError(
+            raise NotWritableError(
                 f"Could not save {what} ({exc.strerror}: {exc.filename or 'the work folder'}). "
                 "Check that the work and output folders are writable."
             ) from exc
@@ -488,21 +490,29 @@ def iter_body(
 
     Each chunk is what arrives within GATHER_SECONDS of its first byte: a chunk never
     waits to be filled, so a slow body still shows progress and meets the stall rule.
+    A read that fails while a chunk is being gathered raises only after that chunk is
+    handed out: bytes that came are never dropped (the fetch pool keeps them).
     """
     body = _BodyReader(response, what, options)
     while True:
         first = body.read(chunk_size)
         if not first:
             return
-        parts, size = [first], len(first)
+        parts, size, failure = [first], len(first), None
         until = time.monotonic() + GATHER_SECONDS
         while size < chunk_size and time.monotonic() < until:
-            more = body.read(chunk_size - size)
+            try:
+                more = body.read(chunk_size - size)
+            except Exception as exc:  # noqa: BLE001 - raised below, after what came
+                failure = exc
+                break
             if not more:
                 break
             parts.append(more)
             size += len(more)
         yield first if len(parts) == 1 else b"".join(parts)
+        if failure is not None:
+            raise failure
 
 
 class _BodyReader:
@@ -510,7 +520,8 @@ class _BodyReader:
 
     Stalled: fewer than STALL_MIN_BYTES bytes in ``stall_timeout`` seconds spent waiting
     for the server (time the caller spends elsewhere, e.g. in a bandwidth limit, does
-    not count). Silence is caught sooner, by the read timeout (:func:`request_timeout`).
+    not count); the read that shows it still returns its bytes, the next one raises.
+    Silence is caught sooner, by the read timeout (:func:`request_timeout`).
     urllib3's other errors are left to :func:`translate_errors`.
     """
 
@@ -519,18 +530,21 @@ class _BodyReader:
         self.what = what
         self.options = options
         self.waited, self.got = 0.0, 0  # in the current stall window
+        self.stalled: SlowServerError | None = None  # raised by the next read
         self.fallback = None
         if not isinstance(response.raw, urllib3.response.BaseHTTPResponse):  # a test's fake
             self.fallback = response.iter_content(options.chunk_size)
 
     def read(self, amount: int) -> bytes:
+        if self.stalled is not None:  # the bytes that showed it were handed out first
+            raise self.stalled
         started = time.monotonic()
         data = self._read1(amount)
         self.waited += time.monotonic() - started
         self.got += len(data)
         if data and self.waited >= self.options.stall_timeout:
             if self.got < STALL_MIN_BYTES:
-                raise SlowServerError(
+                self.stalled = SlowServerError(
                     f"The server stalled while sending {self.what}: less than 1 KiB in "
                     f"{self.options.stall_timeout:g} s; trying again later may work."
                 )

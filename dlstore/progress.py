@@ -4,6 +4,10 @@ Workers report bytes and finished files to a :class:`ProgressTracker`; one
 thread takes :class:`Progress` snapshots from it and hands them to the caller's
 callback. Speed is measured over a sliding window; the ETA extrapolates the
 average size of the segments finished so far.
+
+Segments are what the web UI counts: ``total`` and ``done`` count the media
+segments of the tracks fetched; init sections (``counted=False``) and keys are
+not segments. Bytes count every file.
 """
 
 from __future__ import annotations
@@ -53,14 +57,16 @@ class ProgressTracker:
         self._current: str | None = None
         self._samples: deque[tuple[float, int]] = deque()
 
-    def already_done(self, size: int) -> None:
+    def already_done(self, size: int, counted: bool = True) -> None:
+        """A file found complete in the work folder (``counted``: it is a media segment)."""
         with self._lock:
-            self.done += 1
+            self.done += counted
             self.finished_bytes += size
 
-    def started(self, job: object, name: str) -> None:
+    def started(self, job: object, name: str, kept: int = 0) -> None:
+        """An attempt at ``job`` starts, with ``kept`` of its bytes already in the work folder."""
         with self._lock:
-            self._inflight[job] = 0
+            self._inflight[job] = kept
             self._current = name
 
     def received(self, job: object, count: int) -> None:
@@ -72,10 +78,10 @@ class ProgressTracker:
         with self._lock:
             self._inflight[job] = 0
 
-    def finished(self, job: object, size: int) -> None:
+    def finished(self, job: object, size: int, counted: bool = True) -> None:
         with self._lock:
             self._inflight.pop(job, None)
-            self.done += 1
+            self.done += counted
             self.finished_bytes += size
 
     def abandoned(self, job: object) -> None:

@@ -6,6 +6,10 @@
 - :func:`ts_check_mode`: whether a segment must be, may be or is not MPEG-TS,
   from its URI's suffix; :class:`TsValidator` applies that to the decrypted bytes
   with a :class:`TsChecker` (0x47 every 188 bytes).
+- :class:`Source`: what the kept bytes of an interrupted file are a part of (URI,
+  byte range, the server's ETag / Last-Modified / length), the request that asks for
+  the rest, and whether an answer continues them (a 206 whose ``Content-Range``
+  starts where they end, with the same validator).
 
 A file whose bytes are wrong raises :class:`CorruptSegmentError` (worth fetching
 again) or, for a segment that does not decrypt to MPEG-TS, a ``SegmentError``; one
@@ -13,6 +17,10 @@ that is too large a ``SegmentTooLargeError``.
 """
 
 from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 from dlstore.errors import (
     CorruptSegmentError,
@@ -184,3 +192,150 @@ class TsValidator:
                 "the AES key is probably wrong."
             )
         raise CorruptSegmentError(f"The {self.label} is not valid MPEG-TS data: {detail}.")
+
+
+# --------------------------------------------------------------------------- resuming
+
+#: A validator longer than this, or not printable ASCII, is not kept (nor sent back).
+MAX_VALIDATOR_CHARS = 256
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
+
+
+@dataclass(frozen=True)
+class Source:
+    """What the kept bytes of a file are a part of, from the answer that brought the first.
+
+    ``byte_range`` is the file's range of the resource (None: the whole resource);
+    ``total`` the resource's length when the server said; ``etag`` (strong ones only)
+    and ``last_modified`` its validators. Without a validator the bytes cannot be
+    continued (:attr:`resumable`): nothing proves the resource is still the same.
+    """
+
+    uri: str  # without the query string: tokens rotate
+    byte_range: ByteRange | None = None
+    total: int | None = None
+    etag: str | None = None
+    last_modified: str | None = None
+
+    @classmethod
+    def of(
+        cls, uri: str, byte_range: ByteRange | None, status: int, headers: Mapping[str, str]
+    ) -> Source:
+        """The source of a fresh answer (200 or 206) to the request for a whole file."""
+        encoded = _encoded(headers)
+        total = _content_range(headers)[2] if status == 206 else None
+        if status == 200 and not encoded:
+            total = _number(headers.get("Content-Length"))
+        usable = not encoded and (headers.get("Accept-Ranges") or "").strip().lower() != "none"
+        return cls(
+            uri=uri,
+            byte_range=byte_range,
+            total=total,
+            etag=_strong_etag(headers) if usable else None,
+            last_modified=_validator(headers.get("Last-Modified")) if usable else None,
+        )
+
+    @property
+    def resumable(self) -> bool:
+        return bool(self.etag or self.last_modified)
+
+    @property
+    def length(self) -> int | None:
+        """The whole file's length, when known."""
+        return self.byte_range.length if self.byte_range is not None else self.total
+
+    def holds(self, size: int) -> bool:
+        """``size`` bytes are the whole file."""
+        return self.length is not None and size == self.length
+
+    def rest_request(self, size: int) -> dict[str, str]:
+        """The headers that ask for the file after its first ``size`` bytes."""
+        offset = self.byte_range.offset if self.byte_range is not None else 0
+        last = str(self.byte_range.last) if self.byte_range is not None else ""
+        headers = {"Range": f"bytes={offset + size}-{last}"}
+        if self.resumable:  # a changed resource is then sent whole, in the same answer
+            headers["If-Range"] = self.etag or self.last_modified or ""
+        return headers
+
+    def continuation(self, size: int, status: int, headers: Mapping[str, str]) -> ByteRange | None:
+        """The range an answer to :meth:`rest_request` carries, if it continues the ``size``
+        bytes kept: a 206 of the same resource (validator, length) starting where they end."""
+        start, end, total = _content_range(headers)
+        offset = self.byte_range.offset if self.byte_range is not None else 0
+        if status != 206 or start != offset + size or _encoded(headers):
+            return None
+        if self.total is not None and total != self.total:
+            return None
+        wanted_last = self.byte_range.last if self.byte_range is not None else None
+        if wanted_last is None and self.total is not None:
+            wanted_last = self.total - 1
+        if end is None or (wanted_last is not None and end != wanted_last):
+            return None
+        same = _strong_etag(headers) == self.etag if self.etag else None
+        if same is None and self.last_modified:
+            same = _validator(headers.get("Last-Modified")) == self.last_modified
+        return ByteRange(length=end - start + 1, offset=start) if same else None
+
+    def as_record(self) -> dict:
+        span = self.byte_range
+        return {
+            "uri": self.uri,
+            "range": [span.offset, span.length] if span else None,
+            "total": self.total,
+            "etag": self.etag,
+            "last_modified": self.last_modified,
+        }
+
+    @classmethod
+    def from_record(cls, record: object) -> Source | None:
+        """The source a record of :meth:`as_record` describes; None if it is not one."""
+        if not isinstance(record, dict) or not isinstance(record.get("uri"), str):
+            return None
+        span, total = record.get("range"), record.get("total")
+        texts = [record.get("etag"), record.get("last_modified")]
+        if not all(value is None or isinstance(value, str) for value in texts):
+            return None
+        if not (total is None or _is_count(total)):
+            return None
+        if span is not None and not (isinstance(span, list) and len(span) == 2
+                                     and all(_is_count(n) for n in span)):  # fmt: skip
+            return None
+        byte_range = ByteRange(offset=span[0], length=span[1]) if span else None
+        return cls(record["uri"], byte_range, total, texts[0], texts[1])
+
+
+def _content_range(headers: Mapping[str, str]) -> tuple[int | None, int | None, int | None]:
+    """(first, last, total) of a ``Content-Range: bytes first-last/total`` header."""
+    match = _CONTENT_RANGE.fullmatch((headers.get("Content-Range") or "").strip())
+    if match is None or int(match[2]) < int(match[1]):
+        return None, None, None
+    return int(match[1]), int(match[2]), None if match[3] == "*" else int(match[3])
+
+
+def _strong_etag(headers: Mapping[str, str]) -> str | None:
+    value = _validator(headers.get("ETag"))
+    return value if value and not value.startswith("W/") else None
+
+
+def _validator(value: str | None) -> str | None:
+    value = (value or "").strip()
+    if (
+        not value
+        or len(value) > MAX_VALIDATOR_CHARS
+        or not (value.isascii() and value.isprintable())
+    ):
+        return None
+    return value
+
+
+def _encoded(headers: Mapping[str, str]) -> bool:
+    return (headers.get("Content-Encoding") or "identity").strip().lower() not in ("", "identity")
+
+
+def _number(value: str | None) -> int | None:
+    value = (value or "").strip()
+    return int(value) if value.isdigit() else None
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0

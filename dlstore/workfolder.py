@@ -6,6 +6,10 @@ missing: that is all resuming is. The manifest records what the files belong
 to; a different download wipes them. File names are pure functions of the
 track and the position, so every run names the same file the same way.
 
+A file whose fetch was interrupted keeps what had come in ``<file>.partial``, with
+a record of where it came from (:class:`PartialFile`): the next attempt, in this
+run or a later one, asks only for the rest.
+
 The folder is dlstore's alone: created with a marker naming the task, never
 followed through a symbolic link, and only a folder holding that marker is ever
 written into, wiped or removed (:class:`WorkFolder`).
@@ -14,22 +18,27 @@ written into, wiped or removed (:class:`WorkFolder`).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import shutil
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
-from dlstore.errors import WorkFolderError
+from dlstore.errors import PartialBusyError, WorkFolderError
 from dlstore.paths import read_own_json, temp_path_for, write_new_file
 
 if TYPE_CHECKING:  # the options module imports this one; keep m3u8 off the CLI's path
     from dlstore.playlist import InitSection, MediaPlan
 
 MANIFEST_NAME = "manifest.json"
+PARTIAL_SUFFIX = ".partial"  # the bytes of an interrupted file so far
+SOURCE_SUFFIX = ".partial.json"  # where they came from, if the file cannot say (PartialFile)
+RECORD_XATTR = "user.dlstore.source"  # where they came from, on the file itself
 MANIFEST_VERSION = 1
 #: The file that makes a folder dlstore's: {"format": MARKER_FORMAT, "task": <the owner>}.
 MARKER_NAME = ".dlstore-work"
@@ -112,9 +121,7 @@ class WorkFolder:
         if read_own_json(manifest) == wanted:
             return True
         self.wipe()
-        tmp = manifest.with_name(MANIFEST_NAME + ".tmp")
-        tmp.write_text(json.dumps(wanted, sort_keys=True, indent=1), encoding="utf-8")
-        os.replace(tmp, manifest)
+        replace_json(manifest, wanted)
         return False
 
     def wipe(self) -> None:
@@ -183,6 +190,123 @@ class WorkFolder:
                 "dlstore leaves it alone."
             )
         return "ours"
+
+
+def replace_json(path: Path, record: object) -> None:
+    """Write ``record`` to ``path`` as JSON, all at once (beside it, then renamed)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(record, sort_keys=True, indent=1), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+class PartialFile:
+    """What has come of one file of the work folder so far, kept across attempts and runs.
+
+    ``<file>.partial`` holds the file's bytes in the order they came (cut to its byte range,
+    decrypted: what will be placed); the record of their source
+    (:meth:`dlstore.segment_checks.Source.as_record`) is written before the first byte, on
+    the file itself as an extended attribute (``user.dlstore.source``: no second file to
+    create for every segment) or, where the filesystem has none, in a sidecar,
+    ``<file>.partial.json``. Every chunk is written through to the page cache as it comes:
+    a killed process loses at most the chunk it was writing (nothing is fsynced).
+
+    The names are the same on every attempt, so an attempt holds the file open and
+    locked (``flock``) from :meth:`open` to :meth:`close`: another process fetching the
+    same file into the same folder gets a :class:`~dlstore.errors.PartialBusyError`
+    rather than mixing its bytes in. :meth:`place` renames the bytes into the file,
+    :meth:`discard` drops them.
+    """
+
+    def __init__(self, work: WorkFolder, filename: str) -> None:
+        self.path = work.path(filename + PARTIAL_SUFFIX)
+        self.record_path = work.path(filename + SOURCE_SUFFIX)
+        self.size = 0
+        self._out: BinaryIO | None = None
+
+    def open(self) -> object | None:
+        """Open (or create) and lock the file for this attempt; the record of its kept
+        bytes' source (None if there is none) and their count in :attr:`size`."""
+        self.close()
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            os.close(fd)
+            raise PartialBusyError(
+                f"Another dlstore process is fetching {self.path.name} into the same work "
+                f"folder; trying again later may work."
+            ) from exc
+        self._out = os.fdopen(fd, "ab")
+        self.size = os.fstat(fd).st_size
+        if not self.size:
+            return None
+        try:
+            return json.loads(os.getxattr(fd, RECORD_XATTR))
+        except (AttributeError, OSError, ValueError):  # none there, or no xattrs here
+            return read_own_json(self.record_path)
+
+    def truncate(self, size: int) -> None:
+        """Keep only the first ``size`` bytes."""
+        if self._out is not None and size < self.size:
+            self._out.truncate(size)
+            self.size = size
+
+    def start(self, record: object | None) -> None:
+        """Drop the kept bytes and record the source of those to come (None: no record, so
+        they will not be continued); then :meth:`write` appends."""
+        assert self._out is not None, "open() first"
+        self.truncate(0)
+        fd = self._out.fileno()
+        data = json.dumps(record).encode("utf-8") if record is not None else b""
+        try:
+            if data:
+                os.setxattr(fd, RECORD_XATTR, data)
+                return
+            os.removexattr(fd, RECORD_XATTR)  # the bytes dropped had one
+        except (AttributeError, OSError):  # no xattrs here, too long for one, or none to remove
+            pass
+        if data:  # written in place: a torn record is unreadable, and the bytes start over
+            self.record_path.write_bytes(data)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.record_path)
+
+    def write(self, data: bytes) -> None:
+        assert self._out is not None, "open() first"
+        self._out.write(data)
+        self._out.flush()  # into the page cache: a SIGKILL loses nothing written
+        self.size += len(data)
+
+    def close(self) -> None:
+        """Flush and unlock (the lock goes with the file descriptor)."""
+        if self._out is not None:
+            self._out.close()
+            self._out = None
+
+    def chunks(self, size: int) -> Iterator[bytes]:
+        """The kept bytes, ``size`` at a time."""
+        with open(self.path, "rb") as source:
+            while block := source.read(size):
+                yield block
+
+    def head(self, count: int) -> bytes:
+        with open(self.path, "rb") as source:
+            return source.read(count)
+
+    def place(self, final: Path) -> None:
+        """Rename the (complete, checked) bytes into ``final``; forget their source."""
+        os.replace(self.path, final)
+        self.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.record_path)
+
+    def discard(self) -> None:
+        """Drop the bytes and their record (only call it holding the file: after open())."""
+        for path in (self.path, self.record_path):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        self.close()
+        self.size = 0
 
 
 def track_files(work: WorkFolder, track: Track) -> list[Path]:

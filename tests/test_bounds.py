@@ -104,7 +104,7 @@ def test_oversize_segment_is_refused_while_it_streams(hls_server, options, tmp_p
     box = run(hls_server, path, tmp_path, dataclasses.replace(options, max_segment_bytes=MIB))
     error = box["error"]
     assert isinstance(error, SegmentTooLargeError), error
-    assert "video segment 2 of 3 (seg-001.ts) is larger than max_segment_bytes (1 MiB)" in str(
+    assert "video segment 2 of 3 (seg-001.ts) (it is larger than max_segment_bytes (1 MiB)" in str(
         error
     )
     assert not error.transient
@@ -160,7 +160,7 @@ def test_segment_that_keeps_dribbling_is_a_transient_failure(hls_server, options
     box = run(hls_server, "/plain/index.m3u8", tmp_path, options)
     error = box["error"]
     assert isinstance(error, TransientDownloadError) and error.transient, error
-    assert "segment 4 of 8 (seg-003.ts) could not be downloaded after 2 attempts" in str(error)
+    assert "segment 4 of 8 (seg-003.ts) (after 2 attempts: the server stalled" in str(error)
     assert "stalled" in str(error) and "less than 1 KiB in 1 s" in str(error)
     assert box["elapsed"] < 2 * 1.0 + 3
 
@@ -172,7 +172,10 @@ def test_silent_segment_waits_only_the_stall_timeout(hls_server, options, tmp_pa
     box = run(hls_server, path, tmp_path, slow_reads)
     error = box["error"]
     assert isinstance(error, TransientDownloadError), error
-    assert "sent nothing of the video segment 2 of 3 (seg-001.ts) for 1 s" in str(error)
+    assert (
+        "segment 2 of 3 (seg-001.ts) (after 1 attempt: the server sent nothing of it for 1 s"
+        in str(error)
+    )
     assert box["elapsed"] < 3
 
 

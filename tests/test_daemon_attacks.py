@@ -181,7 +181,7 @@ def test_a_segment_that_is_an_ffconcat_script_fails_and_reads_no_local_file(atta
 
 
 def test_a_segment_that_is_an_sdp_description_fails_and_opens_no_socket(attack):
-    failed_saying(attack, "sdp", "(sdp.ts) is not MPEG-TS video but an SDP description")
+    failed_saying(attack, "sdp", "(sdp.ts) (it is not MPEG-TS video but an SDP description")
     assert attack.udp_seen and max(attack.udp_seen) == 0  # sampled every 20 ms meanwhile
     assert not attack.sdp_port_seen
 

@@ -16,7 +16,9 @@ from requests.adapters import HTTPAdapter
 
 from dlstore.errors import (
     CancelledError,
+    DiskFullError,
     DownloadError,
+    NotWritableError,
     TransientDownloadError,
     UnsupportedStreamError,
 )
@@ -293,8 +295,8 @@ def test_connection_resets_and_truncation_from_a_real_server_are_retried(hls_ser
 @pytest.mark.parametrize(
     ("error", "kind", "text"),
     [
-        (OSError(errno.ENOSPC, "No space left on device"), TransientDownloadError, "disk is full"),
-        (PermissionError(errno.EACCES, "Permission denied", "/w/seg.part"), DownloadError,
+        (OSError(errno.ENOSPC, "No space left on device"), DiskFullError, "disk is full"),
+        (PermissionError(errno.EACCES, "Permission denied", "/w/seg.part"), NotWritableError,
          "writable"),
         (ConnectionResetError(errno.ECONNRESET, "Connection reset by peer"),
          TransientDownloadError, "connection broke"),
@@ -308,5 +310,5 @@ def test_translate_errors_tells_disk_trouble_from_network_trouble(error, kind, t
         raise error
     assert type(info.value) is kind or (kind is TransientDownloadError and info.value.transient)
     assert text in str(info.value) and "segment 3" in str(info.value)
-    if kind is DownloadError:
+    if kind in (DownloadError, NotWritableError):
         assert not info.value.transient

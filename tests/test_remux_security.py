@@ -181,8 +181,9 @@ def test_hostile_segment_fails_the_download_naming_what_it_was(
     with pytest.raises(WrongContentError) as caught:
         attempt(url, tmp_path, options)
     assert str(caught.value) == (
-        f"The video segment 3 of 4 (evil.ts) is not MPEG-TS video but {kind} of "
-        f"{len(body)} bytes; the server did not send video."
+        f"1 of 4 segments could not be downloaded: video segment 3 of 4 (evil.ts) (it is not "
+        f"MPEG-TS video but {kind} of {len(body)} bytes; the server did not send video); the "
+        "others are kept, and a retry fetches only these."
     )
     assert hls_server.hits["/plain/evil.ts"] == 1  # not retried: it is not a glitch
     assert not (tmp_path / "out" / f"video.{output_format}").exists()
@@ -200,7 +201,7 @@ def test_hostile_init_section_of_an_fmp4_stream_is_refused(
     hls_server.bodies["/fmp4/evil.m3u8"] = Body(
         text.replace('URI="init.mp4"', 'URI="evil-init.mp4"').encode()
     )
-    with pytest.raises(WrongContentError, match=r"The video init section 1 is not fragmented MP4 "
+    with pytest.raises(WrongContentError, match=r"video init section 1 \(it is not fragmented MP4 "
                        r"media but an ffconcat script of \d+ bytes") as caught:  # fmt: skip
         attempt(hls_server.url("/fmp4/evil.m3u8"), tmp_path, fast_options)
     assert MARKER not in str(caught.value)
@@ -220,7 +221,7 @@ def test_segment_uris_that_do_not_say_allow_only_ts_or_packed_audio(
     result = attempt(hls_server.url("/bare/index.m3u8"), tmp_path, fast_options, "good")
     assert result.media.video_codec == "h264"  # read as MPEG-TS: the first file said so
     hls_server.bodies["/bare/s2"] = Body(sdp_description())
-    with pytest.raises(WrongContentError, match=r"\(s2\) is not MPEG-TS video or packed "
+    with pytest.raises(WrongContentError, match=r"\(s2\) \(it is not MPEG-TS video or packed "
                        "audio but an SDP description of 113 bytes"):  # fmt: skip
         attempt(hls_server.url("/bare/index.m3u8"), tmp_path, fast_options, "bad")
 

@@ -11,12 +11,20 @@
         server.rate_limit_bps = 1 << 20                    # per connection
         server.fail_times("/plain/seg-001.ts", 1, "dribble")  # 1 byte per dribble_interval
         server.bodies["/live.ts"] = Endless()              # a body that never ends
+        server.drop_after("/plain/seg-002.ts", 5000)       # 5000 bytes of the body, then RST
+        server.ranges = False                              # Range ignored: always 200, whole
+        server.validators = False                          # no ETag, no Last-Modified
+        server.etags["/plain/seg-002.ts"] = '"v2"'         # another ETag: "the file changed"
         requests.get(server.url("/plain/index.m3u8"))
         server.hits["/plain/seg-000.ts"]                    # how often it was asked for
+        server.sent["/plain/seg-000.ts"]                    # body bytes written for it
+        server.requests                                     # [(path, headers)], in order
         server.disconnects["/live.ts"]                      # clients gone mid-body
 
-Range requests (``bytes=a-b``) get 206 with Content-Range. Keep-alive is on, as
-with real CDNs. Nothing is printed for each request. ``HlsServer(folder,
+Range requests (``bytes=a-b``, ``a-``, ``-n``) get 206 with Content-Range, unless
+``If-Range`` names another ETag or date than the file's (then 200, whole). Files
+and bodies carry an ETag (files also Last-Modified). Keep-alive is on, as with
+real CDNs. Nothing is printed for each request. ``HlsServer(folder,
 host="127.0.0.2")`` listens on another loopback address (``base_url`` names it).
 
 :class:`RawServer` answers every connection with fixed bytes, for the replies no
@@ -33,6 +41,8 @@ in ``disconnects``), when a write has waited 5 s, or when the server stops.
 
 from __future__ import annotations
 
+import email.utils
+import hashlib
 import mimetypes
 import random
 import socket
@@ -49,6 +59,7 @@ from urllib.parse import unquote, urlsplit
 FAULT_KINDS = ("503", "reset", "truncate")  # also "429" and "dribble", on request
 WRITE_CHUNK = 16 * 1024
 SLOW_WRITE_TIMEOUT = 5.0  # a dribbled or endless body gives up on a client that stops reading
+DROP_PAUSE = 0.1  # seconds between the last byte of a dropped body and the RST
 TS_NULL_PACKET = b"\x47\x1f\xff\x10" + b"\xff" * 184
 CONTENT_TYPES = {
     ".m3u8": "application/vnd.apple.mpegurl",
@@ -122,6 +133,12 @@ class HlsServer:
         self.retry_after: str | None = None  # sent with injected 503s
         self.dribble_interval: float = 0.1  # seconds between the bytes of a "dribble" body
         self.bytes_sent = 0
+        self.sent: Counter[str] = Counter()  # body bytes written, per path
+        self.requests: list[tuple[str, dict[str, str]]] = []  # (path, headers), in order
+        self.ranges = True  # False: Range is ignored (200, the whole body)
+        self.validators = True  # False: no ETag or Last-Modified
+        self.etags: dict[str, str] = {}  # an ETag to send instead of the computed one
+        self._drops: dict[str, tuple[int, int, int]] = {}  # path → (bytes, times, skip)
         self.disconnects: Counter[str] = Counter()  # bodies the client left before their end
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -167,11 +184,20 @@ class HlsServer:
         with self._lock:
             self._fail_counts[path] = (times, kind)
 
+    def drop_after(self, path: str, count: int, times: int = 1, skip: int = 0) -> None:
+        """Of the bodies of ``path`` after the next ``skip``, the next ``times`` stop after
+        ``count`` bytes (the headers announce all of it): a pause, for the client to read
+        them, then a TCP RST."""
+        with self._lock:
+            self._drops[path] = (count, times, skip)
+
     def reset_counters(self) -> None:
         with self._lock:
             self.hits.clear()
             self.request_headers.clear()
+            self.requests.clear()
             self.bytes_sent = 0
+            self.sent.clear()
             self.disconnects.clear()
 
     # -- used by the handler
@@ -179,6 +205,17 @@ class HlsServer:
         with self._lock:
             self.hits[path] += 1
             self.request_headers.append(headers)
+            self.requests.append((path, headers))
+
+    def _drop_for(self, path: str) -> int | None:
+        with self._lock:
+            count, times, skip = self._drops.get(path, (0, 0, 0))
+            if times <= 0 or skip > 0:
+                if skip > 0:
+                    self._drops[path] = (count, times, skip - 1)
+                return None
+            self._drops[path] = (count, times - 1, 0)
+            return count
 
     def _fault_for(self, path: str) -> int | str | None:
         if path in self.fail_always:
@@ -193,9 +230,10 @@ class HlsServer:
             return self.faults.pick(path)
         return None
 
-    def _count_sent(self, count: int) -> None:
+    def _count_sent(self, path: str, count: int) -> None:
         with self._lock:
             self.bytes_sent += count
+            self.sent[path] += count
 
     def _client_left(self, path: str) -> None:
         with self._lock:
@@ -272,9 +310,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _send_body(self, body, content_type: str, status: int, head: bool, fault: str | None):
         size = body.stat().st_size if isinstance(body, Path) else len(body)
         start, end = 0, size - 1
-        range_header = self.headers.get("Range")
-        if range_header and status == 200 and size:
-            parsed = _parse_range(range_header, size)
+        validators = self._validators(body)
+        if self._honours_range(status, size, validators):
+            parsed = _parse_range(self.headers["Range"], size)
             if parsed is None:
                 return self._plain(416, b"bad range\n", {"Content-Range": f"bytes */{size}"})
             start, end = parsed
@@ -283,14 +321,18 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(length))
-        self.send_header("Accept-Ranges", "bytes")
+        if self.server.app.ranges:
+            self.send_header("Accept-Ranges", "bytes")
+        for name, value in validators.items():
+            self.send_header(name, value)
         if status == 206:
             self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
         self.end_headers()
         if head:
             return
-        truncate = fault == "truncate"
-        to_send = length // 2 if truncate else length
+        drop = self.server.app._drop_for(self._served)
+        cut = fault == "truncate" or drop is not None
+        to_send = length // 2 if fault == "truncate" else min(length, drop or length)
         step = 1 if fault == "dribble" else WRITE_CHUNK
         if isinstance(body, Path):
             with open(body, "rb") as fh:
@@ -307,9 +349,32 @@ class _Handler(BaseHTTPRequestHandler):
                 return chunk
 
             self._write(read, to_send, step)
-        if truncate:
+        if cut:
             self.wfile.flush()
+            if drop is not None:
+                time.sleep(DROP_PAUSE)
             self._reset()
+
+    def _validators(self, body) -> dict[str, str]:
+        """The ETag (and for a file Last-Modified) of ``body``, unless validators are off."""
+        app = self.server.app
+        if not app.validators:
+            return {}
+        if isinstance(body, Path):
+            info = body.stat()
+            etag = f'"{info.st_size:x}-{info.st_mtime_ns:x}"'
+            found = {"Last-Modified": email.utils.formatdate(info.st_mtime, usegmt=True)}
+        else:
+            etag, found = f'"{hashlib.sha256(body).hexdigest()[:16]}"', {}
+        return {"ETag": app.etags.get(self._served, etag), **found}
+
+    def _honours_range(self, status: int, size: int, validators: dict[str, str]) -> bool:
+        """Answer the request's Range: ranges on, a 200 body, and ``If-Range`` (if sent)
+        naming the body's ETag or Last-Modified."""
+        if not (self.headers.get("Range") and status == 200 and size and self.server.app.ranges):
+            return False
+        if_range = self.headers.get("If-Range")
+        return if_range is None or if_range in validators.values()
 
     def _write(self, read, count: int, step: int = WRITE_CHUNK) -> None:
         """Send ``count`` bytes from ``read``; ``step`` 1 dribbles them (``dribble_interval``)."""
@@ -340,7 +405,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             self.server.app._client_left(self._served)
             return False
-        self.server.app._count_sent(len(chunk))
+        self.server.app._count_sent(self._served, len(chunk))
         return True
 
     def _send_endless(self, body: Endless, head: bool) -> None:
