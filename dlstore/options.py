@@ -233,7 +233,7 @@ def check_quality(quality: Any) -> str:
 
 
 def check_format(output_format: Any, *, what: str = "format") -> str:
-    if output_format not in OUTPUT_FORMATS:
+    if not isinstance(output_format, str) or output_format not in OUTPUT_FORMATS:
         raise InvalidInputError(
             f"Unknown {what} {_shown(output_format)}; use one of {', '.join(OUTPUT_FORMATS)}."
         )
