@@ -5,8 +5,9 @@
       │   housekeeping, every RECLAIM_INTERVAL_SECONDS (or half the lease, if shorter):
       │     rows whose lease expired, rows held by a dead pid of this host → pending;
       │     rows with a status dlstore does not know → failed
+      │   the pause switch read (dlstore_queue): paused → claim nothing, runners go on
       │   claim while fewer than max_concurrent_tasks run; one TaskRunner thread each
-      │   --exit-when-idle, nothing running and nothing due → leave the loop
+      │   --exit-when-idle, nothing running and nothing due (or paused) → leave the loop
       └── wait on one event: poll_interval (less up to POLL_JITTER), a runner ending,
           a signal; never longer than the next watchdog ping
     SIGTERM/SIGINT ─▶ STOPPING=1 ─▶ runners stop at a segment boundary and release their
@@ -34,8 +35,9 @@ from dlstore.config import Settings
 from dlstore.errors import ConfigError, DlstoreError
 from dlstore.models import DownloadTask, Status
 from dlstore.outcome import StopReason
+from dlstore.redact import escape_controls
 from dlstore.sdnotify import Notifier
-from dlstore.store import Claim, TaskStore
+from dlstore.store import Claim, QueueState, TaskStore
 from dlstore.timeutil import now_ts
 from dlstore.worker import PROGRESS_INTERVAL_SECONDS, TaskRunner
 from dlstore.workerid import WorkerId
@@ -112,6 +114,7 @@ class Daemon:
         self._running: dict[str, _Running] = {}
         self._signals = 0
         self._status: str | None = None
+        self._queue = QueueState(False)
 
     # --- control -------------------------------------------------------------------
 
@@ -164,8 +167,9 @@ class Daemon:
                     self._housekeeping()
                     next_housekeeping = now + self.reclaim_interval
                 try:
+                    self._refresh_queue()
                     self._claim_while_free()
-                    if self.exit_when_idle and not self._running and not self._due_now():
+                    if self.exit_when_idle and not self._running and not self._work_ahead():
                         self.log.info("Nothing running and nothing due: exiting (--exit-when-idle)")
                         break
                     delay = s.poll_interval * (1 - random.uniform(0, POLL_JITTER))
@@ -184,7 +188,7 @@ class Daemon:
 
     def _claim_while_free(self) -> None:
         while len(self._running) < self.settings.max_concurrent_tasks:
-            if self.stopping.is_set():
+            if self.stopping.is_set() or self._queue.paused:
                 return
             found = self.store.claim(str(self.worker_id))
             if found is None:
@@ -220,6 +224,25 @@ class Daemon:
     def _due_now(self) -> bool:
         due = self.store.next_due()
         return due is not None and (due == "" or due <= now_ts())
+
+    def _work_ahead(self) -> bool:
+        """For --exit-when-idle: a pending row is due now and the queue is not paused."""
+        return not self._queue.paused and self._due_now()
+
+    def _refresh_queue(self) -> None:
+        """Read the pause switch (one primary-key read); log when it changes."""
+        state = self.store.queue_state()
+        if state.paused != self._queue.paused:
+            if state.paused:
+                why = f" ({escape_controls(state.reason)})" if state.reason else ""
+                self.log.info(
+                    "Queue paused since %s%s: running downloads finish, none start",
+                    state.since,
+                    why,
+                )
+            else:
+                self.log.info("Queue resumed: starting pending downloads again")
+        self._queue = state
 
     # --- housekeeping ----------------------------------------------------------------
 
@@ -304,6 +327,9 @@ class Daemon:
     # --- status ------------------------------------------------------------------------
 
     def _describe(self) -> str:
+        if self._queue.paused:
+            since = f" (since {self._queue.since})" if self._queue.since else ""
+            return f"Paused{since}: {len(self._running)} running"
         if not self._running:
             return "Idle: waiting for pending downloads"
         return f"Downloading {len(self._running)} of at most {self.settings.max_concurrent_tasks}"

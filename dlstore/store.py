@@ -41,6 +41,7 @@ from sqlalchemy import (
     and_,
     case,
     cast,
+    exists,
     func,
     literal,
     literal_column,
@@ -254,17 +255,23 @@ class TaskStore:
 
     def claim(self, worker_id: str, *, now: str | None = None) -> tuple[DownloadTask, Claim] | None:
         """Take the first due pending row (highest priority, then oldest) for ``worker_id``;
-        None if there is none.
+        None if there is none, or if ``dlstore pause`` holds the queue.
 
-        One statement. On PostgreSQL the inner SELECT skips rows other claimers hold
-        (``FOR UPDATE SKIP LOCKED``); on SQLite the IMMEDIATE transaction serialises
-        claimers and the outer ``status = 'pending'`` guard makes a stale pick a no-op.
+        One statement; the pause switch is read inside it, so no claim starts after
+        :meth:`set_paused` has paused the queue. On PostgreSQL the inner SELECT skips
+        rows other claimers hold (``FOR UPDATE SKIP LOCKED``); on SQLite the IMMEDIATE
+        transaction serialises claimers and the outer ``status = 'pending'`` guard makes
+        a stale pick a no-op.
         """
         now = now or now_ts()
         pick = (
             select(T.id)
             # A literal predicate, so the partial index idx_download_pending applies.
-            .where(PENDING_WHERE, or_(T.run_after.is_(None), T.run_after <= now))
+            .where(
+                PENDING_WHERE,
+                or_(T.run_after.is_(None), T.run_after <= now),
+                ~exists().where(Q.name == DEFAULT_QUEUE, Q.paused != 0),
+            )
             .order_by(*CLAIM_ORDER)  # idx_download_pending's order
             .limit(1)
         )

@@ -1,0 +1,130 @@
+"""The daemon for operators (issue 11): pause honoured, instant start, max_per_host,
+Prometheus metrics and /healthz. Daemons run as real subprocesses (tests.test_daemon's
+harness), on SQLite and PostgreSQL alike."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from dlstore.cli import app
+from dlstore.workerid import WorkerId
+from tests import test_daemon
+from tests.test_daemon import Harness, wait_until
+
+# test_daemon's fixtures: a local HLS server, a migrated database, daemon subprocesses.
+daemon_media = test_daemon.daemon_media
+harness = test_daemon.harness
+
+pytestmark = pytest.mark.slow
+
+cli = CliRunner()
+
+
+def run_cli(*args: str) -> str:
+    result = cli.invoke(app, list(args))
+    assert result.exit_code == 0, (result.stdout, result.stderr)
+    return result.stdout
+
+
+class NotifySocket:
+    """A $NOTIFY_SOCKET stand-in: collects every datagram the daemons send."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.messages: list[str] = []
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._sock.bind(str(path))
+        self._sock.settimeout(0.1)
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._receive, daemon=True)
+        self._thread.start()
+
+    def _receive(self) -> None:
+        while not self._done.is_set():
+            try:
+                self.messages.append(self._sock.recv(4096).decode())
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+
+    def statuses(self) -> list[str]:
+        return [
+            line.removeprefix("STATUS=")
+            for message in list(self.messages)
+            for line in message.splitlines()
+            if line.startswith("STATUS=")
+        ]
+
+    def close(self) -> None:
+        self._done.set()
+        self._thread.join(5)
+        self._sock.close()
+
+
+@pytest.fixture
+def notify(tmp_path) -> Iterator[NotifySocket]:
+    sock = NotifySocket(tmp_path / "notify.sock")
+    yield sock
+    sock.close()
+
+
+def holder_pid(h: Harness, task_id: str) -> int:
+    holder = WorkerId.parse(h.row(task_id)["worker_id"])
+    assert holder is not None
+    return holder.pid
+
+
+# --------------------------------------------------------------------------- pause
+
+
+def test_two_daemons_honour_pause_and_resume(harness, notify):
+    h = harness
+    h.server.latency = 0.25  # 'short' with one thread: ~2.5 s per download
+    db = ["--db", h.url]
+    env = {"NOTIFY_SOCKET": str(notify.path)}
+    daemons = [h.start("--max-concurrent", "1", env=env) for _ in range(2)]
+    for proc in daemons:
+        wait_until(lambda p=proc: "started" in p.text(), 30, "the daemons to start")
+
+    running = h.api.create("Running", h.stream(), {"profile": "serial"})
+    wait_until(lambda: h.row(running)["status"] == "downloading", 10, "the first claim")
+    run_cli("pause", "--reason", "maintenance", *db)
+    waiting = [h.api.create(f"Waiting {n}", h.stream(), {"profile": "serial"}) for n in range(2)]
+    wait_until(
+        lambda: any(s.startswith("Paused (since ") and s.endswith(": 1 running") for s in
+                    notify.statuses()),
+        10,
+        "a daemon's STATUS to say it is paused",
+    )  # fmt: skip
+    # The running download finishes; for many polls (0.1 s each) nothing new starts.
+    wait_until(lambda: h.row(running)["status"] == "completed", 30, "the running download")
+    time.sleep(1.0)
+    assert [h.row(t)["status"] for t in waiting] == ["pending", "pending"]
+    assert any(s.endswith(": 0 running") for s in notify.statuses())
+    assert all("Queue paused since" in p.text() for p in daemons)
+
+    run_cli("resume", *db)
+    wait_until(lambda: all(h.row(t)["status"] == "downloading" for t in waiting), 10, "both claims")
+    # One download each (--max-concurrent 1): both daemons claim again after resume.
+    assert {holder_pid(h, t) for t in waiting} == {p.popen.pid for p in daemons}
+    wait_until(lambda: all(h.row(t)["status"] == "completed" for t in waiting), 60, "the rest")
+    for proc in daemons:
+        proc.send(15)
+        assert proc.wait(20) == 0, proc.text()
+
+
+def test_exit_when_idle_leaves_a_paused_queue(harness):
+    h = harness
+    task_id = h.api.create("Waits", h.stream("tiny"))
+    run_cli("pause", "--db", h.url)
+    proc = h.run()
+    assert "Queue paused since" in proc.text()
+    assert h.row(task_id)["status"] == "pending"
