@@ -8,14 +8,17 @@
       │   the pause switch read (dlstore_queue): paused → claim nothing, runners go on
       │   claim while fewer than max_concurrent_tasks run; one TaskRunner thread each
       │   --exit-when-idle, nothing running and nothing due (or paused) → leave the loop
-      └── wait on one event: poll_interval (less up to POLL_JITTER), a runner ending,
-          a signal; never longer than the next watchdog ping
+      └── wait (dlstore.wakeup): poll_interval (less up to POLL_JITTER), a runner ending,
+          a signal, or, while a slot is free, a change in the database (PostgreSQL:
+          LISTEN/NOTIFY; SQLite: PRAGMA data_version); never longer than the next
+          watchdog ping
     SIGTERM/SIGINT ─▶ STOPPING=1 ─▶ runners stop at a segment boundary and release their
       rows (progress kept, attempt not counted) ─▶ at most SHUTDOWN_GRACE_SECONDS ─▶ return
     a second signal ─▶ exit at once (rows are reclaimed at the next start on this host)
 
-An idle daemon wakes once per poll interval for one short read and one short write
-(the claim, which finds nothing); no transaction stays open between them.
+An idle daemon wakes once per poll interval for two short reads and one short write
+(the claim, which finds nothing); no transaction stays open between them. A row the
+API inserts wakes it at once (on SQLite within WATCH_INTERVAL_SECONDS).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import time
 from dataclasses import dataclass, field
 from types import FrameType
 
+from dlstore import wakeup
 from dlstore.config import Settings
 from dlstore.errors import ConfigError, DlstoreError
 from dlstore.models import DownloadTask, Status
@@ -110,7 +114,7 @@ class Daemon:
         self.worker_id = WorkerId.new(host)
         self.reclaim_interval = min(RECLAIM_INTERVAL_SECONDS, settings.lease_seconds / 2)
         self.stopping = threading.Event()
-        self._wake = threading.Event()
+        self._wake = wakeup.for_engine(store.engine)
         self._running: dict[str, _Running] = {}
         self._signals = 0
         self._status: str | None = None
@@ -183,8 +187,9 @@ class Daemon:
             self._shutdown()
 
     def _wait(self, seconds: float) -> None:
-        self._wake.wait(max(0.0, seconds))
-        self._wake.clear()
+        # Watch the database only with a slot free: our own progress writes change it too.
+        free = len(self._running) < self.settings.max_concurrent_tasks
+        self._wake.wait(max(0.0, seconds), watch=free and not self.stopping.is_set())
 
     def _claim_while_free(self) -> None:
         while len(self._running) < self.settings.max_concurrent_tasks:
@@ -321,6 +326,7 @@ class Daemon:
                 ", ".join(stuck),
             )
         self.log.info("Daemon %s stopped", self.worker_id)
+        self._wake.close()
         with contextlib.suppress(OSError):
             self.notifier.close()
 

@@ -128,3 +128,33 @@ def test_exit_when_idle_leaves_a_paused_queue(harness):
     proc = h.run()
     assert "Queue paused since" in proc.text()
     assert h.row(task_id)["status"] == "pending"
+
+
+# --------------------------------------------------------------------------- instant start
+
+
+def claimed_within(h: Harness, task_id: str, timeout: float = 10.0) -> float:
+    started = time.monotonic()
+    wait_until(lambda: h.row(task_id)["status"] != "pending", timeout, "the claim", every=0.01)
+    return time.monotonic() - started
+
+
+def test_a_new_row_and_a_resume_start_long_before_the_poll_interval(harness):
+    h = harness
+    proc = h.start("--poll-interval", "5")
+    wait_until(lambda: "started" in proc.text(), 30, "the daemon to start")
+    time.sleep(1.0)  # well inside its first 5 s wait
+    first = h.api.create("Instant", h.stream("tiny"))
+    assert claimed_within(h, first) < 2.0
+    wait_until(lambda: h.row(first)["status"] == "completed", 30, "the download")
+
+    run_cli("pause", "--db", h.url)
+    time.sleep(0.5)
+    held = h.api.create("Held", h.stream("tiny"))
+    time.sleep(1.0)
+    assert h.row(held)["status"] == "pending"
+    run_cli("resume", "--db", h.url)
+    assert claimed_within(h, held) < 2.0
+    wait_until(lambda: h.row(held)["status"] == "completed", 30, "the second download")
+    proc.send(15)
+    assert proc.wait(20) == 0, proc.text()
