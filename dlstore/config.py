@@ -74,6 +74,7 @@ class Settings:
     task_retries: int = 3  # automatic re-queues of a transient failure before `failed`
     task_retry_delay: float = 30.0  # first automatic re-queue delay; doubles each time
     deny_networks: tuple[Network, ...] = DEFAULT_DENY_NETWORKS  # no connection may reach these
+    max_per_host: int = 0  # downloads at once from one URL host in a daemon; 0: no limit
     profiles: Mapping[str, Profile] = field(default_factory=lambda: BUILTIN_PROFILES)
 
     def replace(self, **changes: Any) -> Settings:
@@ -132,7 +133,7 @@ _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
 _PROFILE_FIELDS = {f.name: f for f in dataclasses.fields(Profile)}
 _PATH_KEYS = {"temp_dir", "output_dir", "log_file"}
 _INT_KEYS = {"default_threads", "max_threads", "max_retries", "chunk_size", "bandwidth_limit",
-             "max_concurrent_tasks", "task_retries", "threads"}  # fmt: skip
+             "max_concurrent_tasks", "task_retries", "threads", "max_per_host"}  # fmt: skip
 _FLOAT_KEYS = {"retry_delay", "connect_timeout", "read_timeout", "poll_interval",
                "lease_seconds", "task_retry_delay"}  # fmt: skip
 _NULLABLE_KEYS = {"bandwidth_limit", "log_file", "database_url"}
@@ -277,7 +278,7 @@ def _validate(settings: Settings) -> None:
     for key in positive:
         if getattr(settings, key) <= 0:
             raise ConfigError(f"{key}: must be greater than 0, got {getattr(settings, key)!r}.")
-    for key in ("max_retries", "retry_delay", "task_retries", "task_retry_delay"):
+    for key in ("max_retries", "retry_delay", "task_retries", "task_retry_delay", "max_per_host"):
         if getattr(settings, key) < 0:
             raise ConfigError(f"{key}: must not be negative, got {getattr(settings, key)!r}.")
     if settings.bandwidth_limit is not None and settings.bandwidth_limit <= 0:

@@ -6,7 +6,8 @@
       │     rows whose lease expired, rows held by a dead pid of this host → pending;
       │     rows with a status dlstore does not know → failed
       │   the pause switch read (dlstore_queue): paused → claim nothing, runners go on
-      │   claim while fewer than max_concurrent_tasks run; one TaskRunner thread each
+      │   claim while fewer than max_concurrent_tasks run, passing over rows whose URL host
+      │   has max_per_host downloads running here; one TaskRunner thread each
       │   --exit-when-idle, nothing running and nothing due (or paused) → leave the loop
       └── wait (dlstore.wakeup): poll_interval (less up to POLL_JITTER), a runner ending,
           a signal, or, while a slot is free, a change in the database (PostgreSQL:
@@ -31,12 +32,14 @@ import random
 import signal
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from types import FrameType
 
 from dlstore import wakeup
 from dlstore.config import Settings
 from dlstore.errors import ConfigError, DlstoreError
+from dlstore.hosts import url_host
 from dlstore.models import DownloadTask, Status
 from dlstore.outcome import StopReason
 from dlstore.redact import escape_controls
@@ -195,10 +198,18 @@ class Daemon:
         while len(self._running) < self.settings.max_concurrent_tasks:
             if self.stopping.is_set() or self._queue.paused:
                 return
-            found = self.store.claim(str(self.worker_id))
+            found = self.store.claim(str(self.worker_id), exclude_hosts=self._saturated_hosts())
             if found is None:
                 return
             self._start(*found)
+
+    def _saturated_hosts(self) -> list[str]:
+        """The URL hosts with max_per_host downloads running here (none if no limit)."""
+        limit = self.settings.max_per_host
+        if limit <= 0:
+            return []
+        running = Counter(url_host(r.runner.task.url) for r in self._running.values())
+        return sorted(host for host, count in running.items() if count >= limit)
 
     def _start(self, task: DownloadTask, claim: Claim) -> None:
         runner = TaskRunner(self.store, self.settings, task, claim, logger=self.log)

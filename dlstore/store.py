@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -37,6 +37,7 @@ from sqlalchemy import (
     Connection,
     Engine,
     Integer,
+    Select,
     Text,
     and_,
     case,
@@ -63,6 +64,7 @@ from dlstore.errors import (
     NotMigratedError,
     TaskNotFoundError,
 )
+from dlstore.hosts import url_host_sql
 from dlstore.models import (
     CLAIM_ORDER,
     DEFAULT_QUEUE,
@@ -253,9 +255,14 @@ class TaskStore:
             )
         return DownloadTask.from_row(row)
 
-    def claim(self, worker_id: str, *, now: str | None = None) -> tuple[DownloadTask, Claim] | None:
+    def claim(
+        self, worker_id: str, *, now: str | None = None, exclude_hosts: Collection[str] = ()
+    ) -> tuple[DownloadTask, Claim] | None:
         """Take the first due pending row (highest priority, then oldest) for ``worker_id``;
         None if there is none, or if ``dlstore pause`` holds the queue.
+
+        ``exclude_hosts`` (``max_per_host``): rows whose URL's origin host
+        (:func:`~dlstore.hosts.url_host_sql`) is one of these are passed over.
 
         One statement; the pause switch is read inside it, so no claim starts after
         :meth:`set_paused` has paused the queue. On PostgreSQL the inner SELECT skips
@@ -264,19 +271,7 @@ class TaskStore:
         a stale pick a no-op.
         """
         now = now or now_ts()
-        pick = (
-            select(T.id)
-            # A literal predicate, so the partial index idx_download_pending applies.
-            .where(
-                PENDING_WHERE,
-                or_(T.run_after.is_(None), T.run_after <= now),
-                ~exists().where(Q.name == DEFAULT_QUEUE, Q.paused != 0),
-            )
-            .order_by(*CLAIM_ORDER)  # idx_download_pending's order
-            .limit(1)
-        )
-        if self._postgres:
-            pick = pick.with_for_update(skip_locked=True)
+        pick = self._claim_pick(now, exclude_hosts)
         statement = (
             update(download_tasks)
             .where(T.id == pick.scalar_subquery(), T.status == Status.PENDING.value)
@@ -309,6 +304,26 @@ class TaskStore:
             return None
         task = DownloadTask.from_row(row)
         return task, Claim(task.id, worker_id, int(task.attempts or 0))
+
+    def _claim_pick(self, now: str, exclude_hosts: Collection[str]) -> Select[Any]:
+        """The claim's inner SELECT: the id of the row to take."""
+        pick = (
+            select(T.id)
+            # A literal predicate, so the partial index idx_download_pending applies.
+            .where(
+                PENDING_WHERE,
+                or_(T.run_after.is_(None), T.run_after <= now),
+                ~exists().where(Q.name == DEFAULT_QUEUE, Q.paused != 0),
+            )
+            .order_by(*CLAIM_ORDER)  # idx_download_pending's order
+            .limit(1)
+        )
+        if exclude_hosts:
+            host = url_host_sql(T.url, self.engine.dialect.name)
+            pick = pick.where(host.not_in(sorted(set(exclude_hosts))))
+        if self._postgres:
+            pick = pick.with_for_update(skip_locked=True)
+        return pick
 
     def report_progress(self, claim: Claim, update_: ProgressUpdate) -> bool:
         """Progress and heartbeat in one write; False means the claim is lost: stop."""

@@ -14,6 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from dlstore.cli import app
+from dlstore.testing.hls_server import HlsServer
 from dlstore.workerid import WorkerId
 from tests import test_daemon
 from tests.test_daemon import Harness, wait_until
@@ -156,5 +157,45 @@ def test_a_new_row_and_a_resume_start_long_before_the_poll_interval(harness):
     run_cli("resume", "--db", h.url)
     assert claimed_within(h, held) < 2.0
     wait_until(lambda: h.row(held)["status"] == "completed", 30, "the second download")
+    proc.send(15)
+    assert proc.wait(20) == 0, proc.text()
+
+
+# --------------------------------------------------------------------------- max_per_host
+
+
+def test_max_per_host_limits_each_host_and_claims_other_hosts_meanwhile(harness, daemon_media):
+    h = harness
+    with (h.home / "downloader.yaml").open("a") as config:
+        config.write("  max_per_host: 1\n")
+    other = HlsServer(daemon_media).start()  # a second origin, named "localhost"
+    try:
+        h.server.latency = other.latency = 0.15
+        urls = {
+            "127.0.0.1": h.stream(),
+            "localhost": f"http://localhost:{other.port}/short/index.m3u8",
+        }
+        ids = {
+            host: [h.api.create(f"{host} {n}", url, {"profile": "serial"}) for n in range(2)]
+            for host, url in urls.items()
+        }  # 127.0.0.1's rows are older: without the limit both would start first
+        proc = h.start("--max-concurrent", "3")
+        every = [task for tasks in ids.values() for task in tasks]
+        seen: list[dict[str, int]] = []
+
+        def all_done() -> bool:
+            rows = {t: h.row(t) for t in every}
+            running = {host: 0 for host in ids}
+            for host, tasks in ids.items():
+                running[host] = sum(rows[t]["status"] == "downloading" for t in tasks)
+            seen.append(running)
+            return all(r["status"] == "completed" for r in rows.values())
+
+        wait_until(all_done, 90, "every download", every=0.05)
+    finally:
+        other.stop()
+    assert max(max(s.values()) for s in seen) == 1  # never two from one host at once
+    assert {"127.0.0.1": 1, "localhost": 1} in seen  # both hosts ran side by side
+    assert other.hits["/short/index.m3u8"] == 2
     proc.send(15)
     assert proc.wait(20) == 0, proc.text()
