@@ -37,9 +37,10 @@ from dataclasses import dataclass, field
 from types import FrameType
 
 from dlstore import wakeup
-from dlstore.config import Settings
+from dlstore.config import Settings, parse_listen
 from dlstore.errors import ConfigError, DlstoreError
 from dlstore.hosts import url_host
+from dlstore.metrics import LOOP_STALE_SECONDS, DaemonMetrics, MetricsServer
 from dlstore.models import DownloadTask, Status
 from dlstore.outcome import StopReason
 from dlstore.redact import escape_controls
@@ -122,6 +123,12 @@ class Daemon:
         self._signals = 0
         self._status: str | None = None
         self._queue = QueueState(False)
+        self.metrics = DaemonMetrics(
+            store,
+            running=lambda: len(self._running),
+            stale_after=max(LOOP_STALE_SECONDS, 3 * settings.poll_interval),
+        )
+        self._metrics_server: MetricsServer | None = None
 
     # --- control -------------------------------------------------------------------
 
@@ -158,6 +165,7 @@ class Daemon:
             s.temp_dir,
         )
         watchdog_every = self.notifier.watchdog_interval or math.inf
+        self._serve_metrics()
         try:
             self._housekeeping()
             self._status = self._describe()
@@ -165,6 +173,7 @@ class Daemon:
             next_housekeeping = time.monotonic() + self.reclaim_interval
             next_watchdog = time.monotonic()
             while not self.stopping.is_set():
+                self.metrics.tick()
                 self._reap()
                 now = time.monotonic()
                 if now >= next_watchdog:
@@ -189,6 +198,16 @@ class Daemon:
         finally:
             self._shutdown()
 
+    def _serve_metrics(self) -> None:
+        """Start the /metrics and /healthz server if metrics_listen asks for one."""
+        if self.settings.metrics_listen is None:
+            return
+        host, port = parse_listen(self.settings.metrics_listen)
+        self._metrics_server = MetricsServer(self.metrics, host, port).start()
+        bound_host, bound_port = self._metrics_server.address
+        shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+        self.log.info("Metrics on http://%s:%d/metrics, health on /healthz", shown, bound_port)
+
     def _wait(self, seconds: float) -> None:
         # Watch the database only with a slot free: our own progress writes change it too.
         free = len(self._running) < self.settings.max_concurrent_tasks
@@ -212,7 +231,14 @@ class Daemon:
         return sorted(host for host, count in running.items() if count >= limit)
 
     def _start(self, task: DownloadTask, claim: Claim) -> None:
-        runner = TaskRunner(self.store, self.settings, task, claim, logger=self.log)
+        runner = TaskRunner(
+            self.store,
+            self.settings,
+            task,
+            claim,
+            logger=self.log,
+            observer=self.metrics.claimed(task),
+        )
         previous = self._running.get(task.id)
         if previous is not None:
             previous.runner.stop(StopReason.LOST)
@@ -259,6 +285,7 @@ class Daemon:
             else:
                 self.log.info("Queue resumed: starting pending downloads again")
         self._queue = state
+        self.metrics.paused.set(int(state.paused))
 
     # --- housekeeping ----------------------------------------------------------------
 
@@ -338,6 +365,8 @@ class Daemon:
             )
         self.log.info("Daemon %s stopped", self.worker_id)
         self._wake.close()
+        if self._metrics_server is not None:
+            self._metrics_server.stop()
         with contextlib.suppress(OSError):
             self.notifier.close()
 

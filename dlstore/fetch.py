@@ -293,7 +293,7 @@ def _wait_all(
 def _fetch_job(ctx: FetchContext, job: FetchJob) -> None:
     if ctx.stop.is_set():
         raise CancelledError()
-    retry = Retry.from_options(ctx.options, ctx.stop)
+    retry = Retry.from_options(ctx.options, ctx.stop, on_retry=ctx.options.on_segment_retry)
     try:
         decrypt_key = None
         if job.key is not None:

@@ -19,7 +19,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
@@ -89,6 +89,10 @@ class DownloadOptions:
     max_playlist_bytes: int = 16 * 1024 * 1024
     max_segments: int = 100_000
     deny_networks: tuple[IPv4Network | IPv6Network, ...] = DEFAULT_DENY_NETWORKS
+    #: Called with the error each time a segment is tried again (the daemon's metrics).
+    on_segment_retry: Callable[[Exception], None] | None = field(
+        default=None, compare=False, repr=False
+    )
 
 
 # --- the metadata column ---------------------------------------------------------------

@@ -26,6 +26,7 @@ switch (``dlstore_queue``) is read with :meth:`TaskStore.is_paused` and written 
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
@@ -175,6 +176,19 @@ class TaskStore:
         query = select(T.status, func.count()).group_by(T.status)
         with self._read() as conn:
             return {status: count for status, count in conn.execute(query)}
+
+    def ping(self) -> None:
+        """Raise a DatabaseError unless the database answers with dlstore's table (health).
+
+        An SQLite file that was removed or renamed counts as gone, although connections
+        opened before may still read it.
+        """
+        database = self.engine.url.database
+        on_file = db.is_sqlite(self.engine) and database not in (None, "", ":memory:")
+        if on_file and not os.path.exists(str(database)):
+            raise DatabaseError(f"The SQLite database {database} is gone.")
+        with self._read() as conn:
+            conn.execute(select(T.id).limit(0))
 
     def next_due(self) -> str | None:
         """When the earliest pending row becomes due ('' if one is due now, None if none)."""

@@ -4,15 +4,21 @@ harness), on SQLite and PostgreSQL alike."""
 
 from __future__ import annotations
 
+import os
+import re
 import socket
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
 
+from dlstore import db
 from dlstore.cli import app
 from dlstore.testing.hls_server import HlsServer
 from dlstore.workerid import WorkerId
@@ -199,3 +205,80 @@ def test_max_per_host_limits_each_host_and_claims_other_hosts_meanwhile(harness,
     assert other.hits["/short/index.m3u8"] == 2
     proc.send(15)
     assert proc.wait(20) == 0, proc.text()
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def metrics_base(proc) -> str:  # type: ignore[no-untyped-def]
+    found = wait_until(
+        lambda: re.search(r"Metrics on (http://[^/\s]+)/metrics", proc.text()), 30, "metrics"
+    )
+    return found.group(1)
+
+
+def get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def scrape(base: str) -> dict[tuple[str, tuple], float]:
+    status, text = get(base + "/metrics")
+    assert status == 200, text
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def test_metrics_during_a_download_and_healthz_when_the_database_goes(harness):
+    h = harness
+    h.server.latency = 0.4  # ~3.5 s with one thread
+    h.server.fail_times("/short/seg-003.ts", 1, "503")
+    proc = h.start("--metrics-listen", "127.0.0.1:0")
+    base = metrics_base(proc)
+    assert get(base + "/healthz") == (200, "ok\n")
+    task_id = h.api.create("Measured", h.stream(), {"profile": "serial"})
+    h.api.create("Broken", h.server.url("/missing/index.m3u8"))
+    DOWNLOADING = ("dlstore_tasks", (("status", "downloading"),))
+    BYTES = ("dlstore_downloaded_bytes_total", ())
+    wait_until(test_daemon.downloading_with(h, task_id, 1), 20, "a segment")
+    during = scrape(base)  # the first scrape: the counts are read now, then kept 5 s
+    assert during[DOWNLOADING] == 1 and during[BYTES] > 0
+    assert during[("dlstore_downloads_running", ())] == 1
+    wait_until(lambda: h.row(task_id)["status"] == "completed", 30, "the download")
+    after = wait_until(
+        lambda: (v := scrape(base)).get(("dlstore_tasks", (("status", "completed"),))) and v,
+        15,
+        "the completed count (cached up to 5 s)",
+    )
+    assert after[BYTES] > during[BYTES] >= 0
+    assert after[("dlstore_segments_fetched_total", ())] >= 8
+    assert after[("dlstore_segment_retries_total", (("cause", "http_503"),))] == 1
+    assert after[("dlstore_task_failures_total", (("kind", "DownloadError"),))] == 1
+    assert after[("dlstore_claim_latency_seconds_count", ())] == 2
+    assert after[("dlstore_task_duration_seconds_count", (("outcome", "complete"),))] == 1
+    assert after[("dlstore_downloads_running", ())] == 0
+
+    make_the_database_go_away(h.url)
+    status, why = get(base + "/healthz")
+    assert status == 503, why
+    proc.send(15)
+    proc.wait(30)
+
+
+def make_the_database_go_away(url: str) -> None:
+    """SQLite: the file is renamed; PostgreSQL: the schema dropped (and made again, empty)."""
+    if not url.startswith("postgresql"):
+        os.rename(url, url + ".moved")
+        return
+    engine = db.make_engine(url)
+    with engine.begin() as conn:
+        schema = conn.exec_driver_sql("SELECT current_schema()").scalar()
+        conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    engine.dispose()
