@@ -227,7 +227,7 @@ class Daemon:
         limit = self.settings.max_per_host
         if limit <= 0:
             return []
-        running = Counter(url_host(r.runner.task.url) for r in self._running.values())
+        running = Counter(url_host(str(r.runner.task.url)) for r in self._running.values())
         return sorted(host for host, count in running.items() if count >= limit)
 
     def _start(self, task: DownloadTask, claim: Claim) -> None:

@@ -120,15 +120,9 @@ class DaemonMetrics:
 
     def claimed(self, task: DownloadTask) -> TaskMetrics:
         """A row was just claimed: its claim latency (first claims only) and its run's metrics."""
-        if (task.attempts or 0) == 1:
-            try:
-                created = parse_ts(task.created_at)
-            except ValueError:
-                created = None  # the API may write anything
-            if created is not None:
-                latency = (utcnow() - created).total_seconds()
-                if latency >= 0:
-                    self.claim_latency.observe(latency)
+        latency = _first_claim_latency(task)
+        if latency is not None:
+            self.claim_latency.observe(latency)
         return TaskMetrics(self, self._clock)
 
     def health(self) -> tuple[bool, str]:
@@ -141,6 +135,20 @@ class DaemonMetrics:
         except DlstoreError as exc:
             return False, str(exc)
         return True, "ok"
+
+
+def _first_claim_latency(task: DownloadTask) -> float | None:
+    """Seconds from ``created_at`` to now for a row claimed the first time, else None."""
+    if task.attempts != 1 or not isinstance(task.created_at, str):
+        return None
+    try:
+        created = parse_ts(task.created_at)
+    except ValueError:
+        return None  # the API may write anything
+    if created is None:
+        return None
+    latency = (utcnow() - created).total_seconds()
+    return latency if latency >= 0 else None
 
 
 class TaskMetrics(RunObserver):

@@ -9,13 +9,10 @@ import re
 import socket
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
 
 from dlstore import db
@@ -24,6 +21,7 @@ from dlstore.testing.hls_server import HlsServer
 from dlstore.workerid import WorkerId
 from tests import test_daemon
 from tests.test_daemon import Harness, wait_until
+from tests.test_metrics import get, parsed
 
 # test_daemon's fixtures: a local HLS server, a migrated database, daemon subprocesses.
 daemon_media = test_daemon.daemon_media
@@ -217,22 +215,10 @@ def metrics_base(proc) -> str:  # type: ignore[no-untyped-def]
     return found.group(1)
 
 
-def get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-
-
 def scrape(base: str) -> dict[tuple[str, tuple], float]:
     status, text = get(base + "/metrics")
     assert status == 200, text
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
+    return parsed(text)
 
 
 def test_metrics_during_a_download_and_healthz_when_the_database_goes(harness):

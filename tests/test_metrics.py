@@ -110,6 +110,7 @@ def test_a_run_counts_bytes_segments_retries_duration_and_failures(metrics, cloc
 def test_claim_latency_of_first_claims_only(metrics):
     metrics.claimed(_task(attempts=1, created_at=format_ts(utcnow())))
     metrics.claimed(_task(attempts=1, created_at="not a time"))
+    metrics.claimed(_task(attempts=1, created_at=1736762400))  # type: ignore[arg-type]
     metrics.claimed(_task(attempts=4, created_at="2020-01-01T00:00:00Z"))
     values = samples(metrics)
     assert values[("dlstore_claim_latency_seconds_count", ())] == 1
