@@ -217,8 +217,10 @@ class Daemon:
         while len(self._running) < self.settings.max_concurrent_tasks:
             if self.stopping.is_set() or self._queue.paused:
                 return
+            mark = self._wake.mark()
             found = self.store.claim(str(self.worker_id), exclude_hosts=self._saturated_hosts())
             if found is None:
+                self._wake.seen(mark)  # what was committed before this claim has been looked at
                 return
             self._start(*found)
 

@@ -3,6 +3,9 @@ wakes it (a runner ending, a signal), or the database says a row may be waiting.
 
     Wakeup.set()                  any thread, or a signal handler: the wait returns
     Wakeup.wait(seconds, watch)   returns True when it saw the database change
+    Wakeup.mark() / seen(mark)    around a look at the table that found nothing: what was
+                                  committed before mark() has been seen (SQLite), so the
+                                  daemon's own earlier writes do not wake it again
 
     SQLite       PRAGMA data_version on a connection of its own, every WATCH_INTERVAL_SECONDS.
                  It changes when another connection commits: the API's INSERT, `dlstore
@@ -70,6 +73,13 @@ class Wakeup:
         self._event.clear()
         return False
 
+    def mark(self) -> Any:
+        """The database's state now, for :meth:`seen` (None: nothing to mark)."""
+        return None
+
+    def seen(self, mark: Any) -> None:
+        """Changes up to ``mark`` need no wake-up: a look at the table began after it."""
+
     def close(self) -> None:
         """Let go of the watcher's connection (a later wait opens it again)."""
 
@@ -121,6 +131,18 @@ class SqliteWakeup(Wakeup):
                 self._event.clear()
                 return False
         return super().wait(deadline - time.monotonic())
+
+    def mark(self) -> Any:
+        if self._conn is None:
+            return None
+        try:
+            return self._conn.execute("PRAGMA data_version").fetchone()[0]
+        except sqlite3.Error:
+            return None  # the next wait finds out and says so
+
+    def seen(self, mark: Any) -> None:
+        if mark is not None and self._conn is not None:
+            self._version = mark
 
     def _changed(self) -> bool | None:
         """Whether data_version moved since the last look; None if it cannot be read."""

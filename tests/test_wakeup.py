@@ -117,3 +117,23 @@ def test_an_unreachable_postgres_means_polling(caplog):
     changed, took = timed(watch, 0.2)
     assert changed is False and 0.15 <= took < 5.0
     assert "Cannot LISTEN" in caplog.text
+
+
+def test_seen_absorbs_changes_before_the_mark_only(watcher, migrated_url):
+    api = RustApi(migrated_url)
+    try:
+        settle(watcher)
+        api.create("Before", "https://e/a.m3u8")
+        watcher.seen(watcher.mark())  # a look at the table began after that commit
+        sqlite = isinstance(watcher, wakeup.SqliteWakeup)
+        # SQLite: nothing new since the mark; PostgreSQL: the NOTIFY is still to be read.
+        assert timed(watcher, 0.3)[0] is (not sqlite)
+        while watcher.wait(0.1):
+            pass
+        mark = watcher.mark()
+        api.create("After", "https://e/b.m3u8")
+        watcher.seen(mark)
+        changed, took = timed(watcher, 5.0)
+        assert changed is True and took < 2.0
+    finally:
+        api.close()
