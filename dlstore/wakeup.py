@@ -186,19 +186,21 @@ class PostgresWakeup(Wakeup):
             os.write(self._write_fd, b"\0")
 
     def wait(self, seconds: float, *, watch: bool = True) -> bool:
-        fresh = False
-        if watch and self._conn is None:
-            fresh = self._listen()
-        if fresh:
+        if watch and self._conn is None and self._listen():
             return True  # a notification may have gone by while not listening
-        fds = [self._read_fd]
-        if watch and self._conn is not None:
-            fds.append(self._conn.fileno())
-        ready, _, _ = select.select(fds, [], [], max(0.0, seconds))
-        if self._read_fd in ready:
-            with contextlib.suppress(BlockingIOError):
-                os.read(self._read_fd, 4096)
-        return len(fds) > 1 and fds[1] in ready and self._notified()
+        deadline = time.monotonic() + max(0.0, seconds)
+        while True:
+            fds = [self._read_fd] + ([self._conn.fileno()] if self._conn is not None else [])
+            ready, _, _ = select.select(fds, [], [], max(0.0, deadline - time.monotonic()))
+            if self._read_fd in ready:
+                with contextlib.suppress(BlockingIOError):
+                    os.read(self._read_fd, 4096)
+                return False
+            if not ready:
+                return False  # the time is up
+            # Notifications are read even when not watched, so that none pile up.
+            if self._notified() and watch:
+                return True
 
     def _listen(self) -> bool:
         """Open the listening connection; True if it is open now."""
