@@ -78,6 +78,8 @@ class Settings:
     deny_networks: tuple[Network, ...] = DEFAULT_DENY_NETWORKS  # no connection may reach these
     max_segment_bytes: int = _DOWNLOAD.max_segment_bytes  # refused while it streams past this
     stall_timeout: float = _DOWNLOAD.stall_timeout  # < 1 KiB in this many seconds: aborted
+    max_per_host: int = 0  # downloads at once from one URL host in a daemon; 0: no limit
+    metrics_listen: str | None = None  # HOST:PORT for the daemon's /metrics and /healthz
     profiles: Mapping[str, Profile] = field(default_factory=lambda: BUILTIN_PROFILES)
 
     def replace(self, **changes: Any) -> Settings:
@@ -132,16 +134,29 @@ def _pick(first: Any, fallback: Any) -> Any:
     return fallback if first is None else first
 
 
+def parse_listen(text: str) -> tuple[str, int]:
+    """``metrics_listen``'s ``HOST:PORT`` (``[::1]:9100`` for IPv6; port 0: any free one)."""
+    host, colon, port = text.strip().rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not colon or not host or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(
+            f"metrics_listen: expected HOST:PORT such as 127.0.0.1:9100, got {text!r}."
+        )
+    return host, int(port)
+
+
 # --- loading -------------------------------------------------------------------------
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
 _PROFILE_FIELDS = {f.name: f for f in dataclasses.fields(Profile)}
 _PATH_KEYS = {"temp_dir", "output_dir", "log_file"}
 _INT_KEYS = {"default_threads", "max_threads", "max_retries", "chunk_size", "bandwidth_limit",
-             "max_concurrent_tasks", "task_retries", "threads", "max_segment_bytes"}  # fmt: skip
+             "max_concurrent_tasks", "task_retries", "threads", "max_segment_bytes",
+             "max_per_host"}  # fmt: skip
 _FLOAT_KEYS = {"retry_delay", "connect_timeout", "read_timeout", "poll_interval",
                "lease_seconds", "task_retry_delay", "stall_timeout"}  # fmt: skip
-_NULLABLE_KEYS = {"bandwidth_limit", "log_file", "database_url"}
+_NULLABLE_KEYS = {"bandwidth_limit", "log_file", "database_url", "metrics_listen"}
 
 ENV_VARS = {
     "DOWNLOADER_ENABLED": "enabled",
@@ -265,7 +280,7 @@ def _coerce(key: str, value: Any, *, source: str) -> Any:
         from dlstore.netpolicy import parse_networks
 
         return parse_networks(value, source)
-    if key in ("default_profile", "log_level", "database_url"):
+    if key in ("default_profile", "log_level", "database_url", "metrics_listen"):
         if not isinstance(value, str) or not value.strip():
             raise ConfigError(f"{source}: expected text, got {value!r}.")
         return value.strip()
@@ -288,9 +303,11 @@ def _validate(settings: Settings) -> None:
     for key in positive:
         if getattr(settings, key) <= 0:
             raise ConfigError(f"{key}: must be greater than 0, got {getattr(settings, key)!r}.")
-    for key in ("max_retries", "retry_delay", "task_retries", "task_retry_delay"):
+    for key in ("max_retries", "retry_delay", "task_retries", "task_retry_delay", "max_per_host"):
         if getattr(settings, key) < 0:
             raise ConfigError(f"{key}: must not be negative, got {getattr(settings, key)!r}.")
+    if settings.metrics_listen is not None:
+        parse_listen(settings.metrics_listen)
     if settings.bandwidth_limit is not None and settings.bandwidth_limit <= 0:
         raise ConfigError("bandwidth_limit: must be greater than 0 bytes per second.")
     if settings.default_threads > settings.max_threads:

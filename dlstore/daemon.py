@@ -5,16 +5,21 @@
       │   housekeeping, every RECLAIM_INTERVAL_SECONDS (or half the lease, if shorter):
       │     rows whose lease expired, rows held by a dead pid of this host → pending;
       │     rows with a status dlstore does not know → failed
-      │   claim while fewer than max_concurrent_tasks run; one TaskRunner thread each
-      │   --exit-when-idle, nothing running and nothing due → leave the loop
-      └── wait on one event: poll_interval (less up to POLL_JITTER), a runner ending,
-          a signal; never longer than the next watchdog ping
+      │   the pause switch read (dlstore_queue): paused → claim nothing, runners go on
+      │   claim while fewer than max_concurrent_tasks run, passing over rows whose URL host
+      │   has max_per_host downloads running here; one TaskRunner thread each
+      │   --exit-when-idle, nothing running and nothing due (or paused) → leave the loop
+      └── wait (dlstore.wakeup): poll_interval (less up to POLL_JITTER), a runner ending,
+          a signal, or, while a slot is free, a change in the database (PostgreSQL:
+          LISTEN/NOTIFY; SQLite: PRAGMA data_version); never longer than the next
+          watchdog ping
     SIGTERM/SIGINT ─▶ STOPPING=1 ─▶ runners stop at a segment boundary and release their
       rows (progress kept, attempt not counted) ─▶ at most SHUTDOWN_GRACE_SECONDS ─▶ return
     a second signal ─▶ exit at once (rows are reclaimed at the next start on this host)
 
-An idle daemon wakes once per poll interval for one short read and one short write
-(the claim, which finds nothing); no transaction stays open between them.
+An idle daemon wakes once per poll interval for two short reads and one short write
+(the claim, which finds nothing); no transaction stays open between them. A row the
+API inserts wakes it at once (on SQLite within WATCH_INTERVAL_SECONDS).
 """
 
 from __future__ import annotations
@@ -27,15 +32,20 @@ import random
 import signal
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from types import FrameType
 
-from dlstore.config import Settings
+from dlstore import wakeup
+from dlstore.config import Settings, parse_listen
 from dlstore.errors import ConfigError, DlstoreError
+from dlstore.hosts import url_host
+from dlstore.metrics import LOOP_STALE_SECONDS, DaemonMetrics, MetricsServer
 from dlstore.models import DownloadTask, Status
 from dlstore.outcome import StopReason
+from dlstore.redact import escape_controls
 from dlstore.sdnotify import Notifier
-from dlstore.store import Claim, TaskStore
+from dlstore.store import Claim, QueueState, TaskStore
 from dlstore.timeutil import now_ts
 from dlstore.worker import PROGRESS_INTERVAL_SECONDS, TaskRunner
 from dlstore.workerid import WorkerId
@@ -110,10 +120,17 @@ class Daemon:
         self.worker_id = WorkerId.new(host)
         self.reclaim_interval = min(RECLAIM_INTERVAL_SECONDS, settings.lease_seconds / 2)
         self.stopping = threading.Event()
-        self._wake = threading.Event()
+        self._wake = wakeup.for_engine(store.engine)
         self._running: dict[str, _Running] = {}
         self._signals = 0
         self._status: str | None = None
+        self._queue = QueueState(False)
+        self.metrics = DaemonMetrics(
+            store,
+            running=lambda: len(self._running),
+            stale_after=max(LOOP_STALE_SECONDS, 3 * settings.poll_interval),
+        )
+        self._metrics_server: MetricsServer | None = None
 
     # --- control -------------------------------------------------------------------
 
@@ -150,6 +167,7 @@ class Daemon:
             s.temp_dir,
         )
         watchdog_every = self.notifier.watchdog_interval or math.inf
+        self._serve_metrics()
         try:
             self._housekeeping()
             self._status = self._describe()
@@ -157,6 +175,7 @@ class Daemon:
             next_housekeeping = time.monotonic() + self.reclaim_interval
             next_watchdog = time.monotonic()
             while not self.stopping.is_set():
+                self.metrics.tick()
                 self._reap()
                 now = time.monotonic()
                 if now >= next_watchdog:
@@ -166,8 +185,9 @@ class Daemon:
                     self._housekeeping()
                     next_housekeeping = now + self.reclaim_interval
                 try:
+                    self._refresh_queue()
                     self._claim_while_free()
-                    if self.exit_when_idle and not self._running and not self._due_now():
+                    if self.exit_when_idle and not self._running and not self._work_ahead():
                         self.log.info("Nothing running and nothing due: exiting (--exit-when-idle)")
                         break
                     delay = s.poll_interval * (1 - random.uniform(0, POLL_JITTER))
@@ -181,21 +201,49 @@ class Daemon:
         finally:
             self._shutdown()
 
+    def _serve_metrics(self) -> None:
+        """Start the /metrics and /healthz server if metrics_listen asks for one."""
+        if self.settings.metrics_listen is None:
+            return
+        host, port = parse_listen(self.settings.metrics_listen)
+        self._metrics_server = MetricsServer(self.metrics, host, port).start()
+        bound_host, bound_port = self._metrics_server.address
+        shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+        self.log.info("Metrics on http://%s:%d/metrics, health on /healthz", shown, bound_port)
+
     def _wait(self, seconds: float) -> None:
-        self._wake.wait(max(0.0, seconds))
-        self._wake.clear()
+        # Watch the database only with a slot free: our own progress writes change it too.
+        free = len(self._running) < self.settings.max_concurrent_tasks
+        self._wake.wait(max(0.0, seconds), watch=free and not self.stopping.is_set())
 
     def _claim_while_free(self) -> None:
         while len(self._running) < self.settings.max_concurrent_tasks:
-            if self.stopping.is_set():
+            if self.stopping.is_set() or self._queue.paused:
                 return
-            found = self.store.claim(str(self.worker_id))
+            mark = self._wake.mark()
+            found = self.store.claim(str(self.worker_id), exclude_hosts=self._saturated_hosts())
             if found is None:
+                self._wake.seen(mark)  # what was committed before this claim has been looked at
                 return
             self._start(*found)
 
+    def _saturated_hosts(self) -> list[str]:
+        """The URL hosts with max_per_host downloads running here (none if no limit)."""
+        limit = self.settings.max_per_host
+        if limit <= 0:
+            return []
+        running = Counter(url_host(str(r.runner.task.url)) for r in self._running.values())
+        return sorted(host for host, count in running.items() if count >= limit)
+
     def _start(self, task: DownloadTask, claim: Claim) -> None:
-        runner = TaskRunner(self.store, self.settings, task, claim, logger=self.log)
+        runner = TaskRunner(
+            self.store,
+            self.settings,
+            task,
+            claim,
+            logger=self.log,
+            observer=self.metrics.claimed(task),
+        )
         previous = self._running.get(task.id)
         if previous is not None:
             previous.runner.stop(StopReason.LOST)
@@ -245,6 +293,26 @@ class Daemon:
     def _due_now(self) -> bool:
         due = self.store.next_due()
         return due is not None and (due == "" or due <= now_ts())
+
+    def _work_ahead(self) -> bool:
+        """For --exit-when-idle: a pending row is due now and the queue is not paused."""
+        return not self._queue.paused and self._due_now()
+
+    def _refresh_queue(self) -> None:
+        """Read the pause switch (one primary-key read); log when it changes."""
+        state = self.store.queue_state()
+        if state.paused != self._queue.paused:
+            if state.paused:
+                why = f" ({escape_controls(state.reason)})" if state.reason else ""
+                self.log.info(
+                    "Queue paused since %s%s: running downloads finish, none start",
+                    state.since,
+                    why,
+                )
+            else:
+                self.log.info("Queue resumed: starting pending downloads again")
+        self._queue = state
+        self.metrics.paused.set(int(state.paused))
 
     # --- housekeeping ----------------------------------------------------------------
 
@@ -326,12 +394,18 @@ class Daemon:
                 ", ".join(stuck),
             )
         self.log.info("Daemon %s stopped", self.worker_id)
+        self._wake.close()
+        if self._metrics_server is not None:
+            self._metrics_server.stop()
         with contextlib.suppress(OSError):
             self.notifier.close()
 
     # --- status ------------------------------------------------------------------------
 
     def _describe(self) -> str:
+        if self._queue.paused:
+            since = f" (since {self._queue.since})" if self._queue.since else ""
+            return f"Paused{since}: {len(self._running)} running"
         if not self._running:
             return "Idle: waiting for pending downloads"
         return f"Downloading {len(self._running)} of at most {self.settings.max_concurrent_tasks}"

@@ -389,7 +389,7 @@ def _fetch_job(ctx: FetchContext, job: FetchJob) -> Missing | None:
 
     try:
         key = ctx.keys.get(job.key.uri) if job.key is not None else None
-        Retry.from_options(ctx.options, ctx.stop).run(once)
+        Retry.from_options(ctx.options, ctx.stop, on_retry=ctx.options.on_segment_retry).run(once)
     except _STOPS_ALL:
         ctx.tracker.abandoned(job)
         raise

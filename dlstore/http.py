@@ -100,15 +100,23 @@ class Retry:
     base_delay: float
     wait: Callable[[float], bool]
     rng: random.Random
+    on_retry: Callable[[TransientDownloadError], None] | None = None  # before each retry
 
     @classmethod
-    def from_options(cls, options: DownloadOptions, stop: threading.Event | None = None) -> Retry:
+    def from_options(
+        cls,
+        options: DownloadOptions,
+        stop: threading.Event | None = None,
+        *,
+        on_retry: Callable[[TransientDownloadError], None] | None = None,
+    ) -> Retry:
         event = stop or threading.Event()
         return cls(
             attempts=max(1, options.max_retries + 1),
             base_delay=max(0.0, options.retry_delay),
             wait=event.wait,
             rng=_JITTER,
+            on_retry=on_retry,
         )
 
     def delay(self, attempt: int, error: TransientDownloadError) -> float:
@@ -127,6 +135,8 @@ class Retry:
             except TransientDownloadError as exc:
                 if attempt + 1 >= self.attempts:
                     raise
+                if self.on_retry is not None:
+                    self.on_retry(exc)
                 if self.wait(self.delay(attempt, exc)):
                     raise CancelledError() from exc
         raise AssertionError("unreachable")  # pragma: no cover

@@ -20,7 +20,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
@@ -130,6 +130,11 @@ class DownloadOptions:
     def small_fetch_deadline(self) -> float:
         """Seconds one attempt at a playlist or a key may take in all, headers to last byte."""
         return self.connect_timeout + self.read_timeout
+
+    #: Called with the error each time a segment is tried again (the daemon's metrics).
+    on_segment_retry: Callable[[Exception], None] | None = field(
+        default=None, compare=False, repr=False
+    )
 
 
 # --- the metadata column ---------------------------------------------------------------

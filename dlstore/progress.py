@@ -31,6 +31,9 @@ class Progress:
     eta_seconds: int | None
     current_file: str | None
     message: str
+    #: This run's network work, retries included (the daemon's metrics count these).
+    fetched_bytes: int = 0
+    segments_fetched: int = 0  # files fetched this run (not those found already in place)
     #: 0–1 done when no segment count can say: a live recording (Streams, #12) is
     #: its recorded time against record_limit, else 0 until it ends. None: by segments.
     fraction: float | None = None
@@ -53,6 +56,7 @@ class ProgressTracker:
         self.done = 0
         self.finished_bytes = 0  # size of the files finished (this run or an earlier one)
         self.fetched_bytes = 0  # bytes received on the network this run, retries included
+        self.fetched = 0  # files fetched and put in place this run
         self._inflight: dict[object, int] = {}
         self._current: str | None = None
         self._samples: deque[tuple[float, int]] = deque()
@@ -82,6 +86,7 @@ class ProgressTracker:
         with self._lock:
             self._inflight.pop(job, None)
             self.done += counted
+            self.fetched += 1
             self.finished_bytes += size
 
     def abandoned(self, job: object) -> None:
@@ -114,6 +119,8 @@ class ProgressTracker:
                 eta_seconds=eta,
                 current_file=self._current,
                 message=message,
+                fetched_bytes=self.fetched_bytes,
+                segments_fetched=self.fetched,
             )
 
 

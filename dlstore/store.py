@@ -32,8 +32,9 @@ timestamp that is not one never makes a row wait or hold forever (:func:`_passed
 from __future__ import annotations
 
 import json
+import os
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -43,10 +44,12 @@ from sqlalchemy import (
     Connection,
     Engine,
     Integer,
+    Select,
     Text,
     and_,
     case,
     cast,
+    exists,
     func,
     literal,
     literal_column,
@@ -68,6 +71,7 @@ from dlstore.errors import (
     NotMigratedError,
     TaskNotFoundError,
 )
+from dlstore.hosts import url_host_sql
 from dlstore.models import (
     CLAIM_ORDER,
     DEFAULT_QUEUE,
@@ -207,6 +211,19 @@ class TaskStore:
         with self._read() as conn:
             return {status: count for status, count in conn.execute(query)}
 
+    def ping(self) -> None:
+        """Raise a DatabaseError unless the database answers with dlstore's table (health).
+
+        An SQLite file that was removed or renamed counts as gone, although connections
+        opened before may still read it.
+        """
+        database = self.engine.url.database
+        on_file = db.is_sqlite(self.engine) and database not in (None, "", ":memory:")
+        if on_file and not os.path.exists(str(database)):
+            raise DatabaseError(f"The SQLite database {database} is gone.")
+        with self._read() as conn:
+            conn.execute(select(T.id).limit(0))
+
     def next_due(self) -> str | None:
         """When the earliest pending row becomes due ('' if one is due now, None if none)."""
         query = select(func.min(func.coalesce(T.run_after, ""))).where(
@@ -286,24 +303,23 @@ class TaskStore:
             )
         return DownloadTask.from_row(row)
 
-    def claim(self, worker_id: str, *, now: str | None = None) -> tuple[DownloadTask, Claim] | None:
+    def claim(
+        self, worker_id: str, *, now: str | None = None, exclude_hosts: Collection[str] = ()
+    ) -> tuple[DownloadTask, Claim] | None:
         """Take the first due pending row (highest priority, then oldest) for ``worker_id``;
-        None if there is none.
+        None if there is none, or if ``dlstore pause`` holds the queue.
 
-        One statement. On PostgreSQL the inner SELECT skips rows other claimers hold
-        (``FOR UPDATE SKIP LOCKED``); on SQLite the IMMEDIATE transaction serialises
-        claimers and the outer ``status = 'pending'`` guard makes a stale pick a no-op.
+        ``exclude_hosts`` (``max_per_host``): rows whose URL's origin host
+        (:func:`~dlstore.hosts.url_host_sql`) is one of these are passed over.
+
+        One statement; the pause switch is read inside it, so no claim starts after
+        :meth:`set_paused` has paused the queue. On PostgreSQL the inner SELECT skips
+        rows other claimers hold (``FOR UPDATE SKIP LOCKED``); on SQLite the IMMEDIATE
+        transaction serialises claimers and the outer ``status = 'pending'`` guard makes
+        a stale pick a no-op.
         """
         now = now or now_ts()
-        pick = (
-            select(T.id)
-            # A literal predicate, so the partial index idx_download_pending applies.
-            .where(PENDING_WHERE, _passed(T.run_after, now))
-            .order_by(*CLAIM_ORDER)  # idx_download_pending's order
-            .limit(1)
-        )
-        if self._postgres:
-            pick = pick.with_for_update(skip_locked=True)
+        pick = self._claim_pick(now, exclude_hosts)
         statement = (
             update(download_tasks)
             .where(T.id == pick.scalar_subquery(), T.status == Status.PENDING.value)
@@ -337,6 +353,26 @@ class TaskStore:
             return None
         task = DownloadTask.from_row(row)
         return task, Claim(task.id, worker_id, row["attempts"], (row["url"], row["metadata"]))
+
+    def _claim_pick(self, now: str, exclude_hosts: Collection[str]) -> Select[Any]:
+        """The claim's inner SELECT: the id of the row to take."""
+        pick = (
+            select(T.id)
+            # A literal predicate, so the partial index idx_download_pending applies.
+            .where(
+                PENDING_WHERE,
+                _passed(T.run_after, now),
+                ~exists().where(Q.name == DEFAULT_QUEUE, Q.paused != 0),
+            )
+            .order_by(*CLAIM_ORDER)  # idx_download_pending's order
+            .limit(1)
+        )
+        if exclude_hosts:
+            host = url_host_sql(T.url, self.engine.dialect.name)
+            pick = pick.where(host.not_in(sorted(set(exclude_hosts))))
+        if self._postgres:
+            pick = pick.with_for_update(skip_locked=True)
+        return pick
 
     def report_progress(self, claim: Claim, update_: ProgressUpdate) -> bool:
         """Progress and heartbeat in one write; False means the claim is lost: stop."""

@@ -36,6 +36,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from dlstore import engine
@@ -71,6 +72,19 @@ def progress_update(progress: Progress, message: str | None = None) -> ProgressU
         current_file=progress.current_file,
         message=message or progress.message,
     )
+
+
+class RunObserver:
+    """What a run tells whoever watches it (the daemon's metrics); here, nobody."""
+
+    def progress(self, progress: Progress) -> None:
+        """A snapshot from the engine, about four a second."""
+
+    def segment_retry(self, error: Exception) -> None:
+        """A segment is tried again after ``error`` (called from a fetch thread)."""
+
+    def settled(self, action: Action, error: BaseException | None) -> None:
+        """The run ended in ``action``; ``error`` is what ended it, if anything did."""
 
 
 class ProgressReporter:
@@ -170,8 +184,10 @@ class TaskRunner:
         claim: Claim,
         *,
         logger: logging.Logger,
+        observer: RunObserver | None = None,
     ) -> None:
         self.store = store
+        self.observer = observer or RunObserver()
         self.settings = settings
         self.policy = Policy.from_settings(settings)
         self.task = task
@@ -236,8 +252,8 @@ class TaskRunner:
                 job.url,
                 job.output_path,
                 work_dir=job.work_dir,
-                options=job.options,
-                on_progress=reporter.update,
+                options=replace(job.options, on_segment_retry=self.observer.segment_retry),
+                on_progress=self._observed(reporter.update),
                 cancel=self.cancel,
                 log=self.log,
             )
@@ -252,6 +268,15 @@ class TaskRunner:
             reporter.stop()
         outcome = Outcome.completed(result, poster, self.reason)
         self._settle(outcome, reporter.latest, time.monotonic() - started)
+
+    def _observed(self, report: Callable[[Progress], None]) -> Callable[[Progress], None]:
+        """``report``, with the observer seeing each snapshot too."""
+
+        def both(progress: Progress) -> None:
+            report(progress)
+            self.observer.progress(progress)
+
+        return both
 
     def _poster(self, job: Job, video: Path) -> Path | None:
         """The poster frame, named after the video; never put over a file already there."""
@@ -275,6 +300,7 @@ class TaskRunner:
     ) -> None:
         """Write what :func:`~dlstore.outcome.decide` makes of ``outcome``."""
         decision = decide(outcome, self.policy)
+        self.observer.settled(decision.action, outcome.error)
         if decision.note:
             exc_info = outcome.error if decision.traceback else None
             self.log.log(decision.level, "%s", decision.note, exc_info=exc_info)

@@ -36,9 +36,9 @@ def test_every_command_has_help():
 def test_db_upgrade_and_current(db_url):
     assert "none (not migrated" in run("db", "current", "--db", db_url).stdout
     out = run("db", "upgrade", "--db", db_url).stdout
-    assert "at schema 0002 (head)" in out
+    assert "at schema 0003 (head)" in out
     assert run("db", "upgrade", "--db", db_url).stdout == out  # idempotent
-    assert run("db", "current", "--db", db_url).stdout.strip() == "0002 (head)"
+    assert run("db", "current", "--db", db_url).stdout.strip() == "0003 (head)"
 
 
 def test_default_database_is_embedded_sqlite_in_working_dir(tmp_path, monkeypatch):

@@ -341,3 +341,40 @@ def test_upgrade_leaves_a_foreign_view_alone(db_url):
     assert view_names(db_url) == {"download_status", "video_titles"}
     migrate.downgrade(db_url, "base")
     assert view_names(db_url) == {"video_titles"}
+
+
+# --- 0003: NOTIFY triggers (PostgreSQL only) ---------------------------------------------
+
+
+def notify_objects(url: str) -> tuple[int, bool]:
+    """PostgreSQL: dlstore's NOTIFY triggers in this schema, and whether their function exists."""
+    triggers = text(
+        "SELECT count(*) FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
+        "WHERE c.relnamespace = current_schema()::regnamespace "
+        "AND t.tgname IN ('dlstore_tasks_notify', 'dlstore_queue_notify')"
+    )
+    function = text("SELECT to_regprocedure('dlstore_notify()') IS NOT NULL")
+    return inspected(
+        url,
+        lambda insp: (insp.bind.execute(triggers).scalar(), insp.bind.execute(function).scalar()),
+    )
+
+
+def test_0003_adds_the_notify_triggers_on_postgres_only_and_keeps_rows(db_url):
+    postgres = db_url.startswith("postgresql")
+    migrate.upgrade(db_url, "0002")
+    run_script(db_url, SEED_ROWS)
+    at_0002 = snapshot(db_url, "download_tasks")
+    migrate.upgrade(db_url)
+    assert snapshot(db_url, "download_tasks") == at_0002
+    assert schema_diff(db_url) == []
+    if postgres:
+        assert notify_objects(db_url) == (2, True)
+    migrate.downgrade(db_url, "0002")
+    assert snapshot(db_url, "download_tasks") == at_0002
+    if postgres:
+        assert notify_objects(db_url) == (0, False)
+    migrate.upgrade(db_url)  # and up again
+    assert schema_diff(db_url) == []
+    if postgres:
+        assert notify_objects(db_url) == (2, True)

@@ -202,3 +202,13 @@ def test_pause_resume_commands_and_the_paused_header(store, api, migrated_url):
 def test_pause_needs_a_migrated_database(db_url):
     for command in ("pause", "resume"):
         assert "dlstore db upgrade" in run(command, "--db", db_url, code=1).stderr
+
+
+def test_claim_takes_nothing_while_paused(store, api):
+    insert(api, "waiting", 1)
+    store.set_paused(True, "maintenance")
+    assert store.claim("host:1:a") is None
+    assert api.status("waiting")["status"] == "pending"
+    store.set_paused(False)
+    found = store.claim("host:1:a")
+    assert found is not None and found[0].id == "waiting"

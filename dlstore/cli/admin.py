@@ -124,6 +124,9 @@ def list_tasks(
     status: Annotated[str | None, typer.Option(help="Only tasks with this status.")] = None,
     limit: Annotated[int | None, typer.Option(help="At most this many, newest first.")] = None,
     as_json: JsonOption = False,
+    watch: Annotated[
+        bool, typer.Option("--watch", help="Redraw the table once a second until Ctrl-C.")
+    ] = False,
     database: DbOption = None,
     config: ConfigOption = None,
 ) -> None:
@@ -134,6 +137,14 @@ def list_tasks(
         raise DlstoreError(
             f"Unknown status {status!r}; use one of {', '.join(s.value for s in Status)}."
         )
+    if watch:
+        if as_json:
+            raise DlstoreError("--watch draws a table: leave out --json.")
+        from dlstore.cli.watch import watch_tasks
+
+        with load_env(config, database) as env:
+            watch_tasks(env.store(), status=status, limit=limit)
+        return
     with load_env(config, database) as env:
         store = env.store()
         tasks = store.list(status=status, limit=limit)

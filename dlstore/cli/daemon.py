@@ -37,6 +37,16 @@ LeaseOption = Annotated[
         "as orphaned and is taken over. Default: the config's lease_seconds (30).",
     ),
 ]
+MetricsListenOption = Annotated[
+    str | None,
+    typer.Option(
+        "--metrics-listen",
+        metavar="HOST:PORT",
+        show_default=False,
+        help="Serve Prometheus metrics on http://HOST:PORT/metrics and a health check on "
+        "/healthz. Default: the config's metrics_listen (off).",
+    ),
+]
 ExitWhenIdleOption = Annotated[
     bool,
     typer.Option(
@@ -52,6 +62,7 @@ def daemon_command(
     poll_interval: PollIntervalOption = None,
     lease: LeaseOption = None,
     exit_when_idle: ExitWhenIdleOption = False,
+    metrics_listen: MetricsListenOption = None,
     database: DbOption = None,
     config: ConfigOption = None,
 ) -> None:
@@ -66,6 +77,7 @@ def daemon_command(
         max_concurrent_tasks=max_concurrent,
         poll_interval=poll_interval,
         lease_seconds=lease,
+        metrics_listen=metrics_listen,
     ) as env:
         settings = env.settings
         if not settings.enabled:
