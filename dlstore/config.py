@@ -26,6 +26,8 @@ if TYPE_CHECKING:  # netpolicy imports requests; yaml is imported when a file is
 DEFAULT_CONFIG_PATH = Path("config") / "downloader.yaml"
 DEFAULT_DATABASE_PATH = Path("data") / "dlstore.sqlite"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+#: The longest ``shutdown_grace``: a service manager must not wait for ever.
+MAX_SHUTDOWN_GRACE = 3600.0
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,7 @@ class Settings:
     deny_networks: tuple[Network, ...] = DEFAULT_DENY_NETWORKS  # no connection may reach these
     max_segment_bytes: int = 256 * 1024 * 1024  # a bigger segment is refused while it streams
     stall_timeout: float = 30.0  # a body sending < 1 KiB in this many seconds is aborted
+    shutdown_grace: float = 10.0  # SIGTERM: seconds in-flight segments get to finish
     profiles: Mapping[str, Profile] = field(default_factory=lambda: BUILTIN_PROFILES)
 
     def replace(self, **changes: Any) -> Settings:
@@ -138,7 +141,8 @@ _PATH_KEYS = {"temp_dir", "output_dir", "log_file"}
 _INT_KEYS = {"default_threads", "max_threads", "max_retries", "chunk_size", "bandwidth_limit",
              "max_concurrent_tasks", "task_retries", "threads", "max_segment_bytes"}  # fmt: skip
 _FLOAT_KEYS = {"retry_delay", "connect_timeout", "read_timeout", "poll_interval",
-               "lease_seconds", "task_retry_delay", "stall_timeout"}  # fmt: skip
+               "lease_seconds", "task_retry_delay", "stall_timeout",
+               "shutdown_grace"}  # fmt: skip
 _NULLABLE_KEYS = {"bandwidth_limit", "log_file", "database_url"}
 
 ENV_VARS = {
@@ -289,6 +293,11 @@ def _validate(settings: Settings) -> None:
     for key in ("max_retries", "retry_delay", "task_retries", "task_retry_delay"):
         if getattr(settings, key) < 0:
             raise ConfigError(f"{key}: must not be negative, got {getattr(settings, key)!r}.")
+    if not 0 <= settings.shutdown_grace <= MAX_SHUTDOWN_GRACE:
+        raise ConfigError(
+            f"shutdown_grace: must be from 0 to {MAX_SHUTDOWN_GRACE:g} seconds, "
+            f"got {settings.shutdown_grace!r}."
+        )
     if settings.bandwidth_limit is not None and settings.bandwidth_limit <= 0:
         raise ConfigError("bandwidth_limit: must be greater than 0 bytes per second.")
     if settings.default_threads > settings.max_threads:

@@ -9,8 +9,11 @@
       │   --exit-when-idle, nothing running and nothing due → leave the loop
       └── wait on one event: poll_interval (less up to POLL_JITTER), a runner ending,
           a signal; never longer than the next watchdog ping
-    SIGTERM/SIGINT ─▶ STOPPING=1 ─▶ runners stop at a segment boundary and release their
-      rows (progress kept, attempt not counted) ─▶ at most SHUTDOWN_GRACE_SECONDS ─▶ return
+    SIGTERM/SIGINT ─▶ STOPPING=1 ─▶ no new claim, no new segment; the segments in flight
+      finish, for at most ``shutdown_grace`` seconds ─▶ what still runs is aborted ─▶ each
+      runner releases its row (progress kept, attempt not counted), for at most
+      SHUTDOWN_ABORT_SECONDS more ─▶ return (a row still held is taken over at the next
+      start on this host, or after the lease elsewhere)
     a second signal ─▶ exit at once (rows are reclaimed at the next start on this host)
 
 An idle daemon wakes once per poll interval for one short read and one short write
@@ -48,8 +51,9 @@ POLL_JITTER = 0.25
 RECLAIM_INTERVAL_SECONDS = 30.0
 #: A lease must outlast a few missed heartbeats.
 MIN_LEASE_SECONDS = 3 * PROGRESS_INTERVAL_SECONDS
-#: How long a stopping daemon waits for its downloads to reach a segment boundary.
-SHUTDOWN_GRACE_SECONDS = 20.0
+#: After ``shutdown_grace``, how long a stopping daemon waits for its aborted downloads
+#: to release their rows before it exits anyway.
+SHUTDOWN_ABORT_SECONDS = 3.0
 #: The wait after a database error before trying again.
 ERROR_BACKOFF_SECONDS = 5.0
 
@@ -304,30 +308,44 @@ class Daemon:
     # --- stopping ----------------------------------------------------------------------
 
     def _shutdown(self) -> None:
+        """Drain, then abort what outlives ``shutdown_grace``, then leave."""
         running = list(self._running.values())
         self.notifier.stopping(
-            f"Stopping: releasing {len(running)} download(s)" if running else "Stopping"
+            f"Stopping: finishing {len(running)} download(s)" if running else "Stopping"
         )
         for item in running:
-            item.runner.stop(StopReason.SHUTDOWN)
-        deadline = time.monotonic() + SHUTDOWN_GRACE_SECONDS
-        for item in running:
-            while item.thread.is_alive() and time.monotonic() < deadline:
-                item.thread.join(min(1.0, max(0.0, deadline - time.monotonic())))
-                self.notifier.watchdog()
+            item.runner.stop(StopReason.SHUTDOWN)  # no new segment; those in flight finish
+        grace = self.settings.shutdown_grace
+        late = self._join_runners(running, grace)
+        if late:
+            self.log.warning(
+                "%d download(s) still fetching after shutdown_grace (%g s): aborting them",
+                len(late),
+                grace,
+            )
+            for item in late:
+                item.runner.abort()
+            late = self._join_runners(late, SHUTDOWN_ABORT_SECONDS)
         self._reap()
-        stuck = [item.runner.task.id for item in running if item.thread.is_alive()]
-        if stuck:
+        if late:
             self.log.error(
-                "%d download(s) did not stop within %g s (%s); their rows go back to pending "
-                "when this daemon restarts or their lease runs out",
-                len(stuck),
-                SHUTDOWN_GRACE_SECONDS,
-                ", ".join(stuck),
+                "%d download(s) did not release their rows in time (%s); they go back to "
+                "pending when this daemon restarts, or when their lease runs out",
+                len(late),
+                ", ".join(item.runner.task.id for item in late),
             )
         self.log.info("Daemon %s stopped", self.worker_id)
         with contextlib.suppress(OSError):
             self.notifier.close()
+
+    def _join_runners(self, items: list[_Running], seconds: float) -> list[_Running]:
+        """Wait up to ``seconds`` for ``items`` to end; those still running."""
+        deadline = time.monotonic() + seconds
+        for item in items:
+            while item.thread.is_alive() and time.monotonic() < deadline:
+                item.thread.join(min(1.0, max(0.0, deadline - time.monotonic())))
+                self.notifier.watchdog()
+        return [item for item in items if item.thread.is_alive()]
 
     # --- status ------------------------------------------------------------------------
 

@@ -7,7 +7,8 @@ daemon alike.
 
 The engine knows nothing of the database: progress goes out through
 ``on_progress`` (at most about four times a second, plus once at the end),
-cancellation comes in through ``cancel``. Everything that fails raises a
+cancellation comes in through ``cancel`` (stop now) and ``drain`` (fetch no new
+segment, let those in flight finish: :mod:`dlstore.fetch`). Everything that fails raises a
 :class:`~dlstore.errors.DlstoreError` subclass whose message a user can act on.
 """
 
@@ -122,6 +123,7 @@ def download(
     on_progress: Callable[[Progress], None] | None = None,
     cancel: threading.Event | None = None,
     overwrite: bool = False,
+    drain: threading.Event | None = None,
 ) -> DownloadResult:
     """Download the HLS stream at ``url`` into ``output_path``.
 
@@ -131,6 +133,7 @@ def download(
     file there is an error unless ``overwrite``.
     """
     run = _Download.begin(url, output_path, work_dir, options, on_progress, cancel, overwrite)
+    run.drain = drain
     try:
         with make_session(options, run.url) as session:
             plan = resolve_plan(session, run.url, options, run.cancel)
@@ -159,6 +162,7 @@ class _Download:
     tracker: ProgressTracker
     work: WorkFolder
     tmp: Path  # the joined file, beside the output until it is placed
+    drain: threading.Event | None = None  # set: fetch no new segment
 
     @property
     def fmt(self) -> str:
@@ -230,6 +234,7 @@ class _Download:
                 report=report,
                 cancel=self.cancel,
                 on_file=following.arrivals.arrived if following else None,
+                drain=self.drain,
             )
         except BaseException:
             if following is not None:

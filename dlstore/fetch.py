@@ -7,6 +7,13 @@ that stays stops the other threads and is raised. A body is refused past
 ``max_segment_bytes`` and aborted when it stalls (:func:`dlstore.http.iter_body`);
 a stop (cancel, shutdown, a failure) shuts the sockets being read down at once.
 
+Two events stop a fetch, and they differ in what they let finish:
+
+- ``drain``: start no new file; the files in flight finish (with their retries),
+  then :class:`~dlstore.errors.CancelledError` is raised if any file was left out
+  (nothing is raised if every file is in place). The daemon's SIGTERM.
+- ``cancel``: stop now; the sockets being read are shut down mid-body.
+
 Knows nothing of databases: progress goes out through a callback, cancellation
 comes in through an event. Only the calling thread runs the callback.
 
@@ -54,6 +61,10 @@ from dlstore.workfolder import Track, WorkFolder, init_filename, segment_filenam
 
 TICK_SECONDS = 0.25  # how often the calling thread wakes to report progress and check cancel
 STOP_GRACE_SECONDS = 0.5  # how long to wait for workers after a stop
+
+
+class NotStartedError(CancelledError):
+    """The fetch is draining: this file was not started."""
 
 
 @dataclass(frozen=True)
@@ -171,6 +182,7 @@ class FetchContext:
     bucket: TokenBucket | None
     active: ActiveResponses
     on_file: Callable[[FetchJob], None] | None = None
+    drain: threading.Event | None = None  # set: start no new file (see the module's doc)
 
 
 # --------------------------------------------------------------------------- the pool
@@ -187,11 +199,13 @@ def fetch_all(
     report: Callable[[], None],
     cancel: threading.Event | None = None,
     on_file: Callable[[FetchJob], None] | None = None,
+    drain: threading.Event | None = None,
 ) -> None:
     """Fetch every job not already in ``work``; ``report()`` is called about 4 times a second.
 
     ``on_file(job)`` is called (in a fetch thread) as soon as a job's file is in place.
-    Raises the first failure (after stopping the other threads), or CancelledError.
+    Raises the first failure (after stopping the other threads), or CancelledError
+    (``cancel`` set, or ``drain`` set and some files left out).
     """
     ctx = FetchContext(
         session=session,
@@ -203,6 +217,7 @@ def fetch_all(
         bucket=TokenBucket(options.rate_limit_bps) if options.rate_limit_bps else None,
         active=ActiveResponses(),
         on_file=on_file,
+        drain=drain,
     )
     pending = _not_in_place(jobs, work, tracker)
     if not pending:
@@ -255,19 +270,25 @@ def _run_pool(
 def _wait_all(
     futures: list[Future[None]], report: Callable[[], None], cancel: threading.Event | None
 ) -> BaseException | None:
-    """Wait for every future, reporting each tick; the first failure or a cancel ends it."""
+    """Wait for every future, reporting each tick; the first failure or a cancel ends it.
+
+    A file left out by a drain (:class:`NotStartedError`) is not a failure: the others
+    in flight are waited for, then the drain is the error."""
     waiting = set(futures)
+    drained: BaseException | None = None
     while waiting:
         done, waiting = wait(waiting, timeout=TICK_SECONDS, return_when=FIRST_COMPLETED)
         for future in done:
             exc = future.exception()
-            if exc is not None:
+            if isinstance(exc, NotStartedError):
+                drained = exc
+            elif exc is not None:
                 return exc
         if cancel is not None and cancel.is_set():
             return CancelledError()
         if waiting:  # after the last file, the caller reports what comes next
             report()
-    return None
+    return drained
 
 
 # --------------------------------------------------------------------------- one file
@@ -276,6 +297,8 @@ def _wait_all(
 def _fetch_job(ctx: FetchContext, job: FetchJob) -> None:
     if ctx.stop.is_set():
         raise CancelledError()
+    if ctx.drain is not None and ctx.drain.is_set():
+        raise NotStartedError()
     retry = Retry.from_options(ctx.options, ctx.stop)
     try:
         decrypt_key = None

@@ -160,7 +160,12 @@ class ProgressReporter:
 
 
 class TaskRunner:
-    """Runs one claimed task; :meth:`stop` asks it to end at the next segment boundary."""
+    """Runs one claimed task; :meth:`stop` asks it to end, :meth:`abort` to end now.
+
+    ``stop(StopReason.SHUTDOWN)`` drains: no new segment starts, those in flight
+    finish (the engine's ``drain`` event). Any other reason, and :meth:`abort`, set the
+    engine's ``cancel`` event: in-flight requests are shut down at once.
+    """
 
     def __init__(
         self,
@@ -177,7 +182,8 @@ class TaskRunner:
         self.task = task
         self.claim = claim
         self.log = TaskLog(logger, task.id)
-        self.cancel = threading.Event()  # the engine's cancel event
+        self.cancel = threading.Event()  # the engine's cancel event: stop now
+        self.drain = threading.Event()  # the engine's drain event: start no new segment
         self._reason: StopReason | None = None
         self._lock = threading.Lock()
         self._broken: BaseException | None = None  # what stopped the progress reporter
@@ -191,10 +197,19 @@ class TaskRunner:
         return self._reason
 
     def stop(self, reason: StopReason) -> None:
-        """Stop the download; the first reason given is the one acted on."""
+        """Stop the download; the first reason given is the one acted on. A shutdown
+        lets the segments in flight finish; any other reason stops them too."""
         with self._lock:
             if self._reason is None:
                 self._reason = reason
+        if reason is StopReason.SHUTDOWN:
+            self.drain.set()
+        else:
+            self.cancel.set()
+
+    def abort(self) -> None:
+        """Stop now, in-flight segments too (a shutdown whose grace has run out)."""
+        self.drain.set()
         self.cancel.set()
 
     def run(self) -> None:
@@ -239,6 +254,7 @@ class TaskRunner:
                 options=job.options,
                 on_progress=reporter.update,
                 cancel=self.cancel,
+                drain=self.drain,
             )
             reporter.note("Making the poster frame")
             poster = self._poster(job, result.output_path)

@@ -28,7 +28,7 @@ from typer.testing import CliRunner
 from dlstore import db, migrate
 from dlstore.cli import app
 from dlstore.config import Settings
-from dlstore.daemon import SHUTDOWN_GRACE_SECONDS, Daemon, pid_alive
+from dlstore.daemon import SHUTDOWN_ABORT_SECONDS, Daemon, pid_alive
 from dlstore.options import free_output_path, work_dir_for
 from dlstore.store import TaskStore
 from dlstore.testing.hls_server import HlsServer
@@ -665,8 +665,9 @@ def test_unit_file_has_the_required_settings():
     settings = dict(
         line.split("=", 1) for line in text.splitlines() if "=" in line and line[0] != "#"
     )
-    # systemd must wait for the clean stop before it kills
-    assert float(settings["TimeoutStopSec"]) > SHUTDOWN_GRACE_SECONDS
+    # systemd must wait for the clean stop (grace, abort, release) before it kills
+    clean_stop = Settings().shutdown_grace + SHUTDOWN_ABORT_SECONDS
+    assert float(settings["TimeoutStopSec"]) >= clean_stop + 5
 
 
 def test_disabled_by_environment_exits_at_once(tmp_path, monkeypatch):
