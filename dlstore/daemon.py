@@ -1,5 +1,10 @@
 """``dlstore daemon``: the loop that turns pending rows into videos.
 
+The loop runs on a thread of its own ("dlstore-loop"); the main thread only waits
+for signals (through :class:`~dlstore.signals.SignalPipe`) and runs the shutdown,
+and never calls the database: a signal lands at once even while the loop waits for
+a database lock.
+
     start ─▶ housekeeping ─▶ READY=1
       ┌─▶ reap finished runners; a runner whose thread died fails its row
       │   housekeeping, every RECLAIM_INTERVAL_SECONDS (or half the lease, if shorter):
@@ -31,13 +36,13 @@ import signal
 import threading
 import time
 from dataclasses import dataclass, field
-from types import FrameType
 
 from dlstore.config import Settings
 from dlstore.errors import ConfigError, DlstoreError
 from dlstore.models import DownloadTask, Status
 from dlstore.outcome import StopReason
 from dlstore.sdnotify import Notifier
+from dlstore.signals import SignalPipe
 from dlstore.store import Claim, TaskStore
 from dlstore.timeutil import now_ts
 from dlstore.worker import PROGRESS_INTERVAL_SECONDS, TaskRunner
@@ -54,8 +59,12 @@ MIN_LEASE_SECONDS = 3 * PROGRESS_INTERVAL_SECONDS
 #: After ``shutdown_grace``, how long a stopping daemon waits for its aborted downloads
 #: to release their rows before it exits anyway.
 SHUTDOWN_ABORT_SECONDS = 3.0
+#: At the end of a shutdown, how long failing the rows of runners that died may take.
+REAP_WAIT_SECONDS = 1.0
 #: The wait after a database error before trying again.
 ERROR_BACKOFF_SECONDS = 5.0
+#: The signal-waiting thread's longest sleep (it also wakes when the loop or a runner ends).
+SIGNAL_TICK_SECONDS = 1.0
 
 KNOWN_STATUSES = tuple(s.value for s in Status)
 
@@ -116,32 +125,66 @@ class Daemon:
         self.stopping = threading.Event()
         self._wake = threading.Event()
         self._running: dict[str, _Running] = {}
+        self._lock = threading.Lock()  # guards _running: the loop and the shutdown share it
+        self._pipe = SignalPipe()
         self._signals = 0
         self._status: str | None = None
+        self._loop_error: BaseException | None = None
 
     # --- control -------------------------------------------------------------------
 
     def request_stop(self) -> None:
+        """Stop (from any thread): the loop claims nothing more, :meth:`run` shuts down."""
         self.stopping.set()
         self._wake.set()
+        self._pipe.poke()
 
     def install_signal_handlers(self) -> None:
         """SIGTERM/SIGINT: stop cleanly; a second one: exit at once. Main thread only."""
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, self._on_signal)
+        self._pipe.install((signal.SIGTERM, signal.SIGINT))
 
-    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+    def _handle_signals(self, seconds: float) -> None:
+        """Wait up to ``seconds`` for a signal (or a poke), and act on those that came."""
+        for signum in self._pipe.wait(seconds):
+            self._on_signal(signum)
+
+    def _on_signal(self, signum: int) -> None:
+        """A signal, read from the pipe: ordinary code, not a signal handler."""
         self._signals += 1
         name = signal.Signals(signum).name
         if self._signals > 1:
             os.write(2, f"dlstore daemon: second {name}: exiting at once\n".encode())
             os._exit(128 + signum)
-        self.log.info("%s received: finishing at the next segment boundary", name)
+        self.log.info("%s received: finishing the segments in flight, then stopping", name)
         self.request_stop()
 
     # --- the loop ------------------------------------------------------------------
 
     def run(self) -> None:
+        """Run the loop on its own thread until a stop (or --exit-when-idle), then shut down.
+
+        This thread waits for signals meanwhile. What the loop raised is raised here,
+        after the shutdown."""
+        loop = threading.Thread(target=self._run_loop, name="dlstore-loop", daemon=True)
+        loop.start()
+        try:
+            while loop.is_alive() and not self.stopping.is_set():
+                self._handle_signals(SIGNAL_TICK_SECONDS)
+        finally:
+            self.stopping.set()
+            self._wake.set()
+            self._shutdown()
+        if self._loop_error is not None:
+            raise self._loop_error
+
+    def _run_loop(self) -> None:
+        """The loop thread's target: whatever ends the loop, the main thread hears of it."""
+        try:
+            self._loop()
+        except BaseException as exc:  # noqa: BLE001 - raised again by run()
+            self._loop_error = exc
+
+    def _loop(self) -> None:
         s = self.settings
         self.log.info(
             "Daemon %s started: up to %d downloads, polling every %g s, lease %g s, "
@@ -183,7 +226,7 @@ class Daemon:
                 now = time.monotonic()
                 self._wait(min(delay, next_watchdog - now, next_housekeeping - now))
         finally:
-            self._shutdown()
+            self._pipe.poke()  # run() is waiting for the loop to end
 
     def _wait(self, seconds: float) -> None:
         self._wake.wait(max(0.0, seconds))
@@ -196,7 +239,18 @@ class Daemon:
             found = self.store.claim(str(self.worker_id))
             if found is None:
                 return
-            self._start(*found)
+            with self._lock:  # the shutdown takes its list of runners under this lock
+                late = self.stopping.is_set()
+                if not late:
+                    self._start(*found)
+            if late:
+                self._release_unstarted(found[1])
+                return
+
+    def _release_unstarted(self, claim: Claim) -> None:
+        """A row claimed as the stop came: straight back to pending (loop thread)."""
+        if self.store.release(claim):
+            self.log.info("[task %s] Claimed as the daemon stopped: released", claim.task_id)
 
     def _start(self, task: DownloadTask, claim: Claim) -> None:
         runner = TaskRunner(self.store, self.settings, task, claim, logger=self.log)
@@ -222,10 +276,14 @@ class Daemon:
         finally:
             running.done.set()
             self._wake.set()
+            self._pipe.poke()
 
     def _reap(self) -> None:
-        for task_id in [k for k, r in self._running.items() if r.done.is_set()]:
-            running = self._running.pop(task_id)
+        with self._lock:
+            ended = [
+                self._running.pop(k) for k, r in list(self._running.items()) if r.done.is_set()
+            ]
+        for running in ended:
             if not running.runner.settled:
                 self._fail_abandoned(running)
 
@@ -308,8 +366,10 @@ class Daemon:
     # --- stopping ----------------------------------------------------------------------
 
     def _shutdown(self) -> None:
-        """Drain, then abort what outlives ``shutdown_grace``, then leave."""
-        running = list(self._running.values())
+        """Drain, then abort what outlives ``shutdown_grace``, then leave. No database call
+        here: this is the thread that reads signals (a second one exits at once)."""
+        with self._lock:
+            running = list(self._running.values())
         self.notifier.stopping(
             f"Stopping: finishing {len(running)} download(s)" if running else "Stopping"
         )
@@ -326,7 +386,7 @@ class Daemon:
             for item in late:
                 item.runner.abort()
             late = self._join_runners(late, SHUTDOWN_ABORT_SECONDS)
-        self._reap()
+        self._reap_in_background()
         if late:
             self.log.error(
                 "%d download(s) did not release their rows in time (%s); they go back to "
@@ -337,15 +397,27 @@ class Daemon:
         self.log.info("Daemon %s stopped", self.worker_id)
         with contextlib.suppress(OSError):
             self.notifier.close()
+        self._pipe.close()
 
     def _join_runners(self, items: list[_Running], seconds: float) -> list[_Running]:
-        """Wait up to ``seconds`` for ``items`` to end; those still running."""
+        """Wait up to ``seconds`` for ``items`` to end, acting on signals; those still running."""
         deadline = time.monotonic() + seconds
-        for item in items:
-            while item.thread.is_alive() and time.monotonic() < deadline:
-                item.thread.join(min(1.0, max(0.0, deadline - time.monotonic())))
-                self.notifier.watchdog()
-        return [item for item in items if item.thread.is_alive()]
+        while True:
+            alive = [item for item in items if not item.done.is_set()]
+            left = deadline - time.monotonic()
+            if not alive or left <= 0:
+                return alive
+            self._handle_signals(min(SIGNAL_TICK_SECONDS, left))
+            self.notifier.watchdog()
+
+    def _reap_in_background(self) -> None:
+        """Fail the rows of runners that died (a database call: on a thread of its own,
+        waited for at most REAP_WAIT_SECONDS)."""
+        reaper = threading.Thread(target=self._reap, name="dlstore-reap", daemon=True)
+        reaper.start()
+        deadline = time.monotonic() + REAP_WAIT_SECONDS
+        while reaper.is_alive() and time.monotonic() < deadline:
+            self._handle_signals(0.05)
 
     # --- status ------------------------------------------------------------------------
 
@@ -355,6 +427,6 @@ class Daemon:
         return f"Downloading {len(self._running)} of at most {self.settings.max_concurrent_tasks}"
 
     def _set_status(self, text: str) -> None:
-        if text != self._status:
+        if text != self._status and not self.stopping.is_set():  # STOPPING=1 stays the last
             self._status = text
             self.notifier.status(text)

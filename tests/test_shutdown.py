@@ -9,6 +9,7 @@ A real subprocess, the Rust API's SQL and the local HLS server, as in tests/test
 from __future__ import annotations
 
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -88,6 +89,76 @@ def test_what_outlives_the_grace_is_aborted_and_released(harness):
     row = h.row(task_id)
     assert row["status"] == "pending" and row["worker_id"] is None, row
     assert "still fetching after shutdown_grace (1 s): aborting" in proc.text()
+
+
+# --------------------------------------------------------------------------- signals land
+
+
+class LockHolder:
+    """An IMMEDIATE write transaction held by another connection (the API's, say)."""
+
+    def __init__(self, h: Harness, seconds: float) -> None:
+        self.api = h.api
+        self.seconds = seconds
+        self.released = threading.Event()
+
+    def __enter__(self) -> LockHolder:
+        self.api.execute("BEGIN IMMEDIATE")
+        self.timer = threading.Timer(self.seconds, self.release)
+        self.timer.start()
+        return self
+
+    def release(self) -> None:
+        if not self.released.is_set():
+            self.released.set()
+            self.api.execute("ROLLBACK")
+
+    def __exit__(self, *exc: object) -> None:
+        self.timer.cancel()
+        self.release()
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_a_signal_lands_at_once_while_the_loop_waits_for_a_locked_database(harness):
+    h = harness
+    proc = h.start()  # idle, polling every 0.1 s: its next claim waits for the lock
+    wait_until(lambda: "started" in proc.text(), 15, "the daemon to start")
+    with LockHolder(h, 8) as lock:
+        time.sleep(0.5)  # the loop is in its claim, in SQLite's busy handler
+        stop_at = time.monotonic()
+        proc.send(signal.SIGTERM)
+        assert proc.wait(5) == 0, proc.text()
+        took = time.monotonic() - stop_at
+        assert not lock.released.is_set()
+    assert took < 2, took
+    assert "SIGTERM received" in proc.text()
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_a_stop_that_cannot_release_its_row_exits_after_the_grace_and_is_taken_over(harness):
+    h = harness
+    configure(h, "  shutdown_grace: 1\n")
+    h.server.latency = 0.3
+    task_id = h.api.create("Locked out", h.stream(), {"profile": "serial"})
+    proc = h.start()
+    wait_until(downloading_with(h, task_id, 1), 15, "the first progress write")
+    with LockHolder(h, 8) as lock:
+        stop_at = time.monotonic()
+        proc.send(signal.SIGTERM)
+        assert proc.wait(15) == 0, proc.text()
+        took = time.monotonic() - stop_at
+        assert not lock.released.is_set()  # it left while the API still held the lock
+    assert took < 1 + SHUTDOWN_ABORT_SECONDS + 2, took
+    assert "did not release their rows in time" in proc.text()
+    assert h.row(task_id)["status"] == "downloading"  # left for the next start on this host
+
+    h.server.latency = 0
+    started = time.monotonic()
+    h.run("--lease", "60")  # its holder is gone: taken over at once, not after the lease
+    assert time.monotonic() - started < 20
+    row = h.row(task_id)
+    assert row["status"] == "completed", row
+    assert set(h.segment_hits().values()) == {1}  # the in-flight segment had finished
 
 
 # --------------------------------------------------------------------------- the setting
