@@ -8,7 +8,8 @@ a database lock.
     start ─▶ housekeeping ─▶ READY=1
       ┌─▶ reap finished runners; a runner whose thread died fails its row
       │   housekeeping, every RECLAIM_INTERVAL_SECONDS (or half the lease, if shorter):
-      │     rows whose lease expired, rows held by a dead pid of this host → pending;
+      │     rows whose lease expired (by the database's clock), rows whose holder is
+      │     certainly gone (this host, boot and pid namespace; its process ended) → pending;
       │     rows with a status dlstore does not know → failed
       │   claim while fewer than max_concurrent_tasks run; one TaskRunner thread each
       │   --exit-when-idle, nothing running and nothing due → leave the loop
@@ -46,7 +47,7 @@ from dlstore.signals import SignalPipe
 from dlstore.store import Claim, TaskStore
 from dlstore.timeutil import now_ts
 from dlstore.worker import PROGRESS_INTERVAL_SECONDS, TaskRunner
-from dlstore.workerid import WorkerId
+from dlstore.workerid import WorkerId, holder_is_gone
 
 #: The wait between looks for pending rows is poll_interval shortened by up to this
 #: share, so that daemons started together drift apart and a new row still starts
@@ -79,24 +80,6 @@ class _Running:
     previous: _Running | None = None
     #: What ended the thread, if it escaped the runner.
     died: BaseException | None = None
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether a process ``pid`` exists on this host and is not a zombie."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # it exists, as another user
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
-            state = fh.read().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return True
-    return state not in ("Z", "X")
 
 
 class Daemon:
@@ -338,13 +321,9 @@ class Daemon:
                     )
 
     def _holder_is_dead(self, holder: WorkerId) -> bool:
-        """For a holder on this host: its pid is gone, or is us in an earlier life."""
-        me = self.worker_id
-        if holder.host != me.host:
-            return False
-        if holder.pid == me.pid:
-            return holder.token != me.token
-        return not pid_alive(holder.pid)
+        """Certainly gone: of this host, boot and pid namespace, and its process is not
+        running (:func:`~dlstore.workerid.holder_is_gone`); else the lease decides."""
+        return holder_is_gone(holder, self.worker_id)
 
     def _fail_unknown_statuses(self) -> None:
         for status in self.store.counts():
