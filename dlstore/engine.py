@@ -3,7 +3,8 @@ daemon alike.
 
     playlist fetched → parsed (variant and audio chosen) → segments fetched and
     decrypted into the work folder → joined and remuxed beside the output →
-    renamed into place → work folder removed
+    recorded in the work folder (placed.json) → renamed into place → work folder
+    removed (or, with ``keep_work_folder``, emptied but for that record)
 
 The engine knows nothing of the database: progress goes out through
 ``on_progress`` (at most about four times a second, plus once at the end),
@@ -17,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -49,7 +50,7 @@ from dlstore.playlist import (
 from dlstore.progress import Progress, ProgressTracker, Throttle
 from dlstore.remux import MediaInfo, concat, make_poster, probe, remux
 from dlstore.validate import check_url
-from dlstore.workfolder import Track, WorkFolder, track_files
+from dlstore.workfolder import PLACED_NAME, PlacedFile, Track, WorkFolder, track_files
 
 __all__ = [
     "DownloadPlan",
@@ -113,6 +114,26 @@ class DownloadResult:
             data["variant"] = self.variant
         return data
 
+    def as_record(self) -> dict:
+        """What :meth:`from_record` needs, as JSON (for the work folder's placed.json)."""
+        return {
+            "media": asdict(self.media),
+            "variant": self.variant,
+            "segments": self.segments,
+            "bytes_downloaded": self.bytes_downloaded,
+        }
+
+    @classmethod
+    def from_record(cls, placed: PlacedFile) -> DownloadResult:
+        """The result of the download that placed ``placed`` (ValueError if the record's
+        result is not one)."""
+        data = placed.result
+        try:
+            media = MediaInfo(**data["media"])
+            return cls(placed.path, media, data["variant"], data["segments"], 0)
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"not a download's result: {exc}") from exc
+
 
 def download(
     url: str,
@@ -124,13 +145,17 @@ def download(
     cancel: threading.Event | None = None,
     overwrite: bool = False,
     drain: threading.Event | None = None,
+    keep_work_folder: bool = False,
 ) -> DownloadResult:
     """Download the HLS stream at ``url`` into ``output_path``.
 
     ``work_dir`` holds the fetched segments; running the same download with the
     same ``work_dir`` again resumes it. It is removed on success and kept on
-    failure or cancel. ``output_path`` never holds a partial file, and an existing
-    file there is an error unless ``overwrite``.
+    failure or cancel; with ``keep_work_folder`` it is kept on success too, holding
+    only the record of the placed file, for the caller to remove once it has
+    recorded the file itself (:meth:`~dlstore.workfolder.WorkFolder.placed`).
+    ``output_path`` never holds a partial file, and an existing file there is an
+    error unless ``overwrite``.
     """
     run = _Download.begin(url, output_path, work_dir, options, on_progress, cancel, overwrite)
     run.drain = drain
@@ -139,11 +164,11 @@ def download(
             plan = resolve_plan(session, run.url, options, run.cancel)
             following = run.fetch(session, plan)
         run.join(plan, following)
-        media = run.place()
+        result = run.place(plan)
     finally:
         with contextlib.suppress(FileNotFoundError):
             run.tmp.unlink()
-    return run.finish(plan, media)
+    return run.finish(result, keep_work_folder)
 
 
 @dataclass
@@ -274,24 +299,31 @@ class _Download:
                 containers=[track.plan.container for track in plan.tracks],
             )
 
-    def place(self) -> MediaInfo:
-        """Rename the joined file into place; its media facts, with its size."""
-        media = probe(self.tmp)
-        place_file(self.tmp, self.output_path, overwrite=self.overwrite)
-        return MediaInfo(**{**media.__dict__, "size_bytes": self.output_path.stat().st_size})
-
-    def finish(self, plan: DownloadPlan, media: MediaInfo) -> DownloadResult:
-        """Remove the work folder (only now: the file is in place) and say it is done."""
-        self.work.remove()
-        final = self.tracker.snapshot(f"Done: {self.output_path.name}")
-        self.emit(Progress(**{**final.__dict__, "speed_bps": None, "eta_seconds": 0}), force=True)
-        return DownloadResult(
+    def place(self, plan: DownloadPlan) -> DownloadResult:
+        """Record the joined file in the work folder, then rename it into place."""
+        probed = probe(self.tmp)
+        media = MediaInfo(**{**probed.__dict__, "size_bytes": self.tmp.stat().st_size})
+        result = DownloadResult(
             output_path=self.output_path,
             media=media,
             variant=plan.variant_metadata(),
             segments=self.tracker.total,
             bytes_downloaded=self.tracker.fetched_bytes,
         )
+        placed = PlacedFile.of(self.tmp, self.output_path, self.url, result.as_record())
+        self.work.record_placed(placed)  # before the rename: a crash after it finds the file
+        place_file(self.tmp, self.output_path, overwrite=self.overwrite)
+        return result
+
+    def finish(self, result: DownloadResult, keep_work_folder: bool) -> DownloadResult:
+        """Remove the work folder (only now: the file is in place) and say it is done."""
+        if keep_work_folder:
+            self.work.wipe(keep=(PLACED_NAME,))
+        else:
+            self.work.remove()
+        final = self.tracker.snapshot(f"Done: {self.output_path.name}")
+        self.emit(Progress(**{**final.__dict__, "speed_bps": None, "eta_seconds": 0}), force=True)
+        return result
 
 
 def _join_method(plan: DownloadPlan, fmt: str) -> str:

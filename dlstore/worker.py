@@ -2,7 +2,9 @@
 
     claimed row ──prepare──▶ Job: URL, output name reserved for the task, its work
         │                    folder claimed, download options
-        │                    (a bad row: ``fail`` with the reason, nothing fetched)
+        │                    (a bad row: ``fail`` with the reason, nothing fetched;
+        │                    a file an earlier attempt placed but did not record:
+        │                    ``complete`` with it, nothing fetched)
         ▼
     engine.download ──Progress──▶ ProgressReporter ──once a second──▶ report_progress
         │                              └─ write touched no row: cancelled, taken over or
@@ -20,6 +22,7 @@
                                       held by another claim: everything left alone
         completed, failed for good, cancelled → the output name's reservation released
         (kept while the row waits for a retry, so the next attempt gets the same name)
+        completed → the work folder removed, last (until then it records the placed file)
 
 Only this task's own files are ever removed: its work folder (if it holds dlstore's
 marker for this task), its own partial files and the video and poster it placed.
@@ -40,7 +43,7 @@ from pathlib import Path
 
 from dlstore import engine
 from dlstore.config import Settings
-from dlstore.errors import DlstoreError
+from dlstore.errors import DlstoreError, DownloadError
 from dlstore.logs import TaskLog
 from dlstore.models import DownloadTask, Status
 from dlstore.options import Job, prepare
@@ -236,6 +239,9 @@ class TaskRunner:
         except DlstoreError as exc:
             self._settle(Outcome.refused(exc))
             return
+        if job.placed is not None:
+            self._complete_placed(job)
+            return
         self.log.info(
             "Downloading %s to %s (attempt %s)",
             redact_url(job.url),
@@ -255,6 +261,7 @@ class TaskRunner:
                 on_progress=reporter.update,
                 cancel=self.cancel,
                 drain=self.drain,
+                keep_work_folder=True,  # it records the placed file until the row does
             )
             reporter.note("Making the poster frame")
             poster = self._poster(job, result.output_path)
@@ -267,6 +274,30 @@ class TaskRunner:
             reporter.stop()
         outcome = Outcome.completed(result, poster, self.reason)
         self._settle(outcome, reporter.latest, time.monotonic() - started)
+
+    def _complete_placed(self, job: Job) -> None:
+        """An earlier attempt placed the file but could not record it: record it now."""
+        assert job.placed is not None
+        try:
+            result = engine.DownloadResult.from_record(job.placed)
+        except ValueError as exc:
+            WorkFolder(job.work_dir, owner=self.task.id).forget_placed()
+            error = DownloadError(
+                f"The work folder's record of {job.placed.path} cannot be read ({exc}); "
+                "retry the task to download it again."
+            )
+            self._settle(Outcome.raised(error, self.reason))
+            return
+        self.log.info(
+            "%s was placed by an earlier attempt (%d bytes, unchanged): recording it, "
+            "nothing fetched",
+            job.placed.path,
+            job.placed.size,
+        )
+        poster = poster_path_for(job.placed.path)
+        if not poster.is_file():
+            poster = self._poster(job, job.placed.path)
+        self._settle(Outcome.completed(result, poster, self.reason))
 
     def _poster(self, job: Job, video: Path) -> Path | None:
         """The poster frame, named after the video; never put over a file already there."""
@@ -297,6 +328,8 @@ class TaskRunner:
             self._after_lost_write(decision.produced)
         elif decision.action in (Action.COMPLETE, Action.FAIL):
             self._release_output()  # the row has ended: its name is no longer held
+            if decision.action is Action.COMPLETE:
+                self._remove_work_folder()  # last: until now it recorded the placed file
         self.settled = True
 
     def _write(
@@ -395,17 +428,21 @@ class TaskRunner:
     def _remove_files(self, produced: Sequence[Path]) -> None:
         """Remove this task's files: its work folder, the video and poster this attempt
         placed (``produced``), its partial files; then give its output name back."""
-        job = self.job
-        if job is None:
+        if self.job is None:
             return
-        try:
-            WorkFolder(job.work_dir, owner=self.task.id).remove()
-        except (DlstoreError, OSError) as exc:
-            self.log.warning("Work folder left alone: %s", exc)
         for path in produced:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
         self._release_output()
+        self._remove_work_folder()  # last: what is left behind is found through it
+
+    def _remove_work_folder(self) -> None:
+        if self.job is None:
+            return
+        try:
+            WorkFolder(self.job.work_dir, owner=self.task.id).remove()
+        except (DlstoreError, OSError) as exc:
+            self.log.warning("Work folder left alone: %s", exc)
 
     def _release_output(self) -> None:
         """Remove this task's partial files beside its output and release the output name."""

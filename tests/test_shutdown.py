@@ -80,7 +80,7 @@ def test_what_outlives_the_grace_is_aborted_and_released(harness):
     h.server.rate_limit_bps = 8000  # ~45 KB segments: ~5 s each
     task_id = h.api.create("Slow", h.stream(), {"profile": "serial"})
     proc = h.start()
-    wait_until(lambda: h.server.bytes_sent > 0, 20, "the first segment to be under way")
+    wait_until(lambda: h.segment_hits(), 20, "the first segment to be under way")
     stop_at = time.monotonic()
     proc.send(signal.SIGTERM)
     assert proc.wait(20) == 0, proc.text()
