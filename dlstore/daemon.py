@@ -10,7 +10,8 @@ a database lock.
       │   housekeeping, every RECLAIM_INTERVAL_SECONDS (or half the lease, if shorter):
       │     rows whose lease expired (by the database's clock), rows whose holder is
       │     certainly gone (this host, boot and pid namespace; its process ended) → pending;
-      │     rows with a status dlstore does not know → failed
+      │     rows with a status dlstore does not know → failed;
+      │     what rows cancelled or completed while no daemon was at them left behind → removed
       │   claim while fewer than max_concurrent_tasks run; one TaskRunner thread each
       │   --exit-when-idle, nothing running and nothing due → leave the loop
       └── wait on one event: poll_interval (less up to POLL_JITTER), a runner ending,
@@ -45,6 +46,7 @@ from dlstore.outcome import StopReason
 from dlstore.sdnotify import Notifier
 from dlstore.signals import SignalPipe
 from dlstore.store import Claim, TaskStore
+from dlstore.sweep import sweep_orphans
 from dlstore.timeutil import now_ts
 from dlstore.worker import PROGRESS_INTERVAL_SECONDS, TaskRunner
 from dlstore.workerid import WorkerId, holder_is_gone
@@ -297,6 +299,7 @@ class Daemon:
         try:
             self._reclaim()
             self._fail_unknown_statuses()
+            self._sweep_orphans()
         except Exception as exc:  # noqa: BLE001 - the daemon lives on, and says why
             bug = not isinstance(exc, DlstoreError)
             self.log.error("Housekeeping failed (will try again): %s", exc, exc_info=bug)
@@ -324,6 +327,10 @@ class Daemon:
         """Certainly gone: of this host, boot and pid namespace, and its process is not
         running (:func:`~dlstore.workerid.holder_is_gone`); else the lease decides."""
         return holder_is_gone(holder, self.worker_id)
+
+    def _sweep_orphans(self) -> None:
+        """What rows that ended while no daemon was at them left behind (:mod:`dlstore.sweep`)."""
+        sweep_orphans(self.store, self.settings, self.log)
 
     def _fail_unknown_statuses(self) -> None:
         for status in self.store.counts():

@@ -602,6 +602,22 @@ class TaskStore:
             },
         )
 
+    def ended_among(self, task_ids: list[str], quiet_seconds: float) -> list[DownloadTask]:
+        """The rows of ``task_ids`` that are ``cancelled`` or ``completed`` and that no
+        daemon has written for ``quiet_seconds`` (its heartbeat, or else its last write, by
+        the database's clock): the orphan sweep's candidates (:mod:`dlstore.sweep`)."""
+        quiet = _passed(
+            func.coalesce(T.heartbeat_at, T.updated_at), self._db_now(seconds_ago=quiet_seconds)
+        )
+        ended = [Status.CANCELLED.value, Status.COMPLETED.value]
+        found: list[DownloadTask] = []
+        for start in range(0, len(task_ids), 500):  # SQLite's limit on bound values
+            chunk = task_ids[start : start + 500]
+            query = select(download_tasks).where(T.id.in_(chunk), T.status.in_(ended), quiet)
+            with self._read() as conn:
+                found += [DownloadTask.from_row(r) for r in conn.execute(query).mappings()]
+        return found
+
     def status_of(self, task_id: str) -> str | None:
         with self._read() as conn:
             return conn.execute(select(T.status).where(T.id == task_id)).scalar()

@@ -48,7 +48,7 @@ from dlstore.logs import TaskLog
 from dlstore.models import DownloadTask, Status
 from dlstore.options import Job, prepare
 from dlstore.outcome import Action, Decision, Outcome, Policy, StopReason, decide
-from dlstore.paths import place_file, poster_path_for, release
+from dlstore.paths import place_file, poster_path_for, release, remove_partials
 from dlstore.progress import Progress
 from dlstore.redact import redact_url
 from dlstore.remux import make_poster
@@ -445,15 +445,13 @@ class TaskRunner:
             self.log.warning("Work folder left alone: %s", exc)
 
     def _release_output(self) -> None:
-        """Remove this task's partial files beside its output and release the output name."""
+        """Remove this task's partial files beside its output (those of every attempt, under
+        any name: they share the work folder's tag) and release the output name."""
         job = self.job
         if job is None:
             return
-        work = WorkFolder(job.work_dir)
         try:
-            for final in (job.output_path, poster_path_for(job.output_path)):
-                with contextlib.suppress(FileNotFoundError):
-                    work.temp_file_for(final).unlink()
+            remove_partials(job.output_path.parent, WorkFolder(job.work_dir).part_tag)
             release(job.output_path, self.task.id)
         except OSError as exc:
             self.log.warning("Could not remove the reservation of %s: %s", job.output_path, exc)
