@@ -3,6 +3,7 @@
 
     python scripts/bench_daemon.py [--db URL] [--poll-interval 0.5] [--samples 20]
                                    [--idle-seconds 60] [--statements 600]
+                                   [--soak-seconds 45] [--soak-hosts] [--only-soak]
 
 Measures, with the daemon as a real subprocess and the Rust API's exact SQL:
 
@@ -10,9 +11,15 @@ Measures, with the daemon as a real subprocess and the Rust API's exact SQL:
     claim latency         INSERT → status 'downloading', median and p99   ≤ poll interval + 100 ms
     API statement p99     while 3 downloads run, 5 s busy timeout          ≤ 50 ms, 0 "locked"
     progress writes       distinct updated_at per second per downloading row  ≤ 1 /s
+    chaos soak (#9)       3 daemons, one SIGKILLed every 3-5 s and restarted, 20 rows, 3
+                          cancelled: rows, kills, completions, bytes fetched twice (the
+                          server's count; at most what was in flight at the kills),
+                          recovery (kill → the row downloading again) p50/max; no problem
 
 The database is a new SQLite file in a temporary folder unless --db names another
 (a PostgreSQL URL must point at an empty schema, e.g. with ?options=-csearch_path=…).
+The soak gets a database of its own the same way (a new SQLite file, or --db);
+--soak-hosts gives each of its daemons a host name of its own (unshare --uts, root).
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ import time
 from pathlib import Path
 
 from dlstore import migrate
+from dlstore.testing.chaos import Soak, SoakPlan
 from dlstore.testing.hls_server import HlsServer
 from dlstore.testing.media import encode_source, write_hls
 from dlstore.testing.rust_api import RustApi
@@ -70,11 +78,48 @@ def main() -> int:
     parser.add_argument("--samples", type=int, default=20, help="claim latency samples")
     parser.add_argument("--idle-seconds", type=float, default=60.0)
     parser.add_argument("--statements", type=int, default=600, help="API statements to time")
+    parser.add_argument("--soak-seconds", type=float, default=45.0, help="0: no chaos soak")
+    parser.add_argument("--soak-hosts", action="store_true", help="a host name per daemon")
+    parser.add_argument("--only-soak", action="store_true", help="the chaos soak alone")
     args = parser.parse_args()
 
     folder = Path(tempfile.mkdtemp(prefix="dlstore-bench-"))
     url = args.db or str(folder / "bench.sqlite")
     print(f"bench: folder {folder}, database {url}, poll interval {args.poll_interval} s")
+    results = [] if args.only_soak else bench_basics(args, folder, url)
+    if args.soak_seconds > 0:
+        results += chaos_soak(args, folder)
+    print()
+    width = max(len(r[0]) for r in results)
+    for name, figure, target, ok in results:
+        print(
+            f"{name:<{width}}  {figure}\n{'':<{width}}  target {target}: {'OK' if ok else 'MISSED'}"
+        )
+    return 0 if all(r[3] for r in results) else 1
+
+
+def chaos_soak(args: argparse.Namespace, folder: Path) -> list[tuple[str, str, str, bool]]:
+    """The chaos soak's figures (dlstore.testing.chaos), as result lines."""
+    plan = SoakPlan(seconds=args.soak_seconds, hosts=args.soak_hosts)
+    print(f"bench: chaos soak for {plan.seconds:g} s ({plan.daemons} daemons, {plan.rows} rows)")
+    report = Soak(folder / "soak", args.db, plan).run()
+    figures = report.figures()
+    clean = not report.problems
+    ok = report.refetched_bytes <= report.refetch_bound
+    return [
+        ("soak rows", figures["rows"], "every row completed once or cancelled", clean),
+        ("soak kills", figures["kills"], "one every 3-5 s", len(report.kills) > 0),
+        ("soak completions", figures["completions"], "rows − cancelled", clean),
+        ("soak bytes fetched twice", figures["bytes fetched twice"], "≤ in flight", ok),
+        ("soak recovery", figures["recovery"], "kill → downloading again", bool(report.recovery)),
+        ("soak problems", figures["problems"], "none", clean),
+    ]
+
+
+def bench_basics(
+    args: argparse.Namespace, folder: Path, url: str
+) -> list[tuple[str, str, str, bool]]:
+    """Idle CPU, claim latency, API statements and progress writes, as result lines."""
     write_hls(
         encode_source(folder / "tiny.mp4", duration=2, width=64, height=36),
         folder / "site" / "tiny",
@@ -201,14 +246,7 @@ def main() -> int:
             proc.wait(30)
             log.close()
             api.close()
-
-    print()
-    width = max(len(r[0]) for r in results)
-    for name, figure, target, ok in results:
-        print(
-            f"{name:<{width}}  {figure}\n{'':<{width}}  target {target}: {'OK' if ok else 'MISSED'}"
-        )
-    return 0 if all(r[3] for r in results) else 1
+    return results
 
 
 def time_api(url: str, server: HlsServer, ids: list[str], count: int):  # type: ignore[no-untyped-def]

@@ -14,6 +14,7 @@
         requests.get(server.url("/plain/index.m3u8"))
         server.hits["/plain/seg-000.ts"]                    # how often it was asked for
         server.disconnects["/live.ts"]                      # clients gone mid-body
+        server.sent["/plain/seg-000.ts"]                    # body bytes sent for it, in all
 
 Range requests (``bytes=a-b``) get 206 with Content-Range. Keep-alive is on, as
 with real CDNs. Nothing is printed for each request. ``HlsServer(folder,
@@ -122,6 +123,7 @@ class HlsServer:
         self.retry_after: str | None = None  # sent with injected 503s
         self.dribble_interval: float = 0.1  # seconds between the bytes of a "dribble" body
         self.bytes_sent = 0
+        self.sent: Counter[str] = Counter()  # body bytes sent, per path
         self.disconnects: Counter[str] = Counter()  # bodies the client left before their end
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -172,6 +174,7 @@ class HlsServer:
             self.hits.clear()
             self.request_headers.clear()
             self.bytes_sent = 0
+            self.sent.clear()
             self.disconnects.clear()
 
     # -- used by the handler
@@ -193,9 +196,10 @@ class HlsServer:
             return self.faults.pick(path)
         return None
 
-    def _count_sent(self, count: int) -> None:
+    def _count_sent(self, count: int, path: str) -> None:
         with self._lock:
             self.bytes_sent += count
+            self.sent[path] += count
 
     def _client_left(self, path: str) -> None:
         with self._lock:
@@ -340,7 +344,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             self.server.app._client_left(self._served)
             return False
-        self.server.app._count_sent(len(chunk))
+        self.server.app._count_sent(len(chunk), self._served)
         return True
 
     def _send_endless(self, body: Endless, head: bool) -> None:
