@@ -28,6 +28,8 @@ DEFAULT_CONFIG_PATH = Path("config") / "downloader.yaml"
 _DOWNLOAD = DownloadOptions()
 DEFAULT_DATABASE_PATH = Path("data") / "dlstore.sqlite"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+#: The longest ``shutdown_grace``: a service manager must not wait for ever.
+MAX_SHUTDOWN_GRACE = 3600.0
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,7 @@ class Settings:
     stall_timeout: float = _DOWNLOAD.stall_timeout  # < 1 KiB in this many seconds: aborted
     max_per_host: int = 0  # downloads at once from one URL host in a daemon; 0: no limit
     metrics_listen: str | None = None  # HOST:PORT for the daemon's /metrics and /healthz
+    shutdown_grace: float = 10.0  # SIGTERM: seconds in-flight segments get to finish
     profiles: Mapping[str, Profile] = field(default_factory=lambda: BUILTIN_PROFILES)
 
     def replace(self, **changes: Any) -> Settings:
@@ -155,7 +158,8 @@ _INT_KEYS = {"default_threads", "max_threads", "max_retries", "chunk_size", "ban
              "max_concurrent_tasks", "task_retries", "threads", "max_segment_bytes",
              "max_per_host"}  # fmt: skip
 _FLOAT_KEYS = {"retry_delay", "connect_timeout", "read_timeout", "poll_interval",
-               "lease_seconds", "task_retry_delay", "stall_timeout"}  # fmt: skip
+               "lease_seconds", "task_retry_delay", "stall_timeout",
+               "shutdown_grace"}  # fmt: skip
 _NULLABLE_KEYS = {"bandwidth_limit", "log_file", "database_url", "metrics_listen"}
 
 ENV_VARS = {
@@ -308,6 +312,11 @@ def _validate(settings: Settings) -> None:
             raise ConfigError(f"{key}: must not be negative, got {getattr(settings, key)!r}.")
     if settings.metrics_listen is not None:
         parse_listen(settings.metrics_listen)
+    if not 0 <= settings.shutdown_grace <= MAX_SHUTDOWN_GRACE:
+        raise ConfigError(
+            f"shutdown_grace: must be from 0 to {MAX_SHUTDOWN_GRACE:g} seconds, "
+            f"got {settings.shutdown_grace!r}."
+        )
     if settings.bandwidth_limit is not None and settings.bandwidth_limit <= 0:
         raise ConfigError("bandwidth_limit: must be greater than 0 bytes per second.")
     if settings.default_threads > settings.max_threads:

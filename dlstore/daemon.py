@@ -1,10 +1,17 @@
 """``dlstore daemon``: the loop that turns pending rows into videos.
 
+The loop runs on a thread of its own ("dlstore-loop"); the main thread only waits
+for signals (through :class:`~dlstore.signals.SignalPipe`) and runs the shutdown,
+and never calls the database: a signal lands at once even while the loop waits for
+a database lock.
+
     start ─▶ housekeeping ─▶ READY=1
       ┌─▶ reap finished runners; a runner whose thread died fails its row
       │   housekeeping, every RECLAIM_INTERVAL_SECONDS (or half the lease, if shorter):
-      │     rows whose lease expired, rows held by a dead pid of this host → pending;
-      │     rows with a status dlstore does not know → failed
+      │     rows whose lease expired (by the database's clock), rows whose holder is
+      │     certainly gone (this host, boot and pid namespace; its process ended) → pending;
+      │     rows with a status dlstore does not know → failed;
+      │     what rows cancelled or completed while no daemon was at them left behind → removed
       │   the pause switch read (dlstore_queue): paused → claim nothing, runners go on
       │   claim while fewer than max_concurrent_tasks run, passing over rows whose URL host
       │   has max_per_host downloads running here; one TaskRunner thread each
@@ -13,8 +20,11 @@
           a signal, or, while a slot is free, a change in the database (PostgreSQL:
           LISTEN/NOTIFY; SQLite: PRAGMA data_version); never longer than the next
           watchdog ping
-    SIGTERM/SIGINT ─▶ STOPPING=1 ─▶ runners stop at a segment boundary and release their
-      rows (progress kept, attempt not counted) ─▶ at most SHUTDOWN_GRACE_SECONDS ─▶ return
+    SIGTERM/SIGINT ─▶ STOPPING=1 ─▶ no new claim, no new segment; the segments in flight
+      finish, for at most ``shutdown_grace`` seconds ─▶ what still runs is aborted ─▶ each
+      runner releases its row (progress kept, attempt not counted), for at most
+      SHUTDOWN_ABORT_SECONDS more ─▶ return (a row still held is taken over at the next
+      start on this host, or after the lease elsewhere)
     a second signal ─▶ exit at once (rows are reclaimed at the next start on this host)
 
 An idle daemon wakes once per poll interval for two short reads and one short write
@@ -34,7 +44,6 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from types import FrameType
 
 from dlstore import wakeup
 from dlstore.config import Settings, parse_listen
@@ -45,10 +54,12 @@ from dlstore.models import DownloadTask, Status
 from dlstore.outcome import StopReason
 from dlstore.redact import escape_controls
 from dlstore.sdnotify import Notifier
+from dlstore.signals import SignalPipe
 from dlstore.store import Claim, QueueState, TaskStore
+from dlstore.sweep import sweep_orphans
 from dlstore.timeutil import now_ts
 from dlstore.worker import PROGRESS_INTERVAL_SECONDS, TaskRunner
-from dlstore.workerid import WorkerId
+from dlstore.workerid import WorkerId, holder_is_gone
 
 #: The wait between looks for pending rows is poll_interval shortened by up to this
 #: share, so that daemons started together drift apart and a new row still starts
@@ -58,10 +69,15 @@ POLL_JITTER = 0.25
 RECLAIM_INTERVAL_SECONDS = 30.0
 #: A lease must outlast a few missed heartbeats.
 MIN_LEASE_SECONDS = 3 * PROGRESS_INTERVAL_SECONDS
-#: How long a stopping daemon waits for its downloads to reach a segment boundary.
-SHUTDOWN_GRACE_SECONDS = 20.0
+#: After ``shutdown_grace``, how long a stopping daemon waits for its aborted downloads
+#: to release their rows before it exits anyway.
+SHUTDOWN_ABORT_SECONDS = 3.0
+#: At the end of a shutdown, how long failing the rows of runners that died may take.
+REAP_WAIT_SECONDS = 1.0
 #: The wait after a database error before trying again.
 ERROR_BACKOFF_SECONDS = 5.0
+#: The signal-waiting thread's longest sleep (it also wakes when the loop or a runner ends).
+SIGNAL_TICK_SECONDS = 1.0
 
 KNOWN_STATUSES = tuple(s.value for s in Status)
 
@@ -76,24 +92,6 @@ class _Running:
     previous: _Running | None = None
     #: What ended the thread, if it escaped the runner.
     died: BaseException | None = None
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether a process ``pid`` exists on this host and is not a zombie."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # it exists, as another user
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
-            state = fh.read().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return True
-    return state not in ("Z", "X")
 
 
 class Daemon:
@@ -122,6 +120,8 @@ class Daemon:
         self.stopping = threading.Event()
         self._wake = wakeup.for_engine(store.engine)
         self._running: dict[str, _Running] = {}
+        self._lock = threading.Lock()  # guards _running: the loop and the shutdown share it
+        self._pipe = SignalPipe()
         self._signals = 0
         self._status: str | None = None
         self._queue = QueueState(False)
@@ -131,30 +131,62 @@ class Daemon:
             stale_after=max(LOOP_STALE_SECONDS, 3 * settings.poll_interval),
         )
         self._metrics_server: MetricsServer | None = None
+        self._loop_error: BaseException | None = None
 
     # --- control -------------------------------------------------------------------
 
     def request_stop(self) -> None:
+        """Stop (from any thread): the loop claims nothing more, :meth:`run` shuts down."""
         self.stopping.set()
         self._wake.set()
+        self._pipe.poke()
 
     def install_signal_handlers(self) -> None:
         """SIGTERM/SIGINT: stop cleanly; a second one: exit at once. Main thread only."""
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, self._on_signal)
+        self._pipe.install((signal.SIGTERM, signal.SIGINT))
 
-    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+    def _handle_signals(self, seconds: float) -> None:
+        """Wait up to ``seconds`` for a signal (or a poke), and act on those that came."""
+        for signum in self._pipe.wait(seconds):
+            self._on_signal(signum)
+
+    def _on_signal(self, signum: int) -> None:
+        """A signal, read from the pipe: ordinary code, not a signal handler."""
         self._signals += 1
         name = signal.Signals(signum).name
         if self._signals > 1:
             os.write(2, f"dlstore daemon: second {name}: exiting at once\n".encode())
             os._exit(128 + signum)
-        self.log.info("%s received: finishing at the next segment boundary", name)
+        self.log.info("%s received: finishing the segments in flight, then stopping", name)
         self.request_stop()
 
     # --- the loop ------------------------------------------------------------------
 
     def run(self) -> None:
+        """Run the loop on its own thread until a stop (or --exit-when-idle), then shut down.
+
+        This thread waits for signals meanwhile. What the loop raised is raised here,
+        after the shutdown."""
+        loop = threading.Thread(target=self._run_loop, name="dlstore-loop", daemon=True)
+        loop.start()
+        try:
+            while loop.is_alive() and not self.stopping.is_set():
+                self._handle_signals(SIGNAL_TICK_SECONDS)
+        finally:
+            self.stopping.set()
+            self._wake.set()
+            self._shutdown()
+        if self._loop_error is not None:
+            raise self._loop_error
+
+    def _run_loop(self) -> None:
+        """The loop thread's target: whatever ends the loop, the main thread hears of it."""
+        try:
+            self._loop()
+        except BaseException as exc:  # noqa: BLE001 - raised again by run()
+            self._loop_error = exc
+
+    def _loop(self) -> None:
         s = self.settings
         self.log.info(
             "Daemon %s started: up to %d downloads, polling every %g s, lease %g s, "
@@ -199,7 +231,7 @@ class Daemon:
                 now = time.monotonic()
                 self._wait(min(delay, next_watchdog - now, next_housekeeping - now))
         finally:
-            self._shutdown()
+            self._pipe.poke()  # run() is waiting for the loop to end
 
     def _serve_metrics(self) -> None:
         """Start the /metrics and /healthz server if metrics_listen asks for one."""
@@ -225,7 +257,18 @@ class Daemon:
             if found is None:
                 self._wake.seen(mark)  # what was committed before this claim has been looked at
                 return
-            self._start(*found)
+            with self._lock:  # the shutdown takes its list of runners under this lock
+                late = self.stopping.is_set()
+                if not late:
+                    self._start(*found)
+            if late:
+                self._release_unstarted(found[1])
+                return
+
+    def _release_unstarted(self, claim: Claim) -> None:
+        """A row claimed as the stop came: straight back to pending (loop thread)."""
+        if self.store.release(claim):
+            self.log.info("[task %s] Claimed as the daemon stopped: released", claim.task_id)
 
     def _saturated_hosts(self) -> list[str]:
         """The URL hosts with max_per_host downloads running here (none if no limit)."""
@@ -266,10 +309,14 @@ class Daemon:
         finally:
             running.done.set()
             self._wake.set()
+            self._pipe.poke()
 
     def _reap(self) -> None:
-        for task_id in [k for k, r in self._running.items() if r.done.is_set()]:
-            running = self._running.pop(task_id)
+        with self._lock:
+            ended = [
+                self._running.pop(k) for k, r in list(self._running.items()) if r.done.is_set()
+            ]
+        for running in ended:
             if not running.runner.settled:
                 self._fail_abandoned(running)
 
@@ -320,6 +367,7 @@ class Daemon:
         try:
             self._reclaim()
             self._fail_unknown_statuses()
+            self._sweep_orphans()
         except Exception as exc:  # noqa: BLE001 - the daemon lives on, and says why
             bug = not isinstance(exc, DlstoreError)
             self.log.error("Housekeeping failed (will try again): %s", exc, exc_info=bug)
@@ -344,13 +392,13 @@ class Daemon:
                     )
 
     def _holder_is_dead(self, holder: WorkerId) -> bool:
-        """For a holder on this host: its pid is gone, or is us in an earlier life."""
-        me = self.worker_id
-        if holder.host != me.host:
-            return False
-        if holder.pid == me.pid:
-            return holder.token != me.token
-        return not pid_alive(holder.pid)
+        """Certainly gone: of this host, boot and pid namespace, and its process is not
+        running (:func:`~dlstore.workerid.holder_is_gone`); else the lease decides."""
+        return holder_is_gone(holder, self.worker_id)
+
+    def _sweep_orphans(self) -> None:
+        """What rows that ended while no daemon was at them left behind (:mod:`dlstore.sweep`)."""
+        sweep_orphans(self.store, self.settings, self.log)
 
     def _fail_unknown_statuses(self) -> None:
         for status in self.store.counts():
@@ -372,26 +420,33 @@ class Daemon:
     # --- stopping ----------------------------------------------------------------------
 
     def _shutdown(self) -> None:
-        running = list(self._running.values())
+        """Drain, then abort what outlives ``shutdown_grace``, then leave. No database call
+        here: this is the thread that reads signals (a second one exits at once)."""
+        with self._lock:
+            running = list(self._running.values())
         self.notifier.stopping(
-            f"Stopping: releasing {len(running)} download(s)" if running else "Stopping"
+            f"Stopping: finishing {len(running)} download(s)" if running else "Stopping"
         )
         for item in running:
-            item.runner.stop(StopReason.SHUTDOWN)
-        deadline = time.monotonic() + SHUTDOWN_GRACE_SECONDS
-        for item in running:
-            while item.thread.is_alive() and time.monotonic() < deadline:
-                item.thread.join(min(1.0, max(0.0, deadline - time.monotonic())))
-                self.notifier.watchdog()
-        self._reap()
-        stuck = [item.runner.task.id for item in running if item.thread.is_alive()]
-        if stuck:
+            item.runner.stop(StopReason.SHUTDOWN)  # no new segment; those in flight finish
+        grace = self.settings.shutdown_grace
+        late = self._join_runners(running, grace)
+        if late:
+            self.log.warning(
+                "%d download(s) still fetching after shutdown_grace (%g s): aborting them",
+                len(late),
+                grace,
+            )
+            for item in late:
+                item.runner.abort()
+            late = self._join_runners(late, SHUTDOWN_ABORT_SECONDS)
+        self._reap_in_background()
+        if late:
             self.log.error(
-                "%d download(s) did not stop within %g s (%s); their rows go back to pending "
-                "when this daemon restarts or their lease runs out",
-                len(stuck),
-                SHUTDOWN_GRACE_SECONDS,
-                ", ".join(stuck),
+                "%d download(s) did not release their rows in time (%s); they go back to "
+                "pending when this daemon restarts, or when their lease runs out",
+                len(late),
+                ", ".join(item.runner.task.id for item in late),
             )
         self.log.info("Daemon %s stopped", self.worker_id)
         self._wake.close()
@@ -399,6 +454,27 @@ class Daemon:
             self._metrics_server.stop()
         with contextlib.suppress(OSError):
             self.notifier.close()
+        self._pipe.close()
+
+    def _join_runners(self, items: list[_Running], seconds: float) -> list[_Running]:
+        """Wait up to ``seconds`` for ``items`` to end, acting on signals; those still running."""
+        deadline = time.monotonic() + seconds
+        while True:
+            alive = [item for item in items if not item.done.is_set()]
+            left = deadline - time.monotonic()
+            if not alive or left <= 0:
+                return alive
+            self._handle_signals(min(SIGNAL_TICK_SECONDS, left))
+            self.notifier.watchdog()
+
+    def _reap_in_background(self) -> None:
+        """Fail the rows of runners that died (a database call: on a thread of its own,
+        waited for at most REAP_WAIT_SECONDS)."""
+        reaper = threading.Thread(target=self._reap, name="dlstore-reap", daemon=True)
+        reaper.start()
+        deadline = time.monotonic() + REAP_WAIT_SECONDS
+        while reaper.is_alive() and time.monotonic() < deadline:
+            self._handle_signals(0.05)
 
     # --- status ------------------------------------------------------------------------
 
@@ -411,6 +487,6 @@ class Daemon:
         return f"Downloading {len(self._running)} of at most {self.settings.max_concurrent_tasks}"
 
     def _set_status(self, text: str) -> None:
-        if text != self._status:
+        if text != self._status and not self.stopping.is_set():  # STOPPING=1 stays the last
             self._status = text
             self.notifier.status(text)

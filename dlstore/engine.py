@@ -8,10 +8,13 @@ daemon alike.
 
 A live playlist (no EXT-X-ENDLIST), when the options say to record it, is recorded by
 :mod:`dlstore.live` instead of fetched; what it recorded is joined the same way.
+Before the rename into place the work folder records the placed file (placed.json):
+an attempt after a crash there finds it and completes without fetching again.
 
 The engine knows nothing of the database: progress goes out through
 ``on_progress`` (at most about four times a second, plus once at the end),
-cancellation comes in through ``cancel``. Everything that fails raises a
+cancellation comes in through ``cancel`` (stop now) and ``drain`` (fetch no new
+segment, let those in flight finish: :mod:`dlstore.fetch`). Everything that fails raises a
 :class:`~dlstore.errors.DlstoreError` subclass whose message a user can act on.
 """
 
@@ -22,7 +25,7 @@ import hashlib
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -79,7 +82,7 @@ from dlstore.remux import (
 )
 from dlstore.sidecars import Sidecars, load, subtitle_names
 from dlstore.validate import check_url
-from dlstore.workfolder import Track, WorkFolder, track_files
+from dlstore.workfolder import PLACED_NAME, PlacedFile, Track, WorkFolder, track_files
 
 __all__ = [
     "DownloadPlan",
@@ -201,6 +204,34 @@ class DownloadResult:
             "subtitle_tracks": [dict(t) for t in self.subtitle_tracks],
         }
 
+    def as_record(self) -> dict:
+        """What :meth:`from_record` needs, as JSON (for the work folder's placed.json)."""
+        return {
+            "media": asdict(self.media),
+            "variant": self.variant,
+            "segments": self.segments,
+            "bytes_downloaded": self.bytes_downloaded,
+            "audio_tracks": [dict(t) for t in self.audio_tracks],
+            "subtitle_tracks": [dict(t) for t in self.subtitle_tracks],
+            "live_gaps": self.live_gaps,
+        }
+
+    @classmethod
+    def from_record(cls, placed: PlacedFile) -> DownloadResult:
+        """The result of the download that placed ``placed`` (ValueError if the record's
+        result is not one)."""
+        data = placed.result
+        try:
+            media = MediaInfo(**data["media"])
+            return cls(
+                placed.path, media, data["variant"], data["segments"], 0,
+                audio_tracks=tuple(data.get("audio_tracks") or ()),
+                subtitle_tracks=tuple(data.get("subtitle_tracks") or ()),
+                live_gaps=data.get("live_gaps"),
+            )  # fmt: skip
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"not a download's result: {exc}") from exc
+
 
 def download(
     url: str,
@@ -213,16 +244,23 @@ def download(
     overwrite: bool = False,
     stop_recording: threading.Event | None = None,
     log: logging.Logger | logging.LoggerAdapter | None = None,
+    drain: threading.Event | None = None,
+    keep_work_folder: bool = False,
 ) -> DownloadResult:
     """Download the HLS stream at ``url`` into ``output_path``.
 
     ``work_dir`` holds the fetched segments; running the same download with the
     same ``work_dir`` again resumes it. It is removed on success and kept on
-    failure or cancel. ``output_path`` never holds a partial file, and an existing
-    file there is an error unless ``overwrite``. A live recording ends early (and is
-    kept) once ``stop_recording`` is set, and logs its gaps to ``log``.
+    failure or cancel; with ``keep_work_folder`` it is kept on success too, holding
+    only the record of the placed file, for the caller to remove once it has
+    recorded the file itself (:meth:`~dlstore.workfolder.WorkFolder.placed`).
+    ``output_path`` never holds a partial file, and an existing file there is an
+    error unless ``overwrite``. With ``drain`` set no new segment starts (those in
+    flight finish). A live recording ends early (and is kept) once
+    ``stop_recording`` is set, and logs its gaps to ``log``.
     """
     run = _Download.begin(url, output_path, work_dir, options, on_progress, cancel, overwrite)
+    run.drain = drain
     live_gaps = None
     try:
         with make_session(options, run.url) as session:
@@ -233,12 +271,12 @@ def download(
             else:
                 following = run.fetch(session, plan)
         run.join(plan, following)
-        media = run.place()
+        result = run.place(plan, live_gaps)
     finally:
         with contextlib.suppress(FileNotFoundError):
             run.tmp.unlink()
         run.sidecars.clean_up()
-    return run.finish(plan, media, live_gaps)
+    return run.finish(result, keep_work_folder)
 
 
 @dataclass
@@ -258,6 +296,7 @@ class _Download:
     work: WorkFolder
     tmp: Path  # the joined file, beside the output until it is placed
     sidecars: Sidecars  # the subtitle files, named once the plan is known
+    drain: threading.Event | None = None  # set: fetch no new segment
 
     @property
     def fmt(self) -> str:
@@ -367,6 +406,7 @@ class _Download:
             report=report,
             cancel=self.cancel,
             on_file=on_file,
+            drain=self.drain,
         )
 
     def record(
@@ -451,26 +491,13 @@ class _Download:
         reference = round(start * webvtt.MPEGTS_HZ) % webvtt.MPEGTS_WRAP
         return [load(self.work, track, reference) for track in plan.subtitle_tracks]
 
-    def place(self) -> MediaInfo:
-        """Rename the joined file into place; its media facts, with its size."""
-        media = probe(self.tmp)
-        self.sidecars.place(overwrite=self.overwrite)  # first: the video's name is the signal
-        try:
-            place_file(self.tmp, self.output_path, overwrite=self.overwrite)
-        except BaseException:
-            self.sidecars.remove_placed()
-            raise
-        return MediaInfo(**{**media.__dict__, "size_bytes": self.output_path.stat().st_size})
-
-    def finish(
-        self, plan: DownloadPlan, media: MediaInfo, live_gaps: list[dict] | None = None
-    ) -> DownloadResult:
-        """Remove the work folder (only now: the file is in place) and say it is done."""
-        audio = audio_tracks(plan.audio_renditions, audio_streams(self.output_path))
-        self.work.remove()
-        final = self.tracker.snapshot(f"Done: {self.output_path.name}")
-        self.emit(Progress(**{**final.__dict__, "speed_bps": None, "eta_seconds": 0}), force=True)
-        return DownloadResult(
+    def place(self, plan: DownloadPlan, live_gaps: list[dict] | None = None) -> DownloadResult:
+        """Record the joined file in the work folder, then rename it (and its subtitle
+        files, first: the video's name is the signal) into place."""
+        probed = probe(self.tmp)
+        media = MediaInfo(**{**probed.__dict__, "size_bytes": self.tmp.stat().st_size})
+        audio = audio_tracks(plan.audio_renditions, audio_streams(self.tmp))
+        result = DownloadResult(
             output_path=self.output_path,
             media=media,
             variant=plan.variant_metadata(),
@@ -480,6 +507,25 @@ class _Download:
             subtitle_tracks=tuple(_subtitle_metadata(plan, self.sidecars.finals)),
             live_gaps=live_gaps,
         )
+        placed = PlacedFile.of(self.tmp, self.output_path, self.url, result.as_record())
+        self.work.record_placed(placed)  # before the rename: a crash after it finds the file
+        self.sidecars.place(overwrite=self.overwrite)
+        try:
+            place_file(self.tmp, self.output_path, overwrite=self.overwrite)
+        except BaseException:
+            self.sidecars.remove_placed()
+            raise
+        return result
+
+    def finish(self, result: DownloadResult, keep_work_folder: bool) -> DownloadResult:
+        """Remove the work folder (only now: the file is in place) and say it is done."""
+        if keep_work_folder:
+            self.work.wipe(keep=(PLACED_NAME,))
+        else:
+            self.work.remove()
+        final = self.tracker.snapshot(f"Done: {self.output_path.name}")
+        self.emit(Progress(**{**final.__dict__, "speed_bps": None, "eta_seconds": 0}), force=True)
+        return result
 
 
 def _subtitle_metadata(plan: DownloadPlan, paths: list[Path]) -> list[dict]:

@@ -19,6 +19,13 @@ key that could not be had. A body is refused past ``max_segment_bytes`` and abor
 when it stalls (:func:`dlstore.http.iter_body`); a stop shuts the sockets being read
 down at once.
 
+Two events stop a fetch, and they differ in what they let finish:
+
+- ``drain``: start no new file; the files in flight finish (with their retries),
+  then :class:`~dlstore.errors.CancelledError` is raised if any file was left out
+  (nothing is raised if every file is in place). The daemon's SIGTERM.
+- ``cancel``: stop now; the sockets being read are shut down mid-body.
+
 Knows nothing of databases: progress goes out through a callback, cancellation
 comes in through an event. Only the calling thread runs the callback.
 
@@ -76,6 +83,10 @@ MISSING_NAMED = 3  # how many missing files the error names
 _STOPS_ALL = (CancelledError, DiskFullError, NotWritableError, WorkFolderError)
 #: Errors that make the kept bytes of a file worthless (others keep them for the next try).
 _SPOILS_PARTIAL = (CorruptSegmentError, SegmentError)
+
+
+class NotStartedError(CancelledError):
+    """The fetch is draining: this file was not started."""
 
 
 @dataclass(frozen=True)
@@ -211,6 +222,7 @@ class FetchContext:
     active: ActiveResponses
     on_file: Callable[[FetchJob], None] | None = None
     answers: dict[FetchJob, int] = field(default_factory=dict)  # the last status per file
+    drain: threading.Event | None = None  # set: start no new file (see the module's doc)
 
 
 # --------------------------------------------------------------------------- the pool
@@ -227,13 +239,15 @@ def fetch_all(
     report: Callable[[], None],
     cancel: threading.Event | None = None,
     on_file: Callable[[FetchJob], None] | None = None,
+    drain: threading.Event | None = None,
 ) -> None:
     """Fetch every job not already in ``work``; ``report()`` is called about 4 times a second.
 
     ``on_file(job)`` is called (in a fetch thread) as soon as a job's file is in place.
-    Raises CancelledError, or what stops every fetch at once (after stopping the other
-    threads), or, once every other file is in place, one error naming the files that
-    could not be fetched (:func:`missing_error`).
+    Raises CancelledError (``cancel`` set, or ``drain`` set and some files left out),
+    or what stops every fetch at once (after stopping the other threads), or, once
+    every other file is in place, one error naming the files that could not be
+    fetched (:func:`missing_error`).
     """
     jobs = list(jobs)
     ctx = FetchContext(
@@ -246,6 +260,7 @@ def fetch_all(
         bucket=TokenBucket(options.rate_limit_bps) if options.rate_limit_bps else None,
         active=ActiveResponses(),
         on_file=on_file,
+        drain=drain,
     )
     pending = _not_in_place(jobs, work, tracker)
     if not pending:
@@ -304,19 +319,25 @@ def _wait_all(
     cancel: threading.Event | None,
 ) -> BaseException | None:
     """Wait for every future, reporting each tick; the first error raised (what stops every
-    fetch) or a cancel ends it."""
+    fetch) or a cancel ends it.
+
+    A file left out by a drain (:class:`NotStartedError`) is not a failure: the others
+    in flight are waited for, then the drain is the error."""
     waiting = set(futures)
+    drained: BaseException | None = None
     while waiting:
         done, waiting = wait(waiting, timeout=TICK_SECONDS, return_when=FIRST_COMPLETED)
         for future in done:
             exc = future.exception()
-            if exc is not None:
+            if isinstance(exc, NotStartedError):
+                drained = exc
+            elif exc is not None:
                 return exc
         if cancel is not None and cancel.is_set():
             return CancelledError()
         if waiting:  # after the last file, the caller reports what comes next
             report()
-    return None
+    return drained
 
 
 def missing_error(missing: list[Missing], jobs: list[FetchJob]) -> DownloadError:
@@ -380,6 +401,8 @@ def _fetch_job(ctx: FetchContext, job: FetchJob) -> Missing | None:
     """
     if ctx.stop.is_set():
         raise CancelledError()
+    if ctx.drain is not None and ctx.drain.is_set():
+        raise NotStartedError()
     tried = 0
 
     def once(attempt: int) -> None:

@@ -42,7 +42,7 @@ from dlstore.paths import (
     sanitize_filename,
 )
 from dlstore.validate import check_url
-from dlstore.workfolder import WorkFolder
+from dlstore.workfolder import PlacedFile, WorkFolder
 
 if TYPE_CHECKING:
     from dlstore.config import Settings
@@ -532,6 +532,9 @@ class Job:
     output_path: Path
     work_dir: Path
     options: DownloadOptions
+    #: The file an earlier attempt placed at ``output_path`` and could not record in the
+    #: row (a crash, a lost database): the download is done already.
+    placed: PlacedFile | None = None
 
 
 def prepare(task: DownloadTask, settings: Settings) -> Job:
@@ -540,20 +543,42 @@ def prepare(task: DownloadTask, settings: Settings) -> Job:
     The task's work folder is claimed (made with dlstore's marker, or checked to be
     this task's) and its output name reserved, in that order, before anything is
     fetched; the caller releases the name when the row ends (:func:`~dlstore.paths.release`).
+    If the folder records a file an earlier attempt placed (still there, unchanged, at
+    one of the task's names), the job is that file (:attr:`Job.placed`).
     """
     metadata = check_task_metadata(task.metadata_dict(), settings.profiles)
     url = check_url(task.url)
     options = task_download_options(settings, metadata)
     work_dir = work_dir_for(settings.temp_dir, task.id)
-    WorkFolder(work_dir, owner=task.id).claim()
-    output = free_output_path(
-        settings.output_dir,
-        metadata.get("output_dir"),
-        task.name,
-        options.output_format,
-        owner=task.id,
-    )
+    work = WorkFolder(work_dir, owner=task.id)
+    work.claim()
+    where = (settings.output_dir, metadata.get("output_dir"), task.name, options.output_format)
+    placed = _placed_earlier(work, url, output_candidates(*where), task.id)
+    if placed is not None:
+        return Job(url, placed.path, work_dir, options, placed)
+    output = free_output_path(*where, owner=task.id)
     return Job(url, output, work_dir, options)
+
+
+def _placed_earlier(
+    work: WorkFolder, url: str, candidates: Sequence[Path], owner: str
+) -> PlacedFile | None:
+    """The file ``work`` records as placed, if it is one of ``candidates`` and its name is
+    still ``owner``'s (reserved again if its reservation went)."""
+    placed = work.placed(url)
+    if placed is None or placed.path not in candidates:
+        return None
+    holder = reserved_by(placed.path)
+    if holder is None and reserve(placed.path, owner):
+        holder = owner
+    return placed if holder == owner else None
+
+
+def output_candidates(root: Path, output_dir: str | None, name: str, ext: str) -> list[Path]:
+    """The names a task's video may get: ``root/output_dir/name.ext``, ``name (2).ext``…"""
+    first = resolve_output(root, output_dir, name, ext, overwrite=True)
+    numbered = range(2, MAX_NAME_SUFFIX + 1)
+    return [first, *(first.with_name(f"{first.stem} ({n}){first.suffix}") for n in numbered)]
 
 
 def free_output_path(
@@ -568,9 +593,8 @@ def free_output_path(
     reserved for that task (atomically: two rows never get one name), and a task
     that holds one already, from an earlier attempt, gets the same name again.
     """
-    first = resolve_output(root, output_dir, name, ext, overwrite=True)
-    numbered = range(2, MAX_NAME_SUFFIX + 1)
-    candidates = [first, *(first.with_name(f"{first.stem} ({n}){first.suffix}") for n in numbered)]
+    candidates = output_candidates(root, output_dir, name, ext)
+    first = candidates[0]
     if owner is None:
         chosen = next((c for c in candidates if not _name_taken(c, None)), None)
     else:

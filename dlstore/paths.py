@@ -170,6 +170,32 @@ def temp_path_for(final: Path, tag: str) -> Path:
     return final.with_name(f".{final.name}.{tag}.part")
 
 
+def _hidden_files(folder: Path, suffix: str) -> list[Path]:
+    """The regular files (never through a link) in ``folder`` named ``.<something><suffix>``."""
+    found = []
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                name = entry.name
+                named = name.startswith(".") and name.endswith(suffix)
+                if named and len(name) > len(suffix) + 1 and entry.is_file(follow_symlinks=False):
+                    found.append(Path(entry.path))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return found
+
+
+def remove_partials(folder: Path, tag: str) -> int:
+    """Remove every temporary file in ``folder`` made with ``tag`` (:func:`temp_path_for`):
+    those of every attempt of one download, whatever name each was for. How many went."""
+    removed = 0
+    for path in _hidden_files(folder, f".{tag}.part"):
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+            removed += 1
+    return removed
+
+
 def place_file(tmp: Path, final: Path, *, overwrite: bool = False) -> None:
     """Move ``tmp`` to ``final`` atomically; without ``overwrite``, never replace a file."""
     if overwrite:
@@ -279,6 +305,18 @@ def _subtitles_exist(video: Path) -> bool:
             )
     except (FileNotFoundError, NotADirectoryError):
         return False
+
+
+def release_all(folder: Path, owner: str) -> int:
+    """Give back every name in ``folder`` that ``owner`` holds; how many there were."""
+    released = 0
+    for path in _hidden_files(folder, RESERVATION_SUFFIX):
+        record = read_own_json(path)
+        if isinstance(record, dict) and record.get("task") == owner:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                released += 1
+    return released
 
 
 def output_files_exist(output: Path) -> bool:

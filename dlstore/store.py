@@ -24,6 +24,10 @@ builds that one SQL expression, per database. Pending rows are claimed in
 switch (``dlstore_queue``) is read with :meth:`TaskStore.is_paused` and written with
 :meth:`TaskStore.set_paused`.
 
+Leases are judged by one clock, the database's: ``heartbeat_at`` is written from it
+(:meth:`TaskStore._db_now`) and :meth:`TaskStore.reclaim_expired` compares it with
+it, so a host whose clock is wrong neither takes over live rows nor leaves dead ones.
+
 Values the API may have stored anywhere are read without failing: the claim keeps
 ``attempts`` and ``auto_retries`` only if they are counts (:func:`_count`), and a
 timestamp that is not one never makes a row wait or hold forever (:func:`_passed`).
@@ -37,7 +41,6 @@ import uuid
 from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -330,7 +333,7 @@ class TaskStore:
                 auto_retries=_count(T.auto_retries),
                 started_at=now,
                 completed_at=None,
-                heartbeat_at=now,
+                heartbeat_at=self._db_now(),
                 updated_at=now,
                 run_after=None,
                 error_message=None,
@@ -385,7 +388,7 @@ class TaskStore:
             "eta_seconds": update_.eta_seconds,
             "current_file": update_.current_file,
             "message": update_.message,
-            "heartbeat_at": now,
+            "heartbeat_at": self._db_now(),
             "updated_at": now,
         }
         if update_.total_segments is not None:
@@ -393,8 +396,7 @@ class TaskStore:
         return self._fenced(claim, values)
 
     def heartbeat(self, claim: Claim, message: str | None = None) -> bool:
-        now = now_ts()
-        values: dict[str, Any] = {"heartbeat_at": now, "updated_at": now}
+        values: dict[str, Any] = {"heartbeat_at": self._db_now(), "updated_at": now_ts()}
         if message is not None:
             values["message"] = message
         return self._fenced(claim, values)
@@ -581,17 +583,17 @@ class TaskStore:
         }
         return self._user_transition(task_id, "retried", (Status.FAILED, Status.CANCELLED), values)
 
-    def reclaim_expired(self, lease_seconds: float, *, now: datetime | None = None) -> list[str]:
+    def reclaim_expired(self, lease_seconds: float) -> list[str]:
         """Put back to ``pending`` every ``downloading`` row whose heartbeat is older than
-        the lease: its daemon died or hung. The old holder's writes no longer match."""
-        moment = now or utcnow()
-        cutoff = format_ts(moment - timedelta(seconds=lease_seconds))
+        the lease by the database's clock: its daemon died or hung. The old holder's
+        writes no longer match."""
+        moment = utcnow()
         message = f"Its daemon stopped responding for over {lease_seconds:g} s; waiting to resume"
         statement = (
             update(download_tasks)
             .where(
                 T.status == Status.DOWNLOADING.value,
-                _passed(T.heartbeat_at, cutoff),
+                _passed(T.heartbeat_at, self._db_now(seconds_ago=lease_seconds)),
             )
             .values(
                 status=Status.PENDING.value,
@@ -636,11 +638,40 @@ class TaskStore:
             },
         )
 
+    def ended_among(self, task_ids: list[str], quiet_seconds: float) -> list[DownloadTask]:
+        """The rows of ``task_ids`` that are ``cancelled`` or ``completed`` and that no
+        daemon has written for ``quiet_seconds`` (its heartbeat, or else its last write, by
+        the database's clock): the orphan sweep's candidates (:mod:`dlstore.sweep`)."""
+        quiet = _passed(
+            func.coalesce(T.heartbeat_at, T.updated_at), self._db_now(seconds_ago=quiet_seconds)
+        )
+        ended = [Status.CANCELLED.value, Status.COMPLETED.value]
+        found: list[DownloadTask] = []
+        for start in range(0, len(task_ids), 500):  # SQLite's limit on bound values
+            chunk = task_ids[start : start + 500]
+            query = select(download_tasks).where(T.id.in_(chunk), T.status.in_(ended), quiet)
+            with self._read() as conn:
+                found += [DownloadTask.from_row(r) for r in conn.execute(query).mappings()]
+        return found
+
     def status_of(self, task_id: str) -> str | None:
         with self._read() as conn:
             return conn.execute(select(T.status).where(T.id == task_id)).scalar()
 
     # --- helpers -------------------------------------------------------------------
+
+    def _db_now(self, seconds_ago: float = 0.0) -> ColumnElement[str]:
+        """The database's clock ``seconds_ago`` seconds back, as dlstore writes timestamps
+        (``2025-01-13T10:00:00.123456Z``): leases are judged by this one clock.
+
+        PostgreSQL: ``now()`` (the transaction's start). SQLite: ``'now'``, the clock of
+        the machine whose file it is, to the millisecond."""
+        if self._postgres:
+            second = literal_column("interval '1 second'")
+            moment = func.now() - literal(float(seconds_ago)) * second
+            return func.to_char(func.timezone("UTC", moment), 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
+        modifier = f"{-float(seconds_ago):+.6f} seconds"
+        return func.strftime("%Y-%m-%dT%H:%M:%f", "now", modifier).concat("000Z")
 
     def _history(
         self,

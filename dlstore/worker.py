@@ -2,7 +2,9 @@
 
     claimed row ──prepare──▶ Job: URL, output name reserved for the task, its work
         │                    folder claimed, download options
-        │                    (a bad row: ``fail`` with the reason, nothing fetched)
+        │                    (a bad row: ``fail`` with the reason, nothing fetched;
+        │                    a file an earlier attempt placed but did not record:
+        │                    ``complete`` with it, nothing fetched)
         ▼
     engine.download ──Progress──▶ ProgressReporter ──once a second──▶ report_progress
         │                              └─ write touched no row: cancelled, taken over or
@@ -20,6 +22,7 @@
                                       held by another claim: everything left alone
         completed, failed for good, cancelled → the output name's reservation released
         (kept while the row waits for a retry, so the next attempt gets the same name)
+        completed → the work folder removed, last (until then it records the placed file)
 
 Only this task's own files are ever removed: its work folder (if it holds dlstore's
 marker for this task), its own partial files and the video and poster it placed.
@@ -41,12 +44,12 @@ from pathlib import Path
 
 from dlstore import engine
 from dlstore.config import Settings
-from dlstore.errors import DlstoreError
+from dlstore.errors import DlstoreError, DownloadError
 from dlstore.logs import TaskLog
 from dlstore.models import DownloadTask, Status
 from dlstore.options import Job, prepare
 from dlstore.outcome import Action, Decision, Outcome, Policy, StopReason, decide
-from dlstore.paths import place_file, poster_path_for, release
+from dlstore.paths import place_file, poster_path_for, release, remove_partials
 from dlstore.progress import Progress
 from dlstore.redact import redact_url
 from dlstore.remux import make_poster
@@ -174,7 +177,12 @@ class ProgressReporter:
 
 
 class TaskRunner:
-    """Runs one claimed task; :meth:`stop` asks it to end at the next segment boundary."""
+    """Runs one claimed task; :meth:`stop` asks it to end, :meth:`abort` to end now.
+
+    ``stop(StopReason.SHUTDOWN)`` drains: no new segment starts, those in flight
+    finish (the engine's ``drain`` event). Any other reason, and :meth:`abort`, set the
+    engine's ``cancel`` event: in-flight requests are shut down at once.
+    """
 
     def __init__(
         self,
@@ -193,7 +201,8 @@ class TaskRunner:
         self.task = task
         self.claim = claim
         self.log = TaskLog(logger, task.id)
-        self.cancel = threading.Event()  # the engine's cancel event
+        self.cancel = threading.Event()  # the engine's cancel event: stop now
+        self.drain = threading.Event()  # the engine's drain event: start no new segment
         self._reason: StopReason | None = None
         self._lock = threading.Lock()
         self._broken: BaseException | None = None  # what stopped the progress reporter
@@ -207,10 +216,19 @@ class TaskRunner:
         return self._reason
 
     def stop(self, reason: StopReason) -> None:
-        """Stop the download; the first reason given is the one acted on."""
+        """Stop the download; the first reason given is the one acted on. A shutdown
+        lets the segments in flight finish; any other reason stops them too."""
         with self._lock:
             if self._reason is None:
                 self._reason = reason
+        if reason is StopReason.SHUTDOWN:
+            self.drain.set()
+        else:
+            self.cancel.set()
+
+    def abort(self) -> None:
+        """Stop now, in-flight segments too (a shutdown whose grace has run out)."""
+        self.drain.set()
         self.cancel.set()
 
     def run(self) -> None:
@@ -237,6 +255,9 @@ class TaskRunner:
         except DlstoreError as exc:
             self._settle(Outcome.refused(exc))
             return
+        if job.placed is not None:
+            self._complete_placed(job)
+            return
         self.log.info(
             "Downloading %s to %s (attempt %s)",
             redact_url(job.url),
@@ -256,6 +277,8 @@ class TaskRunner:
                 on_progress=self._observed(reporter.update),
                 cancel=self.cancel,
                 log=self.log,
+                drain=self.drain,
+                keep_work_folder=True,  # it records the placed file until the row does
             )
             reporter.note("Making the poster frame")
             poster = self._poster(job, result.output_path)
@@ -277,6 +300,30 @@ class TaskRunner:
             self.observer.progress(progress)
 
         return both
+
+    def _complete_placed(self, job: Job) -> None:
+        """An earlier attempt placed the file but could not record it: record it now."""
+        assert job.placed is not None
+        try:
+            result = engine.DownloadResult.from_record(job.placed)
+        except ValueError as exc:
+            WorkFolder(job.work_dir, owner=self.task.id).forget_placed()
+            error = DownloadError(
+                f"The work folder's record of {job.placed.path} cannot be read ({exc}); "
+                "retry the task to download it again."
+            )
+            self._settle(Outcome.raised(error, self.reason))
+            return
+        self.log.info(
+            "%s was placed by an earlier attempt (%d bytes, unchanged): recording it, "
+            "nothing fetched",
+            job.placed.path,
+            job.placed.size,
+        )
+        poster = poster_path_for(job.placed.path)
+        if not poster.is_file():
+            poster = self._poster(job, job.placed.path)
+        self._settle(Outcome.completed(result, poster, self.reason))
 
     def _poster(self, job: Job, video: Path) -> Path | None:
         """The poster frame, named after the video; never put over a file already there."""
@@ -308,6 +355,8 @@ class TaskRunner:
             self._after_lost_write(decision.produced)
         elif decision.action in (Action.COMPLETE, Action.FAIL):
             self._release_output()  # the row has ended: its name is no longer held
+            if decision.action is Action.COMPLETE:
+                self._remove_work_folder()  # last: until now it recorded the placed file
         self.settled = True
 
     def _write(
@@ -409,28 +458,30 @@ class TaskRunner:
     def _remove_files(self, produced: Sequence[Path]) -> None:
         """Remove this task's files: its work folder, the video and poster this attempt
         placed (``produced``), its partial files; then give its output name back."""
-        job = self.job
-        if job is None:
+        if self.job is None:
             return
-        try:
-            WorkFolder(job.work_dir, owner=self.task.id).remove()
-        except (DlstoreError, OSError) as exc:
-            self.log.warning("Work folder left alone: %s", exc)
         for path in produced:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
         self._release_output()
+        self._remove_work_folder()  # last: what is left behind is found through it
+
+    def _remove_work_folder(self) -> None:
+        if self.job is None:
+            return
+        try:
+            WorkFolder(self.job.work_dir, owner=self.task.id).remove()
+        except (DlstoreError, OSError) as exc:
+            self.log.warning("Work folder left alone: %s", exc)
 
     def _release_output(self) -> None:
-        """Remove this task's partial files beside its output and release the output name."""
+        """Remove this task's partial files beside its output (those of every attempt, under
+        any name: they share the work folder's tag) and release the output name."""
         job = self.job
         if job is None:
             return
-        work = WorkFolder(job.work_dir)
         try:
-            for final in (job.output_path, poster_path_for(job.output_path)):
-                with contextlib.suppress(FileNotFoundError):
-                    work.temp_file_for(final).unlink()
+            remove_partials(job.output_path.parent, WorkFolder(job.work_dir).part_tag)
             release(job.output_path, self.task.id)
         except OSError as exc:
             self.log.warning("Could not remove the reservation of %s: %s", job.output_path, exc)

@@ -13,6 +13,13 @@ run or a later one, asks only for the rest.
 The folder is dlstore's alone: created with a marker naming the task, never
 followed through a symbolic link, and only a folder holding that marker is ever
 written into, wiped or removed (:class:`WorkFolder`).
+
+Placed is placed: before the finished file is renamed into place, the folder records
+it (``placed.json``: its path, size and :func:`fingerprint`, and what the download
+learned), and a caller that must record the file elsewhere (the daemon, in its row)
+keeps the folder until it has. A later attempt that finds the record, and the file
+unchanged at its path, takes that file instead of downloading it again
+(:meth:`WorkFolder.placed`).
 """
 
 from __future__ import annotations
@@ -25,9 +32,9 @@ import os
 import shutil
 import stat
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from dlstore.errors import PartialBusyError, WorkFolderError
 from dlstore.paths import read_own_json, temp_path_for, write_new_file
@@ -43,6 +50,77 @@ MANIFEST_VERSION = 1
 #: The file that makes a folder dlstore's: {"format": MARKER_FORMAT, "task": <the owner>}.
 MARKER_NAME = ".dlstore-work"
 MARKER_FORMAT = 1
+#: The record of the file this download placed (:class:`PlacedFile`).
+PLACED_NAME = "placed.json"
+PLACED_FORMAT = 1
+#: :func:`fingerprint` reads this much from each end of a file.
+FINGERPRINT_BYTES = 1024 * 1024
+
+
+def fingerprint(path: Path) -> str:
+    """``sha256:<hex>`` of the file's size, its first and its last MiB: cheap on a large
+    video, and enough to tell the file dlstore placed from another one put there."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as source:
+        size = os.fstat(source.fileno()).st_size
+        digest.update(str(size).encode("ascii") + b"\n")
+        digest.update(source.read(FINGERPRINT_BYTES))
+        if size > FINGERPRINT_BYTES:
+            source.seek(max(FINGERPRINT_BYTES, size - FINGERPRINT_BYTES))
+            digest.update(source.read(FINGERPRINT_BYTES))
+    return "sha256:" + digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class PlacedFile:
+    """The file a download placed, as its work folder records it."""
+
+    path: Path  # absolute
+    size: int
+    checksum: str  # fingerprint(path)
+    url: str  # what it was downloaded from
+    result: dict[str, Any] = field(default_factory=dict)  # the engine's, for the caller
+
+    @classmethod
+    def of(cls, file: Path, final: Path, url: str, result: dict[str, Any]) -> PlacedFile:
+        """The record of ``file`` (still at its temporary name) once it is at ``final``."""
+        size = os.stat(file).st_size
+        return cls(Path(os.path.abspath(final)), size, fingerprint(file), url, result)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "format": PLACED_FORMAT,
+            "path": str(self.path),
+            "size": self.size,
+            "checksum": self.checksum,
+            "url": self.url,
+            "result": self.result,
+        }
+
+    @classmethod
+    def from_json(cls, data: object) -> PlacedFile | None:
+        """The record in ``data``, or None if it is not one (then it is ignored)."""
+        if not isinstance(data, dict) or data.get("format") != PLACED_FORMAT:
+            return None
+        path, size, checksum = data.get("path"), data.get("size"), data.get("checksum")
+        url, result = data.get("url"), data.get("result")
+        if not (isinstance(path, str) and os.path.isabs(path) and isinstance(url, str)):
+            return None
+        if not (isinstance(size, int) and isinstance(checksum, str) and isinstance(result, dict)):
+            return None
+        return cls(Path(path), size, checksum, url, result)
+
+    def unchanged(self) -> bool:
+        """Whether the file is at its path, a regular file of its size and fingerprint."""
+        try:
+            info = os.lstat(self.path)
+            return (
+                stat.S_ISREG(info.st_mode)
+                and info.st_size == self.size
+                and fingerprint(self.path) == self.checksum
+            )
+        except OSError:
+            return False
 
 
 @dataclass(frozen=True)
@@ -124,13 +202,14 @@ class WorkFolder:
         replace_json(manifest, wanted)
         return False
 
-    def wipe(self) -> None:
-        """Delete everything in the folder but its marker (only if it is dlstore's)."""
+    def wipe(self, keep: tuple[str, ...] = ()) -> None:
+        """Delete everything in the folder but its marker and ``keep`` (only if it is
+        dlstore's)."""
         if self._state() != "ours":
             return
         with os.scandir(self.root) as entries:
             for entry in entries:
-                if entry.name == MARKER_NAME:
+                if entry.name == MARKER_NAME or entry.name in keep:
                     continue
                 if entry.is_dir(follow_symlinks=False):
                     shutil.rmtree(entry.path, ignore_errors=True)
@@ -142,6 +221,24 @@ class WorkFolder:
         """Delete the folder if it is dlstore's; WorkFolderError (nothing deleted) if it is not."""
         if self._state() == "ours":
             shutil.rmtree(self.root, ignore_errors=True)  # rmtree never follows a link
+
+    def record_placed(self, placed: PlacedFile) -> None:
+        """Write the record of the file about to be placed (atomically: whole or absent)."""
+        record = self.path(PLACED_NAME)
+        tmp = record.with_name(PLACED_NAME + ".tmp")
+        tmp.write_text(json.dumps(placed.as_json(), indent=1), encoding="utf-8")
+        os.replace(tmp, record)
+
+    def placed(self, url: str) -> PlacedFile | None:
+        """The file an earlier attempt at ``url`` placed, if it is still there unchanged."""
+        placed = PlacedFile.from_json(read_own_json(self.path(PLACED_NAME)))
+        if placed is None or placed.url != url or not placed.unchanged():
+            return None
+        return placed
+
+    def forget_placed(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path(PLACED_NAME))
 
     def finished_size(self, filename: str) -> int | None:
         """The size of the file if it is in place (complete), else None."""

@@ -8,6 +8,7 @@ deadline. The contract's §2 promises are the assertions.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -28,14 +29,14 @@ from typer.testing import CliRunner
 from dlstore import db, migrate
 from dlstore.cli import app
 from dlstore.config import Settings
-from dlstore.daemon import SHUTDOWN_GRACE_SECONDS, Daemon, pid_alive
+from dlstore.daemon import SHUTDOWN_ABORT_SECONDS, Daemon
 from dlstore.options import free_output_path, work_dir_for
 from dlstore.store import TaskStore
 from dlstore.testing.hls_server import HlsServer
 from dlstore.testing.media import decode_check, encode_source, write_hls
 from dlstore.testing.rust_api import RustApi, rfc3339_now
 from dlstore.timeutil import parse_ts
-from dlstore.workerid import WorkerId
+from dlstore.workerid import WorkerId, pid_alive
 
 pytestmark = pytest.mark.slow
 
@@ -138,7 +139,10 @@ class Harness:
         assert row is not None
         return row
 
-    def start(self, *args: str, env: dict[str, str] | None = None) -> Proc:
+    def start(
+        self, *args: str, env: dict[str, str] | None = None, prefix: tuple[str, ...] = ()
+    ) -> Proc:
+        """A daemon; ``prefix`` runs it under another command (e.g. ``unshare``)."""
         log = self.home / f"daemon-{len(self.procs)}.log"
         environ = {
             k: v
@@ -149,6 +153,7 @@ class Harness:
         with open(log, "wb") as out:
             popen = subprocess.Popen(
                 [
+                    *prefix,
                     sys.executable,
                     "-m",
                     "dlstore",
@@ -665,8 +670,9 @@ def test_unit_file_has_the_required_settings():
     settings = dict(
         line.split("=", 1) for line in text.splitlines() if "=" in line and line[0] != "#"
     )
-    # systemd must wait for the clean stop before it kills
-    assert float(settings["TimeoutStopSec"]) > SHUTDOWN_GRACE_SECONDS
+    # systemd must wait for the clean stop (grace, abort, release) before it kills
+    clean_stop = Settings().shutdown_grace + SHUTDOWN_ABORT_SECONDS
+    assert float(settings["TimeoutStopSec"]) >= clean_stop + 5
 
 
 def test_disabled_by_environment_exits_at_once(tmp_path, monkeypatch):
@@ -738,11 +744,14 @@ def test_dead_holders_are_recognised(sqlite_url):
     wait_until(lambda: not _running(zombie.pid), 10, "the child to exit")
     assert not pid_alive(zombie.pid)  # a zombie (not yet reaped) counts as dead
     zombie.wait()
-    assert daemon._holder_is_dead(WorkerId("here", dead.pid, "x"))
-    assert daemon._holder_is_dead(WorkerId("here", os.getpid(), "an-earlier-life"))
-    assert not daemon._holder_is_dead(daemon.worker_id)  # ourselves, now
-    assert not daemon._holder_is_dead(WorkerId("here", os.getppid(), "x"))  # alive
-    assert not daemon._holder_is_dead(WorkerId("elsewhere", dead.pid, "x"))  # another host
+    me = daemon.worker_id
+    assert daemon._holder_is_dead(dataclasses.replace(me, pid=dead.pid, token="x"))
+    assert daemon._holder_is_dead(dataclasses.replace(me, token="an-earlier-life"))
+    assert not daemon._holder_is_dead(me)  # ourselves, now
+    assert not daemon._holder_is_dead(dataclasses.replace(me, pid=os.getppid(), token="x"))
+    elsewhere = dataclasses.replace(me, host="elsewhere", pid=dead.pid)
+    assert not daemon._holder_is_dead(elsewhere)  # another host
+    assert not daemon._holder_is_dead(WorkerId("here", dead.pid, "x"))  # an old id: the lease
 
 
 def _running(pid: int) -> bool:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta
 
 import pytest
 from typer.testing import CliRunner
@@ -13,7 +12,8 @@ from dlstore.models import HISTORY_LIMIT
 from dlstore.options import MAX_METADATA_DEPTH
 from dlstore.store import TaskStore
 from dlstore.testing.rust_api import RustApi
-from dlstore.timeutil import parse_ts, ts_after, utcnow
+from dlstore.timeutil import parse_ts, ts_after
+from tests.support.db import age_heartbeats
 
 runner = CliRunner()
 
@@ -72,7 +72,8 @@ def test_fail_release_and_both_reclaims(store):
     _, c = claim(store)
     assert store.release(c)
     _, c = claim(store, "host:9:dead")
-    expired = store.reclaim_expired(30, now=utcnow() + timedelta(seconds=60))
+    age_heartbeats(store, 60)
+    expired = store.reclaim_expired(30)
     assert expired == [released]
     _, c = claim(store, "host:9:gone")
     assert store.reclaim(store.get(released), "Its daemon (pid 9) is gone; waiting to resume")
@@ -95,7 +96,8 @@ def test_one_statement_for_many_rows_gives_each_its_own_entry(store):
     ids = [store.create(name=f"v{n}", url="https://e/v.m3u8").id for n in range(3)]
     for n in range(3):
         claim(store, f"host:{n}:w")
-    assert sorted(store.reclaim_expired(30, now=utcnow() + timedelta(seconds=60))) == sorted(ids)
+    age_heartbeats(store, 60)
+    assert sorted(store.reclaim_expired(30)) == sorted(ids)
     for n, task_id in enumerate(ids):
         assert [(e["event"], e["worker"]) for e in history(store, task_id)] == [
             ("claimed", f"host:{n}:w"),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta
 
 import pytest
 from sqlalchemy import inspect, text
@@ -12,7 +11,8 @@ from dlstore.errors import InvalidTransitionError, TaskNotFoundError
 from dlstore.models import DownloadTask, download_tasks
 from dlstore.options import merge_metadata
 from dlstore.store import ProgressUpdate, TaskStore
-from dlstore.timeutil import parse_ts, ts_after, utcnow
+from dlstore.timeutil import parse_ts, ts_after
+from tests.support.db import age_heartbeats
 
 
 def progress(n: int = 1) -> ProgressUpdate:
@@ -155,8 +155,8 @@ def test_reclaim_only_after_lease_and_fences_old_holder(store):
     _, old = claim_one(store, "host:1:old")
     assert store.reclaim_expired(30) == []
     assert store.get(task.id).status == "downloading"
-    later = utcnow() + timedelta(seconds=31)
-    assert store.reclaim_expired(30, now=later) == [task.id]
+    age_heartbeats(store, 31)
+    assert store.reclaim_expired(30) == [task.id]
     row = store.get(task.id)
     assert row.status == "pending" and row.worker_id is None
     _, new = claim_one(store, "host:2:new")
@@ -169,7 +169,8 @@ def test_reclaim_only_after_lease_and_fences_old_holder(store):
 def test_same_worker_reclaiming_is_fenced_by_attempt(store):
     task = store.create(name="a", url="https://e/1.m3u8")
     _, old = claim_one(store, "host:1:same")
-    store.reclaim_expired(0, now=utcnow() + timedelta(seconds=1))
+    age_heartbeats(store, 1)
+    store.reclaim_expired(0)
     _, new = claim_one(store, "host:1:same")
     assert old.worker_id == new.worker_id and old.attempt != new.attempt
     assert not store.heartbeat(old)

@@ -20,6 +20,7 @@
         server.sent["/plain/seg-000.ts"]                    # body bytes written for it
         server.requests                                     # [(path, headers)], in order
         server.disconnects["/live.ts"]                      # clients gone mid-body
+        server.sent["/plain/seg-000.ts"]                    # body bytes sent for it, in all
 
 Range requests (``bytes=a-b``, ``a-``, ``-n``) get 206 with Content-Range, unless
 ``If-Range`` names another ETag or date than the file's (then 200, whole). Files

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from urllib.parse import quote
 
 import pytest
@@ -19,6 +20,7 @@ from sqlalchemy import create_engine, text
 
 from dlstore import db, migrate
 from dlstore.store import TaskStore
+from dlstore.timeutil import format_ts, parse_ts
 
 PG_URL = os.environ.get("DLSTORE_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -120,3 +122,18 @@ def store(migrated_url) -> Iterator[TaskStore]:
     engine = db.make_engine(migrated_url)
     yield TaskStore(engine)
     engine.dispose()
+
+
+def age_heartbeats(store: TaskStore, seconds: float) -> None:
+    """Every ``downloading`` row's heartbeat made ``seconds`` older: as if that long had
+    passed without one (leases are judged by the database's clock, which tests cannot move)."""
+    with store.engine.begin() as conn:
+        rows = conn.execute(
+            text("SELECT id, heartbeat_at FROM download_tasks WHERE status = 'downloading'")
+        ).all()
+        for task_id, heartbeat in rows:
+            older = format_ts(parse_ts(heartbeat) - timedelta(seconds=seconds))
+            conn.execute(
+                text("UPDATE download_tasks SET heartbeat_at = :at WHERE id = :id"),
+                {"at": older, "id": task_id},
+            )
