@@ -110,21 +110,37 @@ def jobs_for(track: Track) -> list[FetchJob]:
     """The files to fetch for ``track``: its init sections first, then its segments."""
     name, plan = track.name, track.plan
     total = len(plan.segments)
+    shape = _Shape.of(track)  # once: the plan's properties scan every segment
     inits = [
-        _job(track, init_filename(name, n), f"init section {n + 1}", init)
+        _job(track, init_filename(name, n), f"init section {n + 1}", init, shape)
         for n, init in enumerate(plan.init_sections)
     ]
     segments = [
-        _job(track, segment_filename(name, i), f"segment {i + 1} of {total} ({seg.name})", seg)
-        for i, seg in enumerate(plan.segments)
+        _job(track, segment_filename(name, i), f"segment {i + 1} of {total} ({s.name})", s, shape)
+        for i, s in enumerate(plan.segments)
     ]
     return inits + segments
 
 
-def _job(track: Track, filename: str, what: str, part: InitSection | Segment) -> FetchJob:
+@dataclass(frozen=True)
+class _Shape:
+    """What every file of one track shares."""
+
+    fmp4: bool
+    container: str | None
+    forced: bool  # the track's files are read as a non-TS container whatever their names
+
+    @classmethod
+    def of(cls, track: Track) -> _Shape:
+        plan = track.plan
+        forced = track.container is not None and track.container != "mpegts"
+        return cls(plan.is_fmp4, track.container or plan.container, forced)
+
+
+def _job(
+    track: Track, filename: str, what: str, part: InitSection | Segment, shape: _Shape
+) -> FetchJob:
     # An init section is encrypted when an EXT-X-KEY comes before its EXT-X-MAP (its own IV).
-    plan = track.plan
-    forced = track.container is not None and track.container != "mpegts"
     return FetchJob(
         track=track.name,
         filename=filename,
@@ -135,8 +151,8 @@ def _job(track: Track, filename: str, what: str, part: InitSection | Segment) ->
         key=part.key,
         iv=part.iv,
         # "none" for init sections (fMP4) and for files forced to a non-TS container
-        ts_check="none" if forced else ts_check_mode(part.uri, plan.is_fmp4),
-        container=track.container or plan.container,
+        ts_check="none" if shape.forced else ts_check_mode(part.uri, shape.fmp4),
+        container=shape.container,
         is_segment=isinstance(part, Segment),
     )
 

@@ -318,3 +318,17 @@ def test_arrivals_stop_wakes_a_waiting_reader_with_the_error(tmp_path):
         reader.read(10)
     assert time.monotonic() - started < 1
     reader.close()
+
+
+def test_jobs_for_reads_the_plans_whole_segment_properties_once(monkeypatch):
+    """is_fmp4 and container scan every segment: per job, a long playlist was quadratic."""
+    from dlstore.playlist import MediaPlan
+
+    text = "#EXTM3U\n#EXT-X-TARGETDURATION:1\n" + "#EXTINF:1,\ns.ts\n" * 500 + "#EXT-X-ENDLIST\n"
+    plan = parse_playlist(text, "https://h/p.m3u8")
+    calls = []
+    real = MediaPlan.is_fmp4.fget
+    monkeypatch.setattr(MediaPlan, "is_fmp4", property(lambda p: calls.append(1) or real(p)))
+    jobs = jobs_for(Track("video", plan))
+    assert len(jobs) == 500 and {j.ts_check for j in jobs} == {"require"}
+    assert len(calls) <= 2  # once for the track's shape (container asks it once more)
