@@ -25,7 +25,6 @@ from dlstore.models import TABLE_NAME
 SQLITE_BUSY_TIMEOUT_S = 10.0
 #: Alembic's version table, under a name of its own so it never meets the Rust app's.
 VERSION_TABLE = "dlstore_alembic_version"
-DEFAULT_DB_PATH = Path("data") / "dlstore.sqlite"
 
 
 def normalize_url(url: str | os.PathLike[str]) -> str:

@@ -36,7 +36,6 @@ from dlstore.languages import best_match, matches_any
 from dlstore.redact import escape_controls, redact_url
 from dlstore.sniff import HEAD_BYTES, Kind, describe, identify
 
-SUPPORTED_KEY_METHODS = ("NONE", "AES-128")
 # KEYFORMAT values meaning "a plain AES key at the URI"; anything else is DRM.
 PLAIN_KEY_FORMATS = (None, "", "identity")
 _QUALITY_RE = re.compile(r"^(\d{2,5})p$")
