@@ -463,12 +463,25 @@ class LiveRecorder:
     def _take_chunk(self, chosen: list[tuple[Segment, int]]) -> None:
         pending: dict[tuple, str] = {}
         items = [self._item(segment, number, pending) for segment, number in chosen]
-        fetched = self._fetch(items)
+        try:
+            fetched = self._fetch(items)
+        except CancelledError:
+            self._record_in_place(items)  # fetched before the stop: kept, not a gap later
+            raise
         for item in items:
             if item in fetched:
                 self._record(item)
             else:
                 self._lose(item)
+
+    def _record_in_place(self, items: list[_Item]) -> None:
+        """Record the leading items whose files are all in place (in order: a recording
+        never skips a segment it then keeps)."""
+        work = self.ctx.work
+        for item in items:
+            if any(work.finished_size(job.filename) is None for job in item.jobs):
+                return
+            self._record(item)
 
     def _item(self, segment: Segment, number: int, pending: dict[tuple, str]) -> _Item:
         """The fetch jobs of a new segment (and of its init section, if not recorded yet)."""
