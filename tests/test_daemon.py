@@ -36,7 +36,7 @@ from dlstore.testing.hls_server import HlsServer
 from dlstore.testing.media import decode_check, encode_source, write_hls
 from dlstore.testing.rust_api import RustApi, rfc3339_now
 from dlstore.timeutil import parse_ts
-from dlstore.workerid import WorkerId, pid_alive
+from dlstore.workerid import WorkerId, pid_alive, process_start
 
 pytestmark = pytest.mark.slow
 
@@ -748,7 +748,11 @@ def test_dead_holders_are_recognised(sqlite_url):
     assert daemon._holder_is_dead(dataclasses.replace(me, pid=dead.pid, token="x"))
     assert daemon._holder_is_dead(dataclasses.replace(me, token="an-earlier-life"))
     assert not daemon._holder_is_dead(me)  # ourselves, now
-    assert not daemon._holder_is_dead(dataclasses.replace(me, pid=os.getppid(), token="x"))
+    parent = os.getppid()  # alive, started at its own time (not ours)
+    alive = dataclasses.replace(me, pid=parent, token="x", start=process_start(parent))
+    assert not daemon._holder_is_dead(alive)
+    # the same pid, but a process that started at another time: the pid was reused
+    assert daemon._holder_is_dead(dataclasses.replace(alive, start=alive.start + 1))
     elsewhere = dataclasses.replace(me, host="elsewhere", pid=dead.pid)
     assert not daemon._holder_is_dead(elsewhere)  # another host
     assert not daemon._holder_is_dead(WorkerId("here", dead.pid, "x"))  # an old id: the lease
