@@ -104,6 +104,9 @@ class Rendition:
 
     info: AudioRendition | SubtitleRendition
     plan: MediaPlan
+    #: DASH subtitles: each file's cue clock (90 kHz media time of its cue time 0), used
+    #: where a file has no X-TIMESTAMP-MAP (dlstore.dash_tracks.TextTrack)
+    clock: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -489,7 +492,10 @@ class _Download:
             audio=_audio_inputs(self.work, plan),
         )
         reference = round(start * webvtt.MPEGTS_HZ) % webvtt.MPEGTS_WRAP
-        return [load(self.work, track, reference) for track in plan.subtitle_tracks]
+        return [
+            load(self.work, track, reference, rendition.clock)
+            for track, rendition in zip(plan.subtitle_tracks, plan.subtitles)
+        ]
 
     def place(self, plan: DownloadPlan, live_gaps: list[dict] | None = None) -> DownloadResult:
         """Record the joined file in the work folder, then rename it (and its subtitle
@@ -666,8 +672,11 @@ def resolve_plan(
     parsed = _fetch_playlist(session, url, options, retry, cancel)
     if isinstance(parsed, DashManifest):  # Streams (#12): a DASH manifest lists every track
         dash = resolve_dash(session, parsed, options, retry, cancel)
+        more = tuple(Rendition(info, plan) for info, plan in dash.more_audio)
+        texts = tuple(Rendition(t.rendition, t.plan, t.clock) for t in dash.subtitles)
         return DownloadPlan(url=url, video=dash.video, audio=dash.audio, variant=dash.variant,
-                            audio_rendition=dash.audio_rendition)  # fmt: skip
+                            audio_rendition=dash.audio_rendition, more_audio=more,
+                            subtitles=texts)  # fmt: skip
     if isinstance(parsed, MediaPlan):
         return DownloadPlan(url=url, video=parsed)
     variant = choose_variant(parsed.variants, options.quality)
