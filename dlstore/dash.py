@@ -41,6 +41,7 @@ from urllib.parse import urljoin, urlsplit
 import defusedxml
 import defusedxml.ElementTree as SafeET
 
+from dlstore.dash_live import Clock, Entry, available, numbered_window
 from dlstore.errors import PlaylistError, QualityNotFoundError, UnsupportedStreamError
 from dlstore.playlist import (
     AudioRendition,
@@ -57,6 +58,7 @@ from dlstore.playlist import (
 from dlstore.redact import escape_controls, redact_url
 from dlstore.sidx import Reference, box_size, parse_sidx
 from dlstore.sniff import HEAD_BYTES, Kind, identify
+from dlstore.timeutil import parse_ts
 
 # schemeIdUri of ContentProtection → the DRM system's name, for the refusal.
 DRM_SYSTEMS = {
@@ -188,6 +190,17 @@ class Period:
 class DashManifest:
     url: str
     periods: tuple[Period, ...]
+    live: LiveTiming | None = None  # a type="dynamic" manifest's timing (Streams, #12)
+
+
+@dataclass(frozen=True)
+class LiveTiming:
+    """What a live (``type="dynamic"``) MPD says of its clock."""
+
+    availability_start: float  # seconds since the epoch
+    depth: float | None  # timeShiftBufferDepth, seconds
+    update_period: float | None  # minimumUpdatePeriod, seconds (None: the MPD never changes)
+    utc_timing: tuple[tuple[str, str], ...] = ()  # (schemeIdUri, value) of each UTCTiming
 
 
 @dataclass(frozen=True)
@@ -218,18 +231,19 @@ def is_mpd(url: str, body: bytes) -> bool:
     return urlsplit(url).path.lower().endswith(".mpd")
 
 
-def parse_mpd(body: bytes, url: str) -> DashManifest:
-    """Parse the MPD ``body`` fetched from ``url`` (the final URL, after redirects)."""
+def parse_mpd(body: bytes, url: str, *, live: bool = False) -> DashManifest:
+    """Parse the MPD ``body`` fetched from ``url`` (the final URL, after redirects); a live
+    (``type="dynamic"``) one is refused unless ``live`` (the task records live streams)."""
     root = _xml_root(body, url)
     _refuse_drm(root)
     kind = (root.get("type") or "static").strip()
-    if kind == "dynamic":
+    if kind == "dynamic" and not live:
         raise UnsupportedStreamError(
             f'The DASH manifest at {redact_url(url)} is a live stream (type="dynamic"); '
-            "dlstore records live HLS streams but not live DASH ones, and downloads "
-            "finished (static) DASH streams only."
+            'to record it, set "live": "record" in the task\'s metadata (or --live), '
+            'optionally with "record_limit" in seconds.'
         )
-    if kind != "static":
+    if kind not in ("static", "dynamic"):
         raise PlaylistError(
             f"The DASH manifest at {redact_url(url)} has the unknown type {kind[:40]!r}."
         )
@@ -238,7 +252,28 @@ def parse_mpd(body: bytes, url: str) -> DashManifest:
     periods = tuple(_periods(root, base, total, url))
     if not any(p.video or p.audio for p in periods):
         raise PlaylistError(f"The DASH manifest at {redact_url(url)} lists no video or audio.")
-    return DashManifest(url=url, periods=periods)
+    timing = _live_timing(root, url) if kind == "dynamic" else None
+    return DashManifest(url=url, periods=periods, live=timing)
+
+
+def _live_timing(root: ET.Element, url: str) -> LiveTiming:
+    start = root.get("availabilityStartTime")
+    try:
+        moment = parse_ts(start)
+    except ValueError:
+        moment = None
+    if moment is None:
+        raise _bad(url, "no valid @availabilityStartTime, which a live manifest needs")
+    depth = _seconds(root.get("timeShiftBufferDepth"), "timeShiftBufferDepth", url)
+    update = _seconds(root.get("minimumUpdatePeriod"), "minimumUpdatePeriod", url)
+    timing = tuple(
+        ((e.get("schemeIdUri") or "").strip(), (e.get("value") or "").strip())
+        for e in _kids(root, "UTCTiming")
+    )
+    return LiveTiming(
+        availability_start=moment.timestamp(), depth=None if depth is None else float(depth),
+        update_period=None if update is None else float(update), utc_timing=timing,
+    )  # fmt: skip
 
 
 def _xml_root(body: bytes, url: str) -> ET.Element:
@@ -615,6 +650,47 @@ def join_periods(url: str, tracks: Sequence[tuple[Segment, ...]]) -> MediaPlan:
     if not joined:
         raise PlaylistError(f"The DASH manifest at {redact_url(url)} lists no segments.")
     return MediaPlan(url=url, segments=tuple(joined))
+
+
+def live_segments(rep: Representation, clock: Clock | None, limit: int) -> tuple[Segment, ...]:
+    """A live representation's segments available by ``clock`` (None: every one, the
+    manifest having become static), numbered by ``$Number$``: what a recording orders and
+    takes them by (:mod:`dlstore.live`). Only ``SegmentTemplate`` streams are recorded."""
+    if rep.layout.kind != "template":
+        raise UnsupportedStreamError(
+            f"The live DASH representation {_id(rep)} lists its segments with a "
+            f"{'SegmentList' if rep.layout.kind == 'list' else 'SegmentBase'}; dlstore records "
+            "live DASH streams with a SegmentTemplate."
+        )
+    media = rep.layout.attrs.get("media")
+    if not media:
+        raise _bad(rep, "a SegmentTemplate without @media")
+    init, scale = init_section(rep), _timescale(rep)
+    return tuple(
+        Segment(
+            uri=_absolute(rep, _fill(rep, media, number=number, time=time)),
+            duration=ticks / scale,
+            media_sequence=number,
+            init=init,
+        )  # fmt: skip
+        for number, time, ticks in _live_entries(rep, clock, limit)
+    )
+
+
+def _live_entries(rep: Representation, clock: Clock | None, limit: int) -> list[Entry]:
+    attrs, scale = rep.layout.attrs, _timescale(rep)
+    offset = _int(attrs.get("presentationTimeOffset"), "presentationTimeOffset", rep, default=0)
+    if clock is None:
+        return _timeline(rep, limit) if rep.layout.timeline is not None else _numbered(rep, limit)
+    if rep.layout.timeline is not None:
+        produced = replace(rep, period_seconds=Fraction(max(0.0, clock.elapsed)))
+        return available(_timeline(produced, limit), clock, timescale=scale, offset=offset)
+    ticks = _int(attrs.get("duration"), "SegmentTemplate@duration", rep, default=None)
+    if ticks is None or ticks <= 0:
+        raise _bad(rep, "a SegmentTemplate with neither a SegmentTimeline nor a positive @duration")
+    last = _int(attrs.get("endNumber"), "endNumber", rep, default=None)
+    return numbered_window(clock, ticks=ticks, timescale=scale, start_number=_start(rep),
+                           offset=offset, end_number=last, limit=limit)  # fmt: skip
 
 
 def _template(rep: Representation, limit: int) -> list[Timed]:
