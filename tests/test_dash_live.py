@@ -251,3 +251,26 @@ def test_the_daemon_records_a_dynamic_row_and_refuses_one_without_live(
     assert_plays(Path(row["output_path"]), 4)
     assert refused["status"] == "failed"
     assert 'is a live stream (type="dynamic"); to record it' in refused["error_message"]
+
+
+def test_the_window_follows_the_servers_clock_from_utc_timing(fast_options):
+    from dlstore.dash_tracks import DashWindows
+
+    body = (
+        (DATA / "dynamic.mpd")
+        .read_text()
+        .replace(
+            "</MPD>",
+            '<UTCTiming schemeIdUri="urn:mpeg:dash:utc:direct:2014" '
+            'value="2026-01-01T00:00:41Z"/></MPD>',  # fmt: skip
+        )
+    )
+    manifest = parse_mpd(body.encode(), "https://c.example/l.mpd", live=True)
+    options = replace(fast_options, record_live=True)
+    windows = DashWindows(None, manifest, options, wall=lambda: AST + 1)  # 40 s slow
+    assert windows.offset == pytest.approx(40)
+    (video,) = windows.first.tracks
+    assert [s.media_sequence for s in video.segments] == list(range(6, 21))  # as at 41 s
+    assert windows.first.target == 2 and not windows.first.ended
+    local = parse_mpd((DATA / "dynamic.mpd").read_bytes(), "https://c.example/l.mpd", live=True)
+    assert DashWindows(None, local, options, wall=lambda: AST + 41).offset == 0
