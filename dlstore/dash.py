@@ -41,6 +41,7 @@ from urllib.parse import urljoin, urlsplit
 import defusedxml
 import defusedxml.ElementTree as SafeET
 
+from dlstore.dash_live import Clock, Entry, available, numbered_window
 from dlstore.errors import PlaylistError, QualityNotFoundError, UnsupportedStreamError
 from dlstore.playlist import (
     AudioRendition,
@@ -48,12 +49,16 @@ from dlstore.playlist import (
     InitSection,
     MediaPlan,
     Segment,
+    SubtitleRendition,
     Variant,
     choose_variant,
+    pick_audio,
+    pick_subtitles,
 )
 from dlstore.redact import escape_controls, redact_url
 from dlstore.sidx import Reference, box_size, parse_sidx
 from dlstore.sniff import HEAD_BYTES, Kind, identify
+from dlstore.timeutil import parse_ts
 
 # schemeIdUri of ContentProtection → the DRM system's name, for the refusal.
 DRM_SYSTEMS = {
@@ -153,18 +158,49 @@ class AudioSet:
 
 
 @dataclass(frozen=True)
+class TextSet:
+    """A WebVTT text AdaptationSet (subtitles): one representation, as a whole ``.vtt``
+    file (``BaseURL``) or as segments (``SegmentTemplate``, ``SegmentList``)."""
+
+    id: str | None
+    representation: Representation
+    language: str | None = None
+    label: str | None = None
+    main: bool = False  # Role "main"
+    forced: bool = False  # Role "forced-subtitle"
+
+    def as_rendition(self) -> SubtitleRendition:
+        return SubtitleRendition(
+            uri=self.representation.uri, group_id=self.id, name=self.label,
+            language=self.language, default=self.main, forced=self.forced,
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
 class Period:
     id: str | None
     start: Fraction
     duration: Fraction | None
     video: tuple[Representation, ...]
     audio: tuple[AudioSet, ...]
+    text: tuple[TextSet, ...] = ()
 
 
 @dataclass(frozen=True)
 class DashManifest:
     url: str
     periods: tuple[Period, ...]
+    live: LiveTiming | None = None  # a type="dynamic" manifest's timing (Streams, #12)
+
+
+@dataclass(frozen=True)
+class LiveTiming:
+    """What a live (``type="dynamic"``) MPD says of its clock."""
+
+    availability_start: float  # seconds since the epoch
+    depth: float | None  # timeShiftBufferDepth, seconds
+    update_period: float | None  # minimumUpdatePeriod, seconds (None: the MPD never changes)
+    utc_timing: tuple[tuple[str, str], ...] = ()  # (schemeIdUri, value) of each UTCTiming
 
 
 @dataclass(frozen=True)
@@ -175,6 +211,8 @@ class DashChoice:
     audio: tuple[Representation, ...]
     variant: Variant | None
     audio_rendition: AudioRendition | None
+    #: further audio tracks (``"audio": "all"``): each one's rendition and representations
+    more_audio: tuple[tuple[AudioRendition, tuple[Representation, ...]], ...] = ()
 
 
 # --------------------------------------------------------------------------- recognising
@@ -193,18 +231,19 @@ def is_mpd(url: str, body: bytes) -> bool:
     return urlsplit(url).path.lower().endswith(".mpd")
 
 
-def parse_mpd(body: bytes, url: str) -> DashManifest:
-    """Parse the MPD ``body`` fetched from ``url`` (the final URL, after redirects)."""
+def parse_mpd(body: bytes, url: str, *, live: bool = False) -> DashManifest:
+    """Parse the MPD ``body`` fetched from ``url`` (the final URL, after redirects); a live
+    (``type="dynamic"``) one is refused unless ``live`` (the task records live streams)."""
     root = _xml_root(body, url)
     _refuse_drm(root)
     kind = (root.get("type") or "static").strip()
-    if kind == "dynamic":
+    if kind == "dynamic" and not live:
         raise UnsupportedStreamError(
             f'The DASH manifest at {redact_url(url)} is a live stream (type="dynamic"); '
-            "dlstore records live HLS streams but not live DASH ones, and downloads "
-            "finished (static) DASH streams only."
+            'to record it, set "live": "record" in the task\'s metadata (or --live), '
+            'optionally with "record_limit" in seconds.'
         )
-    if kind != "static":
+    if kind not in ("static", "dynamic"):
         raise PlaylistError(
             f"The DASH manifest at {redact_url(url)} has the unknown type {kind[:40]!r}."
         )
@@ -213,7 +252,28 @@ def parse_mpd(body: bytes, url: str) -> DashManifest:
     periods = tuple(_periods(root, base, total, url))
     if not any(p.video or p.audio for p in periods):
         raise PlaylistError(f"The DASH manifest at {redact_url(url)} lists no video or audio.")
-    return DashManifest(url=url, periods=periods)
+    timing = _live_timing(root, url) if kind == "dynamic" else None
+    return DashManifest(url=url, periods=periods, live=timing)
+
+
+def _live_timing(root: ET.Element, url: str) -> LiveTiming:
+    start = root.get("availabilityStartTime")
+    try:
+        moment = parse_ts(start)
+    except ValueError:
+        moment = None
+    if moment is None:
+        raise _bad(url, "no valid @availabilityStartTime, which a live manifest needs")
+    depth = _seconds(root.get("timeShiftBufferDepth"), "timeShiftBufferDepth", url)
+    update = _seconds(root.get("minimumUpdatePeriod"), "minimumUpdatePeriod", url)
+    timing = tuple(
+        ((e.get("schemeIdUri") or "").strip(), (e.get("value") or "").strip())
+        for e in _kids(root, "UTCTiming")
+    )
+    return LiveTiming(
+        availability_start=moment.timestamp(), depth=None if depth is None else float(depth),
+        update_period=None if update is None else float(update), utc_timing=timing,
+    )  # fmt: skip
 
 
 def _xml_root(body: bytes, url: str) -> ET.Element:
@@ -290,6 +350,7 @@ def _period(
 ) -> Period:
     video: list[Representation] = []
     audio: list[AudioSet] = []
+    text: list[TextSet] = []
     skipped: set[str] = set()
     for aset in _kids(element, "AdaptationSet"):
         if any(p.get("schemeIdUri") == TRICKMODE_SCHEME for p in _kids(aset, "EssentialProperty")):
@@ -298,40 +359,59 @@ def _period(
         for rep_el in _kids(aset, "Representation"):
             kind = _content_kind(aset, rep_el)
             mime = (rep_el.get("mimeType") or aset.get("mimeType") or "").strip().lower()
-            if kind is None:
-                continue
-            if mime and not mime.endswith("/mp4"):
+            if kind is None or (kind == "text" and mime != "text/vtt"):
+                continue  # images, and text that is not WebVTT as text (wvtt, stpp in MP4)
+            if kind != "text" and mime and not mime.endswith("/mp4"):
                 skipped.add(mime)
                 continue
             rep_base = _base(_base(base, aset, url), rep_el, url)
-            reps.append(_representation((element, aset, rep_el), rep_base, kind, duration, url))
+            try:
+                reps.append(_representation((element, aset, rep_el), rep_base, kind, duration,
+                                            url))  # fmt: skip
+            except (PlaylistError, UnsupportedStreamError):
+                if kind != "text":
+                    raise  # subtitles dlstore cannot read are left out, not fatal
         video += [r for r in reps if r.kind == "video"]
         sounds = tuple(r for r in reps if r.kind == "audio")
         if sounds:
             audio.append(_audio_set(aset, sounds))
+        text += [_text_set(aset, r) for r in reps[:1] if r.kind == "text"]
     if skipped and not video and not audio:
         raise UnsupportedStreamError(
             f"The DASH manifest at {redact_url(url)} offers its media only as "
             f"{_names(sorted(_quoted(m) for m in skipped))}; dlstore downloads MP4 (fMP4) "
             "DASH streams."
         )
-    return Period(element.get("id"), start, duration, tuple(video), tuple(audio))
+    return Period(element.get("id"), start, duration, tuple(video), tuple(audio), tuple(text))
 
 
 def _audio_set(aset: ET.Element, reps: tuple[Representation, ...]) -> AudioSet:
-    roles = [r.get("value") for r in _kids(aset, "Role") if r.get("schemeIdUri") == ROLE_SCHEME]
-    label = aset.get("label") or next((e.text for e in _kids(aset, "Label") if e.text), None)
     return AudioSet(id=aset.get("id"), representations=reps, language=aset.get("lang"),
-                    label=label, main="main" in roles)  # fmt: skip
+                    label=_label(aset), main="main" in _roles(aset))  # fmt: skip
+
+
+def _text_set(aset: ET.Element, rep: Representation) -> TextSet:
+    roles = _roles(aset)
+    return TextSet(id=aset.get("id"), representation=rep, language=aset.get("lang"),
+                   label=_label(aset), main="main" in roles,
+                   forced="forced-subtitle" in roles)  # fmt: skip
+
+
+def _roles(aset: ET.Element) -> list[str | None]:
+    return [r.get("value") for r in _kids(aset, "Role") if r.get("schemeIdUri") == ROLE_SCHEME]
+
+
+def _label(aset: ET.Element) -> str | None:
+    return aset.get("label") or next((e.text for e in _kids(aset, "Label") if e.text), None)
 
 
 def _content_kind(aset: ET.Element, rep: ET.Element) -> str | None:
-    """Its kind: "video", "audio", or None for what dlstore does not fetch (text, images)."""
+    """Its kind: "video", "audio", "text", or None for what dlstore does not fetch (images)."""
     kind = (aset.get("contentType") or rep.get("contentType") or "").strip().lower()
     if not kind:
         mime = rep.get("mimeType") or aset.get("mimeType") or ""
         kind = mime.strip().lower().split("/", 1)[0]
-    if kind in ("video", "audio"):
+    if kind in ("video", "audio", "text"):
         return kind
     if kind:
         return None
@@ -357,7 +437,7 @@ def _representation(
         kind=kind,
         bandwidth=_int(rep.get("bandwidth"), "bandwidth", url, default=0),
         base_url=base,
-        layout=_layout(layers, url),
+        layout=_layout(layers, url, whole_file=kind == "text"),
         period_seconds=period,
         width=_int(_attr("width", rep, aset), "width", url, default=None),
         height=_int(_attr("height", rep, aset), "height", url, default=None),
@@ -366,11 +446,14 @@ def _representation(
     )
 
 
-def _layout(layers: tuple[ET.Element, ...], url: str) -> SegmentLayout:
+def _layout(layers: tuple[ET.Element, ...], url: str, whole_file: bool = False) -> SegmentLayout:
     """The segment information of the innermost level that has some, with the attributes
-    and children it inherits from the outer levels."""
+    and children it inherits from the outer levels; with ``whole_file`` (a WebVTT text
+    representation), none is one file: its BaseURL."""
     names = {"SegmentTemplate": "template", "SegmentList": "list", "SegmentBase": "base"}
     found = [(names[_local(c.tag)], c) for el in layers for c in el if _local(c.tag) in names]
+    if not found and whole_file:
+        return SegmentLayout("file", {})
     if not found:
         raise UnsupportedStreamError(
             f"A representation of the DASH manifest at {redact_url(url)} has no "
@@ -395,12 +478,16 @@ def _innermost(chain: list[ET.Element], name: str) -> ET.Element | None:
 # --------------------------------------------------------------------------- choosing
 
 
-def choose(manifest: DashManifest, quality: str) -> DashChoice:
+def choose(
+    manifest: DashManifest, quality: str, audio: str | Sequence[str] = "default"
+) -> DashChoice:
     """One video representation per period by ``quality`` (``best``, ``worst``, ``720p``…;
     a later period without that quality gets its lowest) and the best representation of
-    each period's default audio set (Role "main", else the first). Audio-only streams
-    have their audio as the video track, as HLS media playlists do. Periods that differ
-    in what they have (video in some only, separate audio in some only) are refused."""
+    each audio adaptation set chosen by ``audio`` exactly as HLS renditions are
+    (:func:`dlstore.playlist.pick_audio`: ``"default"`` is Role "main", else the first;
+    ``"all"``; or language codes). Audio-only streams have their first chosen audio as
+    the video track, as HLS media playlists do. Periods that differ in what they have
+    (video in some only, separate audio in some only) are refused."""
     periods = [p for p in manifest.periods if p.video or p.audio]
     with_video = [p for p in periods if p.video]
     if with_video and len(with_video) != len(periods):
@@ -408,24 +495,49 @@ def choose(manifest: DashManifest, quality: str) -> DashChoice:
             f"The DASH manifest at {redact_url(manifest.url)} has periods without video "
             "between periods with video; dlstore cannot join those."
         )
-    audio_sets = [_default_audio(p) for p in periods]
-    if any(a is None for a in audio_sets) and not all(a is None for a in audio_sets):
+    if any(p.audio for p in periods) and not all(p.audio for p in periods):
         raise UnsupportedStreamError(
             f"The DASH manifest at {redact_url(manifest.url)} has separate audio in some "
             "periods only; dlstore cannot join those."
         )
-    audio = tuple(a.best() for a in audio_sets if a is not None)
+    tracks = _audio_tracks(periods, audio)
     if not with_video:
-        return DashChoice(video=audio, audio=(), variant=None, audio_rendition=None)
+        return DashChoice(video=tracks[0][1], audio=(), variant=None, audio_rendition=None)
     video, variants = [], []
     for number, period in enumerate(periods):
         variant, rep = _choose_video(period, quality, first=number == 0)
         video.append(rep)
         variants.append((period.duration or 0, -number, variant))
     main = max(variants)[2]  # the longest period's, not an opening clip's
-    first_audio = next((a for a in audio_sets if a is not None), None)
-    rendition = first_audio.as_rendition() if first_audio else None
-    return DashChoice(tuple(video), audio, main, rendition)
+    first = tracks[0] if tracks else (None, ())
+    return DashChoice(tuple(video), first[1], main, first[0], tuple(tracks[1:]))
+
+
+def _audio_tracks(
+    periods: list[Period], wanted: str | Sequence[str]
+) -> list[tuple[AudioRendition, tuple[Representation, ...]]]:
+    """The audio tracks ``wanted`` picks from the first period's sets (default first), each
+    with the best representation of its set in every period (the same set by id, else by
+    language and label, else that period's default)."""
+    if not periods or not periods[0].audio:
+        return []
+    sets = periods[0].audio
+    renditions = [a.as_rendition() for a in sets]
+    by_rendition = {id(r): aset for r, aset in zip(renditions, sets)}
+    chosen = [(r, by_rendition[id(r)]) for r in pick_audio(renditions, wanted)]
+    return [
+        (rendition, (aset.best(), *(_same_set(p, aset).best() for p in periods[1:])))
+        for rendition, aset in chosen
+    ]
+
+
+def _same_set(period: Period, aset: AudioSet) -> AudioSet:
+    for other in period.audio:
+        if (aset.id is not None and other.id == aset.id) or (
+            aset.id is None and (other.language, other.label) == (aset.language, aset.label)
+        ):
+            return other
+    return _default_audio(period) or aset
 
 
 def _choose_video(period: Period, quality: str, first: bool) -> tuple[Variant, Representation]:
@@ -438,6 +550,43 @@ def _choose_video(period: Period, quality: str, first: bool) -> tuple[Variant, R
             raise
         chosen = choose_variant(variants, "worst")
     return chosen, by_variant[id(chosen)]
+
+
+def choose_text(
+    manifest: DashManifest, wanted: str | Sequence[str] = "all"
+) -> tuple[tuple[SubtitleRendition, tuple[tuple[Fraction, Representation | None], ...]], ...]:
+    """The WebVTT text sets ``wanted`` picks from the first period exactly as HLS subtitle
+    renditions are (:func:`dlstore.playlist.pick_subtitles`), each with its representation
+    in every period that has the same set (None in one that has not) and that period's
+    start (cue times count from it)."""
+    periods = [p for p in manifest.periods if p.video or p.audio]
+    if not periods:
+        return ()
+    sets = periods[0].text
+    renditions = [t.as_rendition() for t in sets]
+    by_rendition = {id(r): t for r, t in zip(renditions, sets)}
+    chosen = [(r, by_rendition[id(r)]) for r in pick_subtitles(renditions, wanted)]
+    return tuple(
+        (rendition, ((periods[0].start, text.representation),
+                     *((p.start, _same_text(p, text)) for p in periods[1:])))
+        for rendition, text in chosen
+    )  # fmt: skip
+
+
+def _same_text(period: Period, text: TextSet) -> Representation | None:
+    for other in period.text:
+        if (text.id is not None and other.id == text.id) or (
+            text.id is None and (other.language, other.label) == (text.language, text.label)
+        ):
+            return other.representation
+    return None
+
+
+def presentation_offset(rep: Representation) -> Fraction:
+    """The media time, in seconds, at which ``rep``'s period starts (presentationTimeOffset)."""
+    offset = _int(rep.layout.attrs.get("presentationTimeOffset"), "presentationTimeOffset", rep,
+                  default=0)  # fmt: skip
+    return Fraction(offset, _timescale(rep))
 
 
 def _default_audio(period: Period) -> AudioSet | None:
@@ -476,7 +625,9 @@ def representation_segments(
     representation calls it, for its sidx box.
     """
     init = init_section(rep)
-    if rep.layout.kind == "template":
+    if rep.layout.kind == "file":  # a whole WebVTT file
+        timed = [(_absolute(rep, ""), float(rep.period_seconds or 0), None)]
+    elif rep.layout.kind == "template":
         timed = _template(rep, max_segments)
     elif rep.layout.kind == "list":
         timed = _listed(rep, max_segments)
@@ -499,6 +650,47 @@ def join_periods(url: str, tracks: Sequence[tuple[Segment, ...]]) -> MediaPlan:
     if not joined:
         raise PlaylistError(f"The DASH manifest at {redact_url(url)} lists no segments.")
     return MediaPlan(url=url, segments=tuple(joined))
+
+
+def live_segments(rep: Representation, clock: Clock | None, limit: int) -> tuple[Segment, ...]:
+    """A live representation's segments available by ``clock`` (None: every one, the
+    manifest having become static), numbered by ``$Number$``: what a recording orders and
+    takes them by (:mod:`dlstore.live`). Only ``SegmentTemplate`` streams are recorded."""
+    if rep.layout.kind != "template":
+        raise UnsupportedStreamError(
+            f"The live DASH representation {_id(rep)} lists its segments with a "
+            f"{'SegmentList' if rep.layout.kind == 'list' else 'SegmentBase'}; dlstore records "
+            "live DASH streams with a SegmentTemplate."
+        )
+    media = rep.layout.attrs.get("media")
+    if not media:
+        raise _bad(rep, "a SegmentTemplate without @media")
+    init, scale = init_section(rep), _timescale(rep)
+    return tuple(
+        Segment(
+            uri=_absolute(rep, _fill(rep, media, number=number, time=time)),
+            duration=ticks / scale,
+            media_sequence=number,
+            init=init,
+        )  # fmt: skip
+        for number, time, ticks in _live_entries(rep, clock, limit)
+    )
+
+
+def _live_entries(rep: Representation, clock: Clock | None, limit: int) -> list[Entry]:
+    attrs, scale = rep.layout.attrs, _timescale(rep)
+    offset = _int(attrs.get("presentationTimeOffset"), "presentationTimeOffset", rep, default=0)
+    if clock is None:
+        return _timeline(rep, limit) if rep.layout.timeline is not None else _numbered(rep, limit)
+    if rep.layout.timeline is not None:
+        produced = replace(rep, period_seconds=Fraction(max(0.0, clock.elapsed)))
+        return available(_timeline(produced, limit), clock, timescale=scale, offset=offset)
+    ticks = _int(attrs.get("duration"), "SegmentTemplate@duration", rep, default=None)
+    if ticks is None or ticks <= 0:
+        raise _bad(rep, "a SegmentTemplate with neither a SegmentTimeline nor a positive @duration")
+    last = _int(attrs.get("endNumber"), "endNumber", rep, default=None)
+    return numbered_window(clock, ticks=ticks, timescale=scale, start_number=_start(rep),
+                           offset=offset, end_number=last, limit=limit)  # fmt: skip
 
 
 def _template(rep: Representation, limit: int) -> list[Timed]:

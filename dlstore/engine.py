@@ -25,7 +25,7 @@ import hashlib
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -33,8 +33,8 @@ import requests
 
 from dlstore import webvtt
 from dlstore.crypto import KeyStore
-from dlstore.dash import DashManifest, is_mpd, parse_mpd  # Streams (#12): DASH
-from dlstore.dash_tracks import resolve_dash  # Streams (#12): DASH
+from dlstore.dash import DashManifest, choose, is_mpd, parse_mpd  # Streams (#12): DASH
+from dlstore.dash_tracks import DashWindows, resolve_dash  # Streams (#12): DASH
 from dlstore.errors import (
     CancelledError,
     DownloadError,
@@ -51,7 +51,7 @@ from dlstore.http import (
 )
 from dlstore.languages import iso639_2
 from dlstore.live import LOG as LIVE_LOG  # Streams (#12): live recording
-from dlstore.live import LiveContext, LiveRecorder
+from dlstore.live import HlsWindows, LiveContext, LiveRecorder
 from dlstore.options import DownloadOptions, check_format
 from dlstore.paths import ensure_absent, place_file
 from dlstore.playlist import (
@@ -104,6 +104,9 @@ class Rendition:
 
     info: AudioRendition | SubtitleRendition
     plan: MediaPlan
+    #: DASH subtitles: each file's cue clock (90 kHz media time of its cue time 0), used
+    #: where a file has no X-TIMESTAMP-MAP (dlstore.dash_tracks.TextTrack)
+    clock: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -119,6 +122,8 @@ class DownloadPlan:
     audio_rendition: AudioRendition | None = None
     more_audio: tuple[Rendition, ...] = ()
     subtitles: tuple[Rendition, ...] = ()
+    #: a live DASH manifest's windows (Streams, #12); a live HLS plan reloads its playlist
+    live_source: DashWindows | None = field(default=None, compare=False, repr=False)
 
     @property
     def tracks(self) -> list[Track]:
@@ -418,10 +423,10 @@ class _Download:
     ) -> tuple[DownloadPlan, _FollowingRemux | None, list[dict]]:
         """Record a live plan into the work folder (:mod:`dlstore.live`): what was recorded,
         as a finished plan; the remux following it, if any; its gaps."""
-        if plan.audio is not None:
+        if plan.audio is not None and plan.live_source is None:
             raise UnsupportedStreamError(
                 f"The live stream {describe(plan.url)} has its audio in a separate rendition; "
-                "dlstore records live streams whose audio is in the video's segments only."
+                "dlstore records live HLS streams whose audio is in the video's segments only."
             )
         self.work.prepare({**plan.identity(), "segments": "live"})
         context = LiveContext(
@@ -429,7 +434,11 @@ class _Download:
             tracker=self.tracker, emit=self.emit, cancel=self.cancel,
             stop=stop or threading.Event(), log=log or LIVE_LOG,
         )  # fmt: skip
-        recorder = LiveRecorder(context, plan.video, plan.variant.uri if plan.variant else plan.url)
+        source = plan.live_source or HlsWindows(
+            context, plan.variant.uri if plan.variant else plan.url
+        )
+        first = plan.live_source.first if plan.live_source else HlsWindows.window(plan.video)
+        recorder = LiveRecorder(context, first, source)
         following = None
         if _join_method(plan, self.fmt) == "follow" and plan.video.container is not None:
             following = _FollowingRemux.start(
@@ -441,7 +450,7 @@ class _Download:
             if following is not None:
                 following.abandon()
             raise
-        return replace(plan, video=recording.plan), following, recording.gaps_metadata()
+        return _recorded(plan, recording.plans), following, recording.gaps_metadata()
 
     def _keys(self, session: requests.Session) -> KeyStore:
         """The AES keys, each fetched (with retries) the first time a segment needs it."""
@@ -489,7 +498,10 @@ class _Download:
             audio=_audio_inputs(self.work, plan),
         )
         reference = round(start * webvtt.MPEGTS_HZ) % webvtt.MPEGTS_WRAP
-        return [load(self.work, track, reference) for track in plan.subtitle_tracks]
+        return [
+            load(self.work, track, reference, rendition.clock)
+            for track, rendition in zip(plan.subtitle_tracks, plan.subtitles)
+        ]
 
     def place(self, plan: DownloadPlan, live_gaps: list[dict] | None = None) -> DownloadResult:
         """Record the joined file in the work folder, then rename it (and its subtitle
@@ -526,6 +538,14 @@ class _Download:
         final = self.tracker.snapshot(f"Done: {self.output_path.name}")
         self.emit(Progress(**{**final.__dict__, "speed_bps": None, "eta_seconds": 0}), force=True)
         return result
+
+
+def _recorded(plan: DownloadPlan, plans: tuple[MediaPlan, ...]) -> DownloadPlan:
+    """``plan`` with each track replaced by what was recorded of it."""
+    video, *audio = plans
+    more = tuple(replace(r, plan=p) for r, p in zip(plan.more_audio, audio[1:]))
+    return replace(plan, video=video, audio=audio[0] if audio else None, more_audio=more,
+                   live_source=None)  # fmt: skip
 
 
 def _subtitle_metadata(plan: DownloadPlan, paths: list[Path]) -> list[dict]:
@@ -664,10 +684,15 @@ def resolve_plan(
     a DASH manifest's plan comes from :func:`dlstore.dash_tracks.resolve_dash`."""
     retry = Retry.from_options(options, cancel)
     parsed = _fetch_playlist(session, url, options, retry, cancel)
+    if isinstance(parsed, DashManifest) and parsed.live is not None:  # recorded (#12)
+        return _dash_live_plan(session, parsed, options, cancel)
     if isinstance(parsed, DashManifest):  # Streams (#12): a DASH manifest lists every track
         dash = resolve_dash(session, parsed, options, retry, cancel)
+        more = tuple(Rendition(info, plan) for info, plan in dash.more_audio)
+        texts = tuple(Rendition(t.rendition, t.plan, t.clock) for t in dash.subtitles)
         return DownloadPlan(url=url, video=dash.video, audio=dash.audio, variant=dash.variant,
-                            audio_rendition=dash.audio_rendition)  # fmt: skip
+                            audio_rendition=dash.audio_rendition, more_audio=more,
+                            subtitles=texts)  # fmt: skip
     if isinstance(parsed, MediaPlan):
         return DownloadPlan(url=url, video=parsed)
     variant = choose_variant(parsed.variants, options.quality)
@@ -686,6 +711,22 @@ def resolve_plan(
         more_audio=tuple(audio[1:]),
         subtitles=_subtitle_renditions(session, parsed, variant, options, retry, cancel),
     )
+
+
+def _dash_live_plan(
+    session: requests.Session,
+    manifest: DashManifest,
+    options: DownloadOptions,
+    cancel: threading.Event | None,
+) -> DownloadPlan:
+    """A live DASH manifest's plan: its first window, and where the next ones come from."""
+    source = DashWindows(session, manifest, options, cancel)
+    choice = choose(manifest, options.quality, options.audio)
+    video, *audio = source.first.tracks
+    more = tuple(Rendition(info, plan) for (info, _), plan in zip(choice.more_audio, audio[1:]))
+    return DownloadPlan(url=manifest.url, video=video, audio=audio[0] if audio else None,
+                        variant=choice.variant, audio_rendition=choice.audio_rendition,
+                        more_audio=more, live_source=source)  # fmt: skip
 
 
 def _subtitle_renditions(
@@ -723,7 +764,7 @@ def _fetch_playlist(
         cancel=cancel,
     )
     if is_mpd(fetched.url, fetched.body):  # Streams (#12): DASH, by URL or by content
-        return parse_mpd(fetched.body, fetched.url)
+        return parse_mpd(fetched.body, fetched.url, live=options.record_live)
     text = decode_playlist(fetched.body, fetched.url, fetched.content_type)
     return parse_playlist(
         text, fetched.url, max_segments=options.max_segments, live=options.record_live

@@ -7,6 +7,13 @@ recorded into the work folder until it ends.
     ◀── reload: the target duration after the previous load began, half of it after a
         reload that brought nothing new (RFC 8216 §6.3.4)
 
+The windows come from a :class:`WindowSource`: :class:`HlsWindows` (a media playlist,
+reloaded) or :class:`dlstore.dash_tracks.DashWindows` (a live DASH manifest, its
+windows worked out from the clock). A window has one plan per track, the video (or
+only) one first, then each audio track; each track keeps its own files, journal
+entries (``"track"``, absent for the first) and bookkeeping, the others recorded up to
+the first one's time. The limits, the stall and the progress count the first track.
+
 Each segment is taken once: by its media sequence number, never one at or below the
 last taken, so a stale reload (an older copy from a cache) brings nothing. A
 segment's discontinuity number is EXT-X-DISCONTINUITY-SEQUENCE plus the
@@ -47,6 +54,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
+from typing import Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
@@ -70,7 +78,6 @@ from dlstore.workfolder import Track, WorkFolder, init_filename, segment_filenam
 
 LOG = logging.getLogger("dlstore.live")
 JOURNAL_NAME = "live.jsonl"
-TRACK = "video"
 TICK_SECONDS = 0.25  # how often a wait between reloads reports progress and looks at cancel
 DEFAULT_TARGET_SECONDS = 6.0  # for a playlist without EXT-X-TARGETDURATION (it must have one)
 MIN_RELOAD_SECONDS = 0.5
@@ -81,7 +88,10 @@ MAX_FAILED_SEGMENTS = 3
 MAX_START_SECONDS = 120.0  # a first window longer than this (a DVR window) starts this far back
 MIN_CHUNK = 8  # segments fetched, then journaled, at a time (at least; 2 per thread)
 #: Files of an attempt that never made it into the journal: removed on resume.
-_STRAY = re.compile(r"^(live-.*\.seg|.*\.part|video-(\d{6,})\.seg|video-init-(\d+)\.seg)$")
+_STRAY = re.compile(
+    r"^(live-.*\.seg|.*\.part|(?P<track>video|audio(?:-\d+)?)-"
+    r"(?:(?P<segment>\d{6,})|init-(?P<init>\d+))\.seg)$"
+)
 _GAP_TEXTS = {
     "window": "left the window before they could be fetched",
     "reload_failed": "left the window while the playlist could not be reloaded",
@@ -97,18 +107,18 @@ class Gap:
     after_sequence: int | None
     missing: int | None
     reason: str  # a key of _GAP_TEXTS
+    track: str | None = None  # a track other than the video: "audio", "audio-2"
 
     def as_metadata(self) -> dict:
-        return {
-            "after_sequence": self.after_sequence,
-            "missing": self.missing,
-            "reason": self.reason,
-        }
+        data = {"after_sequence": self.after_sequence, "missing": self.missing,
+                "reason": self.reason}  # fmt: skip
+        return data if self.track is None else {**data, "track": self.track}
 
     def sentence(self) -> str:
         if self.missing is None:
             return "The recording ended: the live playlist could not be reloaded."
         count = f"{self.missing} segment" + ("s" if self.missing != 1 else "")
+        count += f" of the {self.track} track" if self.track else ""
         return f"Gap: {count} after media sequence {self.after_sequence} {_GAP_TEXTS[self.reason]}."
 
 
@@ -263,20 +273,82 @@ class LiveContext:
 
 
 @dataclass(frozen=True)
-class Recording:
-    """What was recorded, as a finished media playlist of the work folder's files."""
+class Window:
+    """One load of a live stream: each track's segments offered now (numbered by media
+    sequence), whether the stream has ended, and how long a load waits for the next."""
 
-    plan: MediaPlan
+    tracks: tuple[MediaPlan, ...]  # the video (or only) track first, then each audio track
+    ended: bool
+    target: float  # seconds from one load's start to the next (halved when nothing is new)
+
+
+class WindowSource(Protocol):
+    """Where a recording's windows come from: an HLS playlist, a live DASH manifest."""
+
+    url: str  # what messages name
+
+    def load(self) -> Window:
+        """The current window; a DownloadError if it cannot be had past its retries."""
+        ...
+
+
+class HlsWindows:
+    """The windows of a live HLS media playlist: reloaded, each load one window."""
+
+    def __init__(self, ctx: LiveContext, url: str) -> None:
+        self.ctx, self.url = ctx, url
+
+    @staticmethod
+    def window(plan: MediaPlan) -> Window:
+        return Window(tracks=(plan,), ended=plan.ended, target=_target(plan))
+
+    def load(self) -> Window:
+        ctx = self.ctx
+        fetched = fetch_small(
+            ctx.session, self.url, options=ctx.options,
+            what=f"the live playlist {describe(self.url)}",
+            max_bytes=ctx.options.max_playlist_bytes,
+            retry=Retry.from_options(ctx.options, ctx.cancel), cancel=ctx.cancel,
+        )  # fmt: skip
+        text = decode_playlist(fetched.body, fetched.url, fetched.content_type)
+        plan = parse_playlist(text, fetched.url, max_segments=ctx.options.max_segments, live=True)
+        if not isinstance(plan, MediaPlan):
+            raise PlaylistError(f"The live playlist {describe(self.url)} became a master one.")
+        return self.window(plan)
+
+
+@dataclass(frozen=True)
+class Recording:
+    """What was recorded, as finished media playlists of the work folder's files."""
+
+    plans: tuple[MediaPlan, ...]  # per track, as the windows list them
     gaps: tuple[Gap, ...]
+
+    @property
+    def plan(self) -> MediaPlan:
+        return self.plans[0]
 
     def gaps_metadata(self) -> list[dict]:
         return [gap.as_metadata() for gap in self.gaps]
+
+
+@dataclass
+class _TrackRecording:
+    """One track of a recording: what it holds, and which segments it has passed."""
+
+    name: str  # "video", "audio", "audio-2": the work folder's file names
+    window: LiveWindow = field(default_factory=LiveWindow)
+    segments: list[Segment] = field(default_factory=list)
+    inits: dict[tuple, tuple[int, InitSection]] = field(default_factory=dict)
+    files: LiveFiles = field(default_factory=LiveFiles)
+    seconds: float = 0.0
 
 
 @dataclass(eq=False)
 class _Item:
     """One new segment on its way: its files are fetched under provisional names."""
 
+    track: _TrackRecording
     segment: Segment
     number: int  # discontinuity number
     jobs: list[FetchJob]
@@ -298,25 +370,39 @@ def _target(plan: MediaPlan) -> float:
     return target if target and target > 0 else DEFAULT_TARGET_SECONDS
 
 
-class LiveRecorder:
-    """Records the live media playlist at ``url`` (first loaded as ``first``); see the module."""
+def track_names(count: int) -> list[str]:
+    """The work folder's names of a recording's tracks (as ``engine.DownloadPlan.tracks``)."""
+    return ["video", "audio", *(f"audio-{n}" for n in range(2, count))][:count]
 
-    def __init__(self, ctx: LiveContext, first: MediaPlan, url: str) -> None:
-        self.ctx, self.first, self.url = ctx, first, url
-        self.files = LiveFiles()
+
+class LiveRecorder:
+    """Records the live stream of ``source`` (first loaded as ``first``); see the module."""
+
+    def __init__(self, ctx: LiveContext, first: Window, source: WindowSource) -> None:
+        self.ctx, self.first, self.source, self.url = ctx, first, source, source.url
         self.journal = Journal(ctx.work)
-        self.window = LiveWindow()
-        self.segments: list[Segment] = []
-        self.inits: dict[tuple, tuple[int, InitSection]] = {}
+        self.tracks = [_TrackRecording(name) for name in track_names(len(first.tracks))]
         self.gaps: list[Gap] = []
-        self.seconds = 0.0
         self.limit = min(ctx.options.record_limit or MAX_RECORD_SECONDS, MAX_RECORD_SECONDS)
-        self.target = _target(first)
+        self.target = first.target
         self.failed_reloads = self.failed_segments = 0
         self.reload_failed = False  # since the last reload that brought segments
         self.last_error: DownloadError | None = None
         self.resumed = self._resume()
         self.last_new = ctx.clock()
+
+    @property
+    def files(self) -> LiveFiles:
+        """The first track's files, for a remux that follows the recording."""
+        return self.tracks[0].files
+
+    @property
+    def seconds(self) -> float:
+        return self.tracks[0].seconds
+
+    @property
+    def segment_count(self) -> int:
+        return sum(len(t.segments) for t in self.tracks)
 
     # --- the loop ------------------------------------------------------------------
 
@@ -325,39 +411,41 @@ class LiveRecorder:
         try:
             recording = self._finish(self._loop())
         except BaseException:
-            self.files.close(CancelledError())
+            for track in self.tracks:
+                track.files.close(CancelledError())
             raise
-        self.files.close()
+        for track in self.tracks:
+            track.files.close()
         return recording
 
     def _loop(self) -> str:
         """Take, wait, reload, until a reason to end (returned, for the log)."""
-        plan: MediaPlan | None = self.first
+        window: Window | None = self.first
         loaded_at = self.ctx.clock()
         while True:
-            changed = plan is not None and self._take(plan)
+            changed = window is not None and self._take(window)
             if changed:
                 self.last_new = loaded_at
-            reason = self._end_reason(plan)
+            reason = self._end_reason(window)
             if reason is not None:
                 return reason
             if not self._wait_until(loaded_at + reload_delay(self.target, changed)):
                 return "it was asked to stop"
             loaded_at = self.ctx.clock()
-            plan = self._reload()
+            window = self._reload()
 
-    def _end_reason(self, plan: MediaPlan | None) -> str | None:
+    def _end_reason(self, window: Window | None) -> str | None:
         options = self.ctx.options
         if self.seconds >= self.limit:
             return f"it reached its limit of {clock_text(self.limit)}"
-        if len(self.segments) >= options.max_segments:
+        if self.segment_count >= options.max_segments:
             return f"it reached the limit of {options.max_segments} segments (max_segments)"
-        if plan is not None and plan.ended:
-            return "the stream ended (#EXT-X-ENDLIST)"
+        if window is not None and window.ended:
+            return "the stream ended"
         if self.ctx.stop.is_set():
             return "it was asked to stop"
         if self.failed_reloads >= MAX_FAILED_RELOADS:
-            self._gap(Gap(self.window.last_sequence, None, "reload_failed"))
+            self._gap(Gap(self.tracks[0].window.last_sequence, None, "reload_failed"))
             return f"the playlist could not be reloaded {self.failed_reloads} times in a row"
         stall = max(STALL_TARGET_DURATIONS * self.target, STALL_MIN_SECONDS)
         if self.failed_reloads == 0 and self.ctx.clock() - self.last_new > stall:
@@ -377,38 +465,25 @@ class LiveRecorder:
             self._report()
         return False
 
-    def _reload(self) -> MediaPlan | None:
-        """The playlist again; None (logged, counted) if it failed past its retries."""
-        ctx = self.ctx
+    def _reload(self) -> Window | None:
+        """The window again; None (logged, counted) if it failed past its retries."""
         try:
-            fetched = fetch_small(
-                ctx.session,
-                self.url,
-                options=ctx.options,
-                what=f"the live playlist {describe(self.url)}",
-                max_bytes=ctx.options.max_playlist_bytes,
-                retry=Retry.from_options(ctx.options, ctx.cancel),
-                cancel=ctx.cancel,
-            )
-            text = decode_playlist(fetched.body, fetched.url, fetched.content_type)
-            plan = parse_playlist(
-                text, fetched.url, max_segments=ctx.options.max_segments, live=True
-            )
-            if not isinstance(plan, MediaPlan):
-                raise PlaylistError(f"The live playlist {describe(self.url)} became a master one.")
+            window = self.source.load()
+            if len(window.tracks) != len(self.tracks):
+                raise PlaylistError(f"The live stream {describe(self.url)} changed its tracks.")
         except DownloadError as exc:
             self.failed_reloads += 1
             self.reload_failed, self.last_error = True, exc
-            ctx.log.warning(
+            self.ctx.log.warning(
                 "Reloading the live playlist failed (%d in a row): %s", self.failed_reloads, exc
             )
             return None
         self.failed_reloads = 0
-        self.target = _target(plan)
-        return plan
+        self.target = window.target
+        return window
 
     def _finish(self, reason: str) -> Recording:
-        if not self.segments:
+        if not self.tracks[0].segments:
             if self.last_error is not None:
                 raise self.last_error
             raise TransientDownloadError(
@@ -417,42 +492,30 @@ class LiveRecorder:
             )
         self.ctx.log.info(
             "Live recording ended: %s; %s recorded in %d segments, %d gap(s)",
-            reason,
-            clock_text(self.seconds),
-            len(self.segments),
-            len(self.gaps),
-        )
-        self.ctx.tracker.total = len(self.segments)
+            reason, clock_text(self.seconds), self.segment_count, len(self.gaps),
+        )  # fmt: skip
+        self.ctx.tracker.total = self.segment_count
         self.ctx.emit(self.progress(), force=True)
-        plan = MediaPlan(
-            url=self.first.url, segments=tuple(self.segments), target_duration=self.target
+        plans = tuple(
+            MediaPlan(url=plan.url, segments=tuple(track.segments), target_duration=self.target)
+            for plan, track in zip(self.first.tracks, self.tracks)
         )
-        return Recording(plan=plan, gaps=tuple(self.gaps))
+        return Recording(plans=plans, gaps=tuple(self.gaps))
 
     # --- taking new segments ----------------------------------------------------------
 
-    def _take(self, plan: MediaPlan) -> bool:
-        """Record the plan's new segments (within the limits); whether there were any."""
-        fresh, missing = self.window.fresh(plan)
-        if not fresh:
+    def _take(self, window: Window) -> bool:
+        """Record the window's new segments (within the limits); whether there were any."""
+        reason = "resumed" if self.resumed else "reload_failed" if self.reload_failed else "window"
+        chosen: list[tuple[_TrackRecording, Segment, int]] = []
+        until = None  # the first track's recorded seconds after this load: the others follow
+        for track, plan in zip(self.tracks, window.tracks):
+            fresh = self._fresh(track, plan, reason)
+            chosen += [(track, s, n) for s, n in self._within(track, fresh, until)]
+            if until is None:
+                until = track.seconds + sum(s.duration for t, s, _ in chosen if t is track)
+        if not chosen:
             return False
-        if self.window.last_sequence is None and len(fresh) > 1:
-            start = live_start([segment for segment, _ in fresh])
-            if start:
-                self.ctx.log.info("Recording from the window's last %d segments; its %d older "
-                                  "ones are left out", len(fresh) - start, start)  # fmt: skip
-            fresh = fresh[start:]
-        resumed, self.resumed = self.resumed, False
-        if missing:
-            reason = "resumed" if resumed else "reload_failed" if self.reload_failed else "window"
-            self._gap(Gap(self.window.last_sequence, missing, reason))
-        self.reload_failed = False
-        room, seconds, chosen = self.ctx.options.max_segments - len(self.segments), self.seconds, []
-        for segment, number in fresh[: max(0, room)]:
-            if seconds >= self.limit:
-                break
-            chosen.append((segment, number))
-            seconds += segment.duration
         step = max(MIN_CHUNK, 2 * self.ctx.options.threads)
         for start in range(0, len(chosen), step):  # a long window in chunks: each one is
             if start and self.ctx.stop.is_set():  # journaled and handed on before the next
@@ -460,9 +523,41 @@ class LiveRecorder:
             self._take_chunk(chosen[start : start + step])
         return True
 
-    def _take_chunk(self, chosen: list[tuple[Segment, int]]) -> None:
+    def _fresh(self, track: _TrackRecording, plan: MediaPlan, reason: str):
+        """The track's new segments in ``plan`` (a new recording's: the last of its first
+        window), a gap (for ``reason``) logged for those it missed."""
+        fresh, missing = track.window.fresh(plan)
+        if track.window.last_sequence is None and len(fresh) > 1:
+            start = live_start([segment for segment, _ in fresh])
+            if start:
+                self.ctx.log.info("Recording from the window's last %d segments; its %d older "
+                                  "ones are left out", len(fresh) - start, start)  # fmt: skip
+            fresh = fresh[start:]
+        if missing and fresh:
+            self._gap(Gap(track.window.last_sequence, missing, reason, self._label(track)), track)
+        if fresh and track is self.tracks[0]:
+            self.reload_failed = self.resumed = False
+        return fresh
+
+    def _within(self, track: _TrackRecording, fresh, until: float | None):
+        """The segments of ``fresh`` within the limits: ``record_limit`` and max_segments for
+        the first track; the others up to the first track's recorded time (``until``)."""
+        limit = self.limit if until is None else until
+        room = self.ctx.options.max_segments - self.segment_count
+        seconds, chosen = track.seconds, []
+        for segment, number in fresh[: max(0, room)]:
+            if seconds >= limit - (0 if until is None else 1e-3):
+                break
+            chosen.append((segment, number))
+            seconds += segment.duration
+        return chosen
+
+    def _label(self, track: _TrackRecording) -> str | None:
+        return None if track is self.tracks[0] else track.name
+
+    def _take_chunk(self, chosen: list[tuple[_TrackRecording, Segment, int]]) -> None:
         pending: dict[tuple, str] = {}
-        items = [self._item(segment, number, pending) for segment, number in chosen]
+        items = [self._item(track, segment, number, pending) for track, segment, number in chosen]
         try:
             fetched = self._fetch(items)
         except CancelledError:
@@ -475,27 +570,33 @@ class LiveRecorder:
                 self._lose(item)
 
     def _record_in_place(self, items: list[_Item]) -> None:
-        """Record the leading items whose files are all in place (in order: a recording
-        never skips a segment it then keeps)."""
-        work = self.ctx.work
+        """Record the leading items of each track whose files are all in place (in order: a
+        recording never skips a segment it then keeps)."""
+        work, stopped = self.ctx.work, set()
         for item in items:
+            if id(item.track) in stopped:
+                continue
             if any(work.finished_size(job.filename) is None for job in item.jobs):
-                return
+                stopped.add(id(item.track))
+                continue
             self._record(item)
 
-    def _item(self, segment: Segment, number: int, pending: dict[tuple, str]) -> _Item:
+    def _item(
+        self, track: _TrackRecording, segment: Segment, number: int, pending: dict[tuple, str]
+    ) -> _Item:
         """The fetch jobs of a new segment (and of its init section, if not recorded yet)."""
-        *init_jobs, job = jobs_for(Track(TRACK, MediaPlan(url=self.url, segments=(segment,))))
+        name = track.name
+        *init_jobs, job = jobs_for(Track(name, MediaPlan(url=self.url, segments=(segment,))))
         label = f"live segment {segment.media_sequence} ({segment.name})"
-        jobs = [replace(job, filename=f"live-{segment.media_sequence}.seg", label=label)]
+        jobs = [replace(job, filename=f"live-{name}-{segment.media_sequence}.seg", label=label)]
         init_file = None
-        if segment.init is not None and _init_key(segment.init) not in self.inits:
+        if segment.init is not None and _init_key(segment.init) not in track.inits:
             init_file = pending.setdefault(
-                _init_key(segment.init), f"live-init-{segment.media_sequence}.seg"
+                (name, *_init_key(segment.init)), f"live-{name}-init-{segment.media_sequence}.seg"
             )
             what = f"live init section ({display_name(segment.init.uri)})"
             jobs.insert(0, replace(init_jobs[0], filename=init_file, label=what))
-        return _Item(segment, number, jobs, init_file)
+        return _Item(track, segment, number, jobs, init_file)
 
     def _fetch(self, items: list[_Item]) -> list[_Item]:
         """Fetch the items' files; the items whose files are all in place. After a failure
@@ -534,13 +635,14 @@ class LiveRecorder:
 
     def _record(self, item: _Item) -> None:
         """Move a fetched segment into the recording: renamed, journaled, handed to the remux."""
-        segment, work = item.segment, self.ctx.work
+        segment, work, track = item.segment, self.ctx.work, item.track
         init = None
         if segment.init is not None:
-            init = self._record_init(segment.init, item.init_file)
-        cut = self.window.take(segment, item.number)
-        index = len(self.segments)
-        os.replace(work.path(item.jobs[-1].filename), work.path(segment_filename(TRACK, index)))
+            init = self._record_init(track, segment.init, item.init_file)
+        cut = track.window.take(segment, item.number)
+        index = len(track.segments)
+        os.replace(work.path(item.jobs[-1].filename),
+                   work.path(segment_filename(track.name, index)))  # fmt: skip
         recorded = Segment(
             uri=_no_query(segment.uri),
             duration=segment.duration,
@@ -549,59 +651,65 @@ class LiveRecorder:
             discontinuity=cut,
         )
         self.journal.append(
-            {
+            self._tagged(track, {
                 "segment": index,
                 "sequence": segment.media_sequence,
                 "duration": segment.duration,
                 "number": item.number,
                 "discontinuity": cut,
                 "uri": recorded.uri,
-                "init": self.inits[_init_key(init)][0] if init else None,
-            }
-        )
-        self._add(recorded)
+                "init": track.inits[_init_key(init)][0] if init else None,
+            })
+        )  # fmt: skip
+        self._add(track, recorded)
         self.failed_segments = 0
 
-    def _record_init(self, init: InitSection, provisional: str | None) -> InitSection:
+    def _tagged(self, track: _TrackRecording, entry: dict) -> dict:
+        """A journal entry, naming its track unless it is the first (as older journals)."""
+        return entry if track is self.tracks[0] else {**entry, "track": track.name}
+
+    def _record_init(
+        self, track: _TrackRecording, init: InitSection, provisional: str | None
+    ) -> InitSection:
         """The recorded form of ``init``, renamed and journaled the first time."""
         key = _init_key(init)
-        if key not in self.inits:
+        if key not in track.inits:
             assert provisional is not None  # _item named one: the section was not recorded then
-            number = len(self.inits)
+            number = len(track.inits)
             work = self.ctx.work
-            os.replace(work.path(provisional), work.path(init_filename(TRACK, number)))
-            self.inits[key] = (number, InitSection(uri=key[0], byte_range=init.byte_range))
+            os.replace(work.path(provisional), work.path(init_filename(track.name, number)))
+            track.inits[key] = (number, InitSection(uri=key[0], byte_range=init.byte_range))
             r = init.byte_range
-            self.journal.append(
-                {"init": number, "uri": key[0], "length": r and r.length, "offset": r and r.offset}
-            )
-        return self.inits[key][1]
+            entry = {"init": number, "uri": key[0], "length": r and r.length,
+                     "offset": r and r.offset}  # fmt: skip
+            self.journal.append(self._tagged(track, entry))
+        return track.inits[key][1]
 
-    def _add(self, recorded: Segment) -> None:
-        """``recorded`` (its file in place) at the end of the recording and of LiveFiles."""
+    def _add(self, track: _TrackRecording, recorded: Segment) -> None:
+        """``recorded`` (its file in place) at the end of the track and of its LiveFiles."""
         work = self.ctx.work
-        previous = self.segments[-1].init if self.segments else None
+        previous = track.segments[-1].init if track.segments else None
         if recorded.init is not None and recorded.init != previous:
-            number = self.inits[_init_key(recorded.init)][0]
-            self.files.append(work.path(init_filename(TRACK, number)))
-        self.files.append(work.path(segment_filename(TRACK, len(self.segments))))
-        self.segments.append(recorded)
-        self.seconds += recorded.duration
+            number = track.inits[_init_key(recorded.init)][0]
+            track.files.append(work.path(init_filename(track.name, number)))
+        track.files.append(work.path(segment_filename(track.name, len(track.segments))))
+        track.segments.append(recorded)
+        track.seconds += recorded.duration
 
     def _lose(self, item: _Item) -> None:
-        self.window.lose(item.segment, item.number)
+        item.track.window.lose(item.segment, item.number)
         self.failed_segments += 1
         error = item.error or DownloadError("A live segment could not be downloaded.")
         if self.failed_segments >= MAX_FAILED_SEGMENTS:
             raise error
         self.ctx.log.warning("%s", error)
         previous = item.segment.media_sequence - 1
-        self._gap(Gap(previous, 1, "segment_failed"))
+        self._gap(Gap(previous, 1, "segment_failed", self._label(item.track)), item.track)
 
-    def _gap(self, gap: Gap) -> None:
+    def _gap(self, gap: Gap, track: _TrackRecording | None = None) -> None:
         self.gaps.append(gap)
         self.journal.append({"gap": gap.as_metadata()})
-        self.window.broken = True
+        (track or self.tracks[0]).window.broken = True
         self.ctx.log.warning("%s", gap.sentence())
 
     # --- progress ---------------------------------------------------------------------
@@ -619,7 +727,7 @@ class LiveRecorder:
         snapshot = self.ctx.tracker.snapshot(text)
         return replace(
             snapshot,
-            segments_done=len(self.segments),
+            segments_done=self.segment_count,
             segments_total=0,
             eta_seconds=max(0, round(limit - self.seconds)) if limit else None,
             fraction=min(1.0, self.seconds / limit) if limit else 0.0,
@@ -640,57 +748,72 @@ class LiveRecorder:
             kept.append(entry)
         self.journal.rewrite(kept)
         self._remove_strays()
-        if not self.segments:
+        if not self.tracks[0].segments:
             return False
-        self.window.broken = "gap" in kept[-1]
+        for track in self.tracks:  # after a gap, each track's next segment is a cut
+            track.window.broken = track.window.broken or "gap" in kept[-1]
         self.ctx.log.info(
             "Resuming a live recording: %s recorded in %d segments",
-            clock_text(self.seconds),
-            len(self.segments),
-        )
+            clock_text(self.seconds), self.segment_count,
+        )  # fmt: skip
         self.ctx.emit(self.progress(), force=True)
         return True
 
     def _replay(self, entry: dict) -> bool:
         """One journal entry back into the recording's state; False if its file is gone."""
-        work = self.ctx.work
-        if "init" in entry and "segment" not in entry:
-            byte_range = None
-            if entry["length"] is not None:
-                byte_range = ByteRange(length=int(entry["length"]), offset=int(entry["offset"]))
-            number, key = int(entry["init"]), (str(entry["uri"]), byte_range)
-            if (
-                number != len(self.inits)
-                or work.finished_size(init_filename(TRACK, number)) is None
-            ):
-                return False
-            self.inits[key] = (number, InitSection(uri=key[0], byte_range=byte_range))
-            return True
         if "gap" in entry:
             gap = entry["gap"]
-            self.gaps.append(Gap(gap["after_sequence"], gap["missing"], str(gap["reason"])))
+            track = self._track(gap.get("track"))
+            self.gaps.append(Gap(gap["after_sequence"], gap["missing"], str(gap["reason"]),
+                                 gap.get("track")))  # fmt: skip
             if gap["after_sequence"] is not None and gap["missing"] is not None:
                 last = int(gap["after_sequence"]) + int(gap["missing"])
-                self.window.last_sequence = max(self.window.last_sequence or 0, last)
+                track.window.last_sequence = max(track.window.last_sequence or 0, last)
             return True
-        size = work.finished_size(segment_filename(TRACK, len(self.segments)))
-        if int(entry["segment"]) != len(self.segments) or size is None:
+        track = self._track(entry.get("track"))
+        if "init" in entry and "segment" not in entry:
+            return self._replay_init(track, entry)
+        return self._replay_segment(track, entry)
+
+    def _track(self, name: object) -> _TrackRecording:
+        """The track a journal entry names (none: the first); KeyError if there is none."""
+        if name is None:
+            return self.tracks[0]
+        return next(t for t in self.tracks if t.name == name)
+
+    def _replay_init(self, track: _TrackRecording, entry: dict) -> bool:
+        byte_range = None
+        if entry["length"] is not None:
+            byte_range = ByteRange(length=int(entry["length"]), offset=int(entry["offset"]))
+        number, key = int(entry["init"]), (str(entry["uri"]), byte_range)
+        if (
+            number != len(track.inits)
+            or self.ctx.work.finished_size(init_filename(track.name, number)) is None
+        ):
+            return False
+        track.inits[key] = (number, InitSection(uri=key[0], byte_range=byte_range))
+        return True
+
+    def _replay_segment(self, track: _TrackRecording, entry: dict) -> bool:
+        size = self.ctx.work.finished_size(segment_filename(track.name, len(track.segments)))
+        if int(entry["segment"]) != len(track.segments) or size is None:
             return False
         init = None
         if entry["init"] is not None:
-            init = next(i for n, i in self.inits.values() if n == int(entry["init"]))
+            init = next(i for n, i in track.inits.values() if n == int(entry["init"]))
         sequence = int(entry["sequence"])
         self._add(
+            track,
             Segment(
                 uri=str(entry["uri"]),
                 duration=float(entry["duration"]),
                 media_sequence=sequence,
                 init=init,
                 discontinuity=bool(entry["discontinuity"]),
-            )
+            ),
         )
-        self.window.last_sequence = max(self.window.last_sequence or 0, sequence)
-        self.window.last_discontinuity = int(entry["number"])
+        track.window.last_sequence = max(track.window.last_sequence or 0, sequence)
+        track.window.last_discontinuity = int(entry["number"])
         self.ctx.tracker.already_done(size)
         return True
 
@@ -698,14 +821,16 @@ class LiveRecorder:
         """Delete the files of an attempt that the journal does not list."""
         with os.scandir(self.ctx.work.root) as entries:
             names = [entry.name for entry in entries if entry.is_file(follow_symlinks=False)]
+        held = {t.name: t for t in self.tracks}
         for name in names:
             match = _STRAY.match(name)
             if match is None:
                 continue
-            segment, init = match.group(2), match.group(3)
-            if segment is not None and int(segment) < len(self.segments):
+            track = held.get(match.group("track") or "")
+            segment, init = match.group("segment"), match.group("init")
+            if track is not None and segment is not None and int(segment) < len(track.segments):
                 continue
-            if init is not None and int(init) < len(self.inits):
+            if track is not None and init is not None and int(init) < len(track.inits):
                 continue
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.ctx.work.path(name))

@@ -27,6 +27,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
+from typing import TypeVar
 from urllib.parse import urljoin, urlsplit
 
 import m3u8
@@ -46,6 +47,7 @@ DRM_KEY_FORMATS = {
     "com.microsoft.playready": "PlayReady",
     "urn:uuid:9a04f079-9840-4286-ab92-e65be0885f95": "PlayReady",
 }
+R = TypeVar("R", bound="MediaRendition")
 SAMPLE_AES_METHODS = ("SAMPLE-AES", "SAMPLE-AES-CTR", "SAMPLE-AES-CENC")
 #: The FFmpeg demuxer for segments without EXT-X-MAP, by the URI's suffix (RFC 8216 §3).
 SEGMENT_CONTAINERS = {
@@ -622,6 +624,13 @@ def choose_audio_tracks(
     (its audio, if any, is in the variant itself).
     """
     group = [a for a in master.audio if variant.audio_group and a.group_id == variant.audio_group]
+    return pick_audio(group, wanted)
+
+
+def pick_audio(group: Sequence[R], wanted: str | Sequence[str] = "default") -> tuple[R, ...]:
+    """The renditions of one audio ``group`` to mux, the default one first, by the caller's
+    ``audio`` key (see :func:`choose_audio_tracks`); HLS renditions and DASH audio
+    adaptation sets alike (anything with ``language`` and ``default``)."""
     if not group:
         return ()
     default = next((a for a in group if a.default), group[0])
@@ -641,7 +650,12 @@ def choose_subtitles(
     one of those languages (``en`` takes ``en-US`` and ``eng`` too).
     """
     group = variant.subtitle_group
-    renditions = [s for s in master.subtitles if group and s.group_id == group]
+    return pick_subtitles([s for s in master.subtitles if group and s.group_id == group], wanted)
+
+
+def pick_subtitles(renditions: Sequence[R], wanted: str | Sequence[str] = "all") -> tuple[R, ...]:
+    """The subtitle ``renditions`` to fetch by the caller's ``subtitles`` key (see
+    :func:`choose_subtitles`); HLS renditions and DASH text adaptation sets alike."""
     if wanted == "all":
         return tuple(renditions)
     if isinstance(wanted, str):

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import re
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from dlstore import webvtt
@@ -46,14 +47,25 @@ def subtitle_names(video: Path, renditions: list[SubtitleRendition]) -> list[Pat
     return paths
 
 
-def load(work: WorkFolder, track: Track, reference: int | None) -> webvtt.Track:
+def load(
+    work: WorkFolder, track: Track, reference: int | None, clock: Sequence[int] = ()
+) -> webvtt.Track:
     """The track's fetched segments as one WebVTT track, cues in ms from the media
-    timestamp ``reference`` (90 kHz; None: the first segment's X-TIMESTAMP-MAP)."""
+    timestamp ``reference`` (90 kHz; None: the first segment's X-TIMESTAMP-MAP).
+    ``clock`` gives each segment without an X-TIMESTAMP-MAP the media timestamp of its
+    cue time 0 (DASH: its period's start); without it, that is MPEG-TS time 0."""
     segments = (
-        webvtt.parse_segment(path.read_bytes().decode("utf-8", errors="replace"))
-        for path in track_files(work, track)
-    )
+        _clocked(webvtt.parse_segment(path.read_bytes().decode("utf-8", errors="replace")),
+                 clock[number] if number < len(clock) else None)
+        for number, path in enumerate(track_files(work, track))
+    )  # fmt: skip
     return webvtt.join(segments, reference)
+
+
+def _clocked(segment: webvtt.Segment, mpegts: int | None) -> webvtt.Segment:
+    if segment.mpegts is not None or mpegts is None:
+        return segment
+    return replace(segment, mpegts=mpegts, local=0)
 
 
 @dataclass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from fractions import Fraction
 from pathlib import Path
 
 import pytest
@@ -11,12 +12,14 @@ from dlstore.dash import (
     DashManifest,
     Representation,
     choose,
+    choose_text,
     init_section,
     is_mpd,
     join_periods,
     parse_mpd,
     representation_segments,
 )
+from dlstore.dash_tracks import _text_track
 from dlstore.errors import PlaylistError, QualityNotFoundError, UnsupportedStreamError
 from dlstore.playlist import ByteRange
 from dlstore.testing.dash_media import sidx_box
@@ -31,6 +34,10 @@ def load(name: str, url: str = URL, **swap: str) -> DashManifest:
     for old, new in swap.items():
         text = text.replace(old, new)
     return parse_mpd(text.encode(), url)
+
+
+def load_text(name: str) -> str:
+    return (DATA / name).read_text()
 
 
 def no_read(uri: str, byte_range: ByteRange) -> bytes:
@@ -325,6 +332,60 @@ def test_the_main_audio_set_wins_else_the_first():
     assert choice.audio_rendition.language == "fr" and choice.audio[0].id == "f128"
 
 
+def with_french_set(text: str, *, main: bool = False) -> str:
+    """The manifest with a French audio set (and a French text set) before the English."""
+    french = text.split('<AdaptationSet id="2"', 1)[1].split("</AdaptationSet>", 1)[0]
+    french = french.replace('lang="en"', 'lang="fre"')
+    french = french if main else french.replace("<Role", "<NoRole")
+    french = french.replace('"a64"', '"f64"').replace('"a128"', '"f128"')
+    subs = '<AdaptationSet id="5" contentType="text" mimeType="text/vtt" lang="fr-CA">' \
+        '<Representation id="fsubs" bandwidth="1"><BaseURL>subs/fr.vtt</BaseURL>' \
+        "</Representation></AdaptationSet>"  # fmt: skip
+    extra = f'<AdaptationSet id="4"{french}</AdaptationSet>{subs}'
+    return text.replace('<AdaptationSet id="2"', extra + '<AdaptationSet id="2"', 1)
+
+
+@pytest.mark.parametrize(
+    ("wanted", "chosen"),
+    [("default", ["a128"]), ("all", ["a128", "f128"]), (["fr"], ["f128"]), (["de"], ["a128"]),
+     (["de", "fr-FR", "en"], ["f128"])],
+)  # fmt: skip
+def test_audio_sets_are_chosen_as_hls_renditions_are(wanted, chosen):
+    manifest = parse_mpd(with_french_set(load_text("template_timeline.mpd")).encode(), URL)
+    choice = choose(manifest, "best", wanted)
+    tracks = [(choice.audio_rendition, choice.audio)] + list(choice.more_audio)
+    assert [reps[0].id for _, reps in tracks] == chosen
+    assert [r.default for r, _ in tracks] == [chosen[0] == "a128"] + [False] * (len(chosen) - 1)
+    assert [r.language for r, _ in tracks] == [{"a": "en", "f": "fre"}[c[0]] for c in chosen]
+
+
+def test_webvtt_text_sets_are_chosen_as_hls_subtitles_are():
+    manifest = parse_mpd(with_french_set(load_text("template_timeline.mpd")).encode(), URL)
+    everything = choose_text(manifest, "all")
+    assert [(r.language, r.uri) for r, _ in everything] == [
+        ("fr-CA", "https://cdn.example.com/vod/subs/fr.vtt"),
+        ("en", "https://cdn.example.com/vod/subs/en.vtt"),
+    ]
+    assert [r.language for r, _ in choose_text(manifest, ["fr"])] == ["fr-CA"]
+    assert choose_text(manifest, "none") == ()
+    (_, periods), *_ = everything
+    ((start, rep),) = periods
+    assert start == 0 and rep.kind == "text"
+    assert [(s.uri, s.duration) for s in segments(rep)] == [
+        ("https://cdn.example.com/vod/subs/fr.vtt", 7.0)
+    ]  # a whole file: one segment, the period long
+
+
+def test_text_dlstore_cannot_read_is_left_out_not_fatal():
+    text = (DATA / "template_timeline.mpd").read_text()
+    broken = text.replace('<Representation id="subs" bandwidth="256">',
+                          '<Representation bandwidth="256">')  # fmt: skip
+    wvtt = text.replace('mimeType="text/vtt"', 'mimeType="application/mp4" codecs="wvtt"')
+    for variant in (broken, wvtt):
+        manifest = parse_mpd(variant.encode(), URL)
+        assert manifest.periods[0].text == () and choose_text(manifest) == ()
+
+
 def test_muxed_video_has_no_separate_audio():
     choice = choose(load("template_number.mpd"), "best")
     assert [r.id for r in choice.video] == ["v1"] and choice.audio == ()
@@ -485,3 +546,19 @@ def test_periods_that_differ_in_their_tracks_are_refused():
     manifest = parse_mpd((head + '<Period id="feature"' + no_audio).encode(), URL)
     with pytest.raises(UnsupportedStreamError, match="separate audio in some periods only"):
         choose(manifest, "best")
+
+
+def test_each_periods_cues_count_from_that_periods_start_on_the_media_clock():
+    text = (DATA / "multi_period.mpd").read_text()
+    subs = (
+        '<AdaptationSet contentType="text" mimeType="text/vtt" lang="en"><Representation '
+        'id="s" bandwidth="1"><BaseURL>en.vtt</BaseURL></Representation></AdaptationSet></Period>'
+    )
+    text = text.replace("</Period>", subs).replace(  # the video's media time starts at 10 s
+        'timescale="1" duration="2" initialization="$Rep', 'timescale="1" duration="2" '
+        'presentationTimeOffset="10" initialization="$Rep', 1)  # fmt: skip
+    manifest = parse_mpd(text.encode(), URL)
+    ((rendition, periods),) = choose_text(manifest)
+    track = _text_track(URL, rendition, periods, Fraction(10), no_read, LIMIT)
+    assert [s.uri.rsplit("/", 2)[-2] for s in track.plan.segments] == ["intro", "feature"]
+    assert track.clock == (10 * 90000, 40 * 90000)  # 10 s, then 10 + 30 s

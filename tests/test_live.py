@@ -392,10 +392,18 @@ def test_without_live_a_live_stream_is_refused_before_any_segment(
     assert segment_hits(server, live) == {}
 
 
-def test_live_dash_stays_refused_even_when_recording_is_asked_for():
+def test_live_dash_is_refused_as_hls_is_unless_recording_is_asked_for():
     body = (Path(__file__).parent / "data" / "mpd" / "dynamic.mpd").read_bytes()
-    with pytest.raises(UnsupportedStreamError, match="records live HLS streams but not live DASH"):
+    with pytest.raises(UnsupportedStreamError) as caught:
         parse_mpd(body, "https://cdn.example/live.mpd")
+    assert str(caught.value) == (
+        'The DASH manifest at https://cdn.example/live.mpd is a live stream (type="dynamic"); '
+        'to record it, set "live": "record" in the task\'s metadata (or --live), optionally '
+        'with "record_limit" in seconds.'
+    )
+    manifest = parse_mpd(body, "https://cdn.example/live.mpd", live=True)
+    assert manifest.live is not None and manifest.live.update_period == 2.0
+    assert manifest.live.depth == 30.0 and manifest.live.availability_start == 1767225600.0
 
 
 # --------------------------------------------------------------------------- the CLI

@@ -14,6 +14,9 @@ Layout under ``root`` (URL paths are the same, relative to the server root)::
     base/manifest.mpd       one file per track with one global sidx, as SegmentBase@indexRange
     multi/manifest.mpd      two video representations (180p, 144p) in one set + audio
     periods/manifest.mpd    two periods (4 s then 3 s, another tone), each with its BaseURL
+    languages/manifest.mpd  (write_dash_languages) video, French audio (lang="fre") then
+                            English (Role main), English WebVTT as one file, French
+                            WebVTT in 2 s segments ($Number$), and a wvtt-in-MP4 set
 
 FFmpeg writes a ``SegmentList`` even for ``single_file``; the ``base`` stream is
 that output (``global_sidx=1``: one ``sidx`` box for the whole file) with each
@@ -28,12 +31,20 @@ import heapq
 import itertools
 import re
 import struct
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import av
 
-from dlstore.testing.media import SEGMENT_SECONDS, MediaLibrary, StreamFacts, encode_source
+from dlstore.testing.media import (
+    MULTI_AUDIO,
+    MULTI_CUES,
+    MULTI_SUBTITLE_SECONDS,
+    SEGMENT_SECONDS,
+    MediaLibrary,
+    StreamFacts,
+    encode_source,
+)
 
 LAYOUTS = {
     "timeline": {"use_template": "1", "use_timeline": "1"},
@@ -44,15 +55,20 @@ LAYOUTS = {
 _SEGMENT_LIST = re.compile(r"<BaseURL>([^<]+)</BaseURL>(\s*)<SegmentList.*?</SegmentList>", re.S)
 
 
-def write_dash(sources: list[Path], folder: Path, *, layout: str = "timeline") -> Path:
+def write_dash(
+    sources: list[Path],
+    folder: Path,
+    *,
+    layout: str = "timeline",
+    sets: str = "id=0,streams=v id=1,streams=a",
+    tags: dict[int, dict[str, str]] | None = None,
+) -> Path:
     """Every stream of ``sources`` (stream copy) as DASH in ``folder``, the video streams in
-    one adaptation set and the audio in another; returns the MPD's path."""
+    one adaptation set and the audio in another (or as ``sets`` says, FFmpeg's
+    ``adaptation_sets``), ``tags`` the metadata of the output streams by index (FFmpeg
+    writes ``language`` as ``lang`` and ``role`` as a Role); returns the MPD's path."""
     folder.mkdir(parents=True, exist_ok=True)
-    options = {
-        **LAYOUTS[layout],
-        "seg_duration": str(SEGMENT_SECONDS),
-        "adaptation_sets": "id=0,streams=v id=1,streams=a",
-    }
+    options = {**LAYOUTS[layout], "seg_duration": str(SEGMENT_SECONDS), "adaptation_sets": sets}
     mpd = folder / "manifest.mpd"
     inputs = [av.open(str(source)) for source in sources]
     out = av.open(str(mpd), "w", format="dash", options=options)
@@ -61,6 +77,8 @@ def write_dash(sources: list[Path], folder: Path, *, layout: str = "timeline") -
         for number, src in enumerate(inputs):
             mapping = {s.index: out.add_stream_from_template(s) for s in src.streams}
             feeds.append(_timed(src, mapping, number))
+        for stream in out.streams:
+            stream.metadata.update((tags or {}).get(stream.index, {}))
         for _, _, _, packet, stream in heapq.merge(*feeds):
             packet.stream = stream
             out.mux(packet)
@@ -218,3 +236,87 @@ def _media_segments(folder: Path) -> int:
     """Media segments of every track: segment files, or SegmentURLs of single files."""
     files = len(list(folder.glob("chunk-*.m4s")))
     return files or (folder / "manifest.mpd").read_text().count("<SegmentURL")
+
+
+@dataclass(frozen=True)
+class DashLanguages:
+    """The ``languages`` stream: what :func:`write_dash_languages` wrote."""
+
+    path: str  # URL path of the MPD
+    duration: float
+    video_paths: tuple[str, ...]  # URL paths of the video's files (init section first)
+    audio_paths: dict[str, tuple[str, ...]]  # "fr", "en" → that audio set's files
+    subtitle_paths: dict[str, tuple[str, ...]]  # "en", "fr", "wvtt" → that text set's files
+
+
+def write_dash_languages(root: Path, folder: str = "languages", duration: int = 6):
+    """Video and two audio languages (French first, English with Role main, as the HLS
+    ``multi`` stream has them) from FFmpeg's dash muxer, plus WebVTT text sets written
+    here with :data:`MULTI_CUES` (cue times from the period's start): English as one
+    whole ``.vtt`` file, French as 2 s segments of a ``$Number$`` template (a cue across
+    a boundary in both), and a ``wvtt`` (WebVTT in MP4) set dlstore leaves out."""
+    out, sources = root / folder, root / f"_{folder}_src"
+    sources.mkdir(parents=True, exist_ok=True)
+    video = encode_source(sources / "video.mp4", duration=duration, audio=False)
+    tones = [encode_source(sources / f"{lang}.mp4", duration=duration, video=False, tone=tone)
+             for lang, _, tone in MULTI_AUDIO]  # fmt: skip
+    tags = {1: {"language": "fre"}, 2: {"language": "eng", "role": "main"}}
+    mpd = write_dash([video, *tones], out, sets="id=0,streams=0 id=1,streams=1 id=2,streams=2",
+                     tags=tags)  # fmt: skip
+    (out / "en.vtt").write_text(_vtt(MULTI_CUES["en"]), encoding="utf-8")
+    step = MULTI_SUBTITLE_SECONDS
+    french = list(range(0, duration, step))
+    for number, start in enumerate(french, 1):
+        cues = [c for c in MULTI_CUES["fr"] if c[0] < start + step and c[1] > start]
+        (out / f"fr-{number}.vtt").write_text(_vtt(cues), encoding="utf-8")
+    text = mpd.read_text()
+    for name, number in (("Français", 1), ("English", 2)):
+        text = text.replace(f'<AdaptationSet id="{number}" ', f'<AdaptationSet id="{number}" '
+                            f'label="{name}" ', 1)  # fmt: skip
+    texts = _TEXT_SETS.format(step=step * 1000, duration=duration)
+    mpd.write_text(text.replace("\t</Period>", texts + "\t</Period>", 1), encoding="utf-8")
+
+    def chunks(rep: int) -> tuple[str, ...]:
+        files = sorted(out.glob(f"*-stream{rep}*.m4s"), key=lambda p: (p.name[0] != "i", p.name))
+        return tuple(f"/{folder}/{p.name}" for p in files)  # the init section first
+
+    return DashLanguages(
+        path=f"/{folder}/manifest.mpd",
+        duration=duration,
+        video_paths=chunks(0),
+        audio_paths={"fr": chunks(1), "en": chunks(2)},
+        subtitle_paths={
+            "en": (f"/{folder}/en.vtt",),
+            "fr": tuple(f"/{folder}/fr-{n}.vtt" for n in range(1, len(french) + 1)),
+            "wvtt": (f"/{folder}/wvtt-init.mp4", f"/{folder}/wvtt-1.m4s"),
+        },
+    )
+
+
+_TEXT_SETS = """\
+\t\t<AdaptationSet id="3" contentType="text" mimeType="text/vtt" lang="en">
+\t\t\t<Role schemeIdUri="urn:mpeg:dash:role:2011" value="main"/><Label>English</Label>
+\t\t\t<Representation id="en" bandwidth="256"><BaseURL>en.vtt</BaseURL></Representation>
+\t\t</AdaptationSet>
+\t\t<AdaptationSet id="4" contentType="text" mimeType="text/vtt" lang="fr" label="Français">
+\t\t\t<SegmentTemplate timescale="1000" duration="{step}" startNumber="1" media="fr-$Number$.vtt"/>
+\t\t\t<Representation id="fr" bandwidth="256"/>
+\t\t</AdaptationSet>
+\t\t<AdaptationSet id="5" contentType="text" mimeType="application/mp4" lang="de">
+\t\t\t<SegmentTemplate timescale="1000" duration="{step}" initialization="wvtt-init.mp4"
+\t\t\t\tmedia="wvtt-$Number$.m4s"/>
+\t\t\t<Representation id="de" bandwidth="256" codecs="wvtt"/>
+\t\t</AdaptationSet>
+"""
+
+
+def _vtt(cues) -> str:
+    blocks = ["WEBVTT\n"]
+    blocks += [f"{_vtt_time(a)} --> {_vtt_time(b)}\n{text}\n" for a, b, text in cues]
+    return "\n".join(blocks)
+
+
+def _vtt_time(seconds: float) -> str:
+    millis = round(seconds * 1000)
+    hours, minutes, secs = millis // 3600000, millis // 60000 % 60, millis // 1000 % 60
+    return f"{hours:02d}:{minutes:02d}:{secs:02d}.{millis % 1000:03d}"

@@ -24,9 +24,12 @@ media makers.
 
 from __future__ import annotations
 
+import re
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 from dlstore.testing.hls_server import Body, HlsServer
@@ -190,3 +193,84 @@ class LivePlaylist:
             lines.append("#EXT-X-ENDLIST")
         body = ("\n".join(lines) + "\n").encode()
         self.server.bodies[self.path] = Body(body, PLAYLIST_TYPE)
+
+
+# --------------------------------------------------------------------------- live DASH
+
+DASH_TYPE = "application/dash+xml"
+
+
+def make_dash_pool(folder: Path, seconds: int = 12) -> Path:
+    """A ``seconds`` long DASH stream (96x54 H.264 + AAC, 1 s segments, a ``$Number$``
+    template with ``@duration``) from FFmpeg's dash muxer; returns its folder."""
+    from dlstore.testing.dash_media import write_dash
+    from dlstore.testing.media import encode_source
+
+    folder.mkdir(parents=True, exist_ok=True)
+    source = encode_source(folder / "dash-source.mp4", duration=seconds, width=96, height=54)
+    write_dash([source], folder / "pool", layout="number")
+    return folder / "pool"
+
+
+class LiveDash:
+    """A live DASH stream over the files of :func:`make_dash_pool`, served by ``server``
+    from ``/<name>/``: a ``type="dynamic"`` MPD whose ``availabilityStartTime`` is
+    ``lead`` seconds before it was made, so segment ``n`` (from 1) may be fetched once
+    ``n`` seconds have passed since then (the client works that out from its clock:
+    the MPD does not change); ``depth`` is its ``timeShiftBufferDepth``.
+
+        live.end()                # the MPD becomes static, as long as what was produced
+        live.available()          # the segment numbers the window offers now
+        server.hits[live.segment_path(3)]          # video segment 3 fetched how often
+    """
+
+    def __init__(
+        self,
+        server: HlsServer,
+        pool: Path,
+        *,
+        name: str = "dlive",
+        lead: float = 2.5,
+        depth: float = 3.0,
+        update: float = 1.0,
+        utc: str | None = None,
+    ) -> None:
+        self.server, self.name, self.depth = server, name, depth
+        self.static = (pool / "manifest.mpd").read_text()
+        self.count = len(list(pool.glob("chunk-stream0-*.m4s")))
+        for path in pool.iterdir():
+            if path.suffix == ".m4s":
+                self.server.bodies[f"/{name}/{path.name}"] = Body(path.read_bytes(), "video/mp4")
+        self.start = time.time() - lead
+        self.path = f"/{name}/manifest.mpd"
+        self.ended_after: int | None = None
+        when = datetime.fromtimestamp(self.start, timezone.utc).isoformat(timespec="milliseconds")
+        head = (f'type="dynamic" availabilityStartTime="{when.replace("+00:00", "Z")}" '
+                f'minimumUpdatePeriod="PT{update}S" timeShiftBufferDepth="PT{depth}S"')  # fmt: skip
+        dynamic = re.sub(r'type="static"\s+mediaPresentationDuration="[^"]*"', head, self.static)
+        if utc is not None:
+            dynamic = dynamic.replace("</MPD>", f"{utc}\n</MPD>")
+        self._publish(dynamic)
+
+    @property
+    def url(self) -> str:
+        return self.server.url(self.path)
+
+    def segment_path(self, number: int, track: int = 0) -> str:
+        return f"/{self.name}/chunk-stream{track}-{number:05d}.m4s"
+
+    def available(self) -> list[int]:
+        """The numbers of the video segments the window offers now."""
+        elapsed = time.time() - self.start
+        return [n for n in range(1, self.count + 1) if elapsed - self.depth <= n <= elapsed]
+
+    def end(self) -> int:
+        """Make the MPD static, as long as the segments produced by now and the one being
+        produced (a client may take that one by the clock before it reloads); their count."""
+        self.ended_after = min(self.count, int(time.time() - self.start) + 1)
+        total = f'mediaPresentationDuration="PT{self.ended_after}S"'
+        self._publish(re.sub(r'mediaPresentationDuration="[^"]*"', total, self.static))
+        return self.ended_after
+
+    def _publish(self, text: str) -> None:
+        self.server.bodies[self.path] = Body(text.encode(), DASH_TYPE)
