@@ -55,6 +55,8 @@ PLACED_NAME = "placed.json"
 PLACED_FORMAT = 1
 #: :func:`fingerprint` reads this much from each end of a file.
 FINGERPRINT_BYTES = 1024 * 1024
+#: A partial file keeps this much of its first bytes in memory too, for :meth:`PartialFile.head`.
+HEAD_KEPT = 64 * 1024
 
 
 def fingerprint(path: Path) -> str:
@@ -319,6 +321,7 @@ class PartialFile:
         self.record_path = work.path(filename + SOURCE_SUFFIX)
         self.size = 0
         self._out: BinaryIO | None = None
+        self._first: bytes | None = None  # the first bytes, when written by this attempt
 
     def open(self) -> object | None:
         """Open (or create) and lock the file for this attempt; the record of its kept
@@ -336,6 +339,7 @@ class PartialFile:
         self._out = os.fdopen(fd, "ab")
         self.size = os.fstat(fd).st_size
         if not self.size:
+            self._first = b""
             return None
         try:
             return json.loads(os.getxattr(fd, RECORD_XATTR))
@@ -347,12 +351,15 @@ class PartialFile:
         if self._out is not None and size < self.size:
             self._out.truncate(size)
             self.size = size
+            if self._first is not None:
+                self._first = self._first[:size]
 
     def start(self, record: object | None) -> None:
         """Drop the kept bytes and record the source of those to come (None: no record, so
         they will not be continued); then :meth:`write` appends."""
         assert self._out is not None, "open() first"
         self.truncate(0)
+        self._first = b""
         fd = self._out.fileno()
         data = json.dumps(record).encode("utf-8") if record is not None else b""
         try:
@@ -372,6 +379,8 @@ class PartialFile:
         assert self._out is not None, "open() first"
         self._out.write(data)
         self._out.flush()  # into the page cache: a SIGKILL loses nothing written
+        if self._first is not None and len(self._first) < HEAD_KEPT:  # it holds every byte
+            self._first += data[: HEAD_KEPT - len(self._first)]
         self.size += len(data)
 
     def close(self) -> None:
@@ -379,6 +388,7 @@ class PartialFile:
         if self._out is not None:
             self._out.close()
             self._out = None
+        self._first = None
 
     def chunks(self, size: int) -> Iterator[bytes]:
         """The kept bytes, ``size`` at a time."""
@@ -387,6 +397,10 @@ class PartialFile:
                 yield block
 
     def head(self, count: int) -> bytes:
+        """The first ``count`` bytes (fewer if the file is shorter)."""
+        first = self._first
+        if first is not None and (count <= len(first) or len(first) == self.size):
+            return first[:count]
         with open(self.path, "rb") as source:
             return source.read(count)
 
