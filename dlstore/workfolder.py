@@ -34,7 +34,7 @@ import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any
 
 from dlstore.errors import PartialBusyError, WorkFolderError
 from dlstore.paths import read_own_json, temp_path_for, write_new_file
@@ -320,7 +320,7 @@ class PartialFile:
         self.path = work.path(filename + PARTIAL_SUFFIX)
         self.record_path = work.path(filename + SOURCE_SUFFIX)
         self.size = 0
-        self._out: BinaryIO | None = None
+        self._fd: int | None = None  # open from open() to close(), appending
         self._first: bytes | None = None  # the first bytes, when written by this attempt
 
     def open(self) -> object | None:
@@ -336,7 +336,7 @@ class PartialFile:
                 f"Another dlstore process is fetching {self.path.name} into the same work "
                 f"folder; trying again later may work."
             ) from exc
-        self._out = os.fdopen(fd, "ab")
+        self._fd = fd
         self.size = os.fstat(fd).st_size
         if not self.size:
             self._first = b""
@@ -348,8 +348,8 @@ class PartialFile:
 
     def truncate(self, size: int) -> None:
         """Keep only the first ``size`` bytes."""
-        if self._out is not None and size < self.size:
-            self._out.truncate(size)
+        if self._fd is not None and size < self.size:
+            os.ftruncate(self._fd, size)
             self.size = size
             if self._first is not None:
                 self._first = self._first[:size]
@@ -357,10 +357,10 @@ class PartialFile:
     def start(self, record: object | None) -> None:
         """Drop the kept bytes and record the source of those to come (None: no record, so
         they will not be continued); then :meth:`write` appends."""
-        assert self._out is not None, "open() first"
+        assert self._fd is not None, "open() first"
         self.truncate(0)
         self._first = b""
-        fd = self._out.fileno()
+        fd = self._fd
         data = json.dumps(record).encode("utf-8") if record is not None else b""
         try:
             if data:
@@ -376,18 +376,17 @@ class PartialFile:
                 os.unlink(self.record_path)
 
     def write(self, data: bytes) -> None:
-        assert self._out is not None, "open() first"
-        self._out.write(data)
-        self._out.flush()  # into the page cache: a SIGKILL loses nothing written
+        assert self._fd is not None, "open() first"
+        _write_all(self._fd, data)  # straight into the page cache: a SIGKILL loses nothing
         if self._first is not None and len(self._first) < HEAD_KEPT:  # it holds every byte
             self._first += data[: HEAD_KEPT - len(self._first)]
         self.size += len(data)
 
     def close(self) -> None:
-        """Flush and unlock (the lock goes with the file descriptor)."""
-        if self._out is not None:
-            self._out.close()
-            self._out = None
+        """Unlock (the lock goes with the file descriptor); every write is in already."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
         self._first = None
 
     def chunks(self, size: int) -> Iterator[bytes]:
@@ -418,6 +417,15 @@ class PartialFile:
                 os.unlink(path)
         self.close()
         self.size = 0
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """Write every byte of ``data`` at the end of ``fd`` (a short write goes on)."""
+    written = os.write(fd, data)
+    if written < len(data):
+        view = memoryview(data)
+        while written < len(data):
+            written += os.write(fd, view[written:])
 
 
 def track_files(work: WorkFolder, track: Track) -> list[Path]:
