@@ -35,10 +35,12 @@ comes in through an event. Only the calling thread runs the callback.
 
 from __future__ import annotations
 
+import contextlib
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -62,9 +64,9 @@ from dlstore.http import (
     Retry,
     check_status,
     expected_length,
+    get_stream,
     iter_body,
     range_header,
-    request_timeout,
     status_text,
     translate_errors,
 )
@@ -175,15 +177,21 @@ class Arrivals:
     """Lets another thread wait for files of the work folder to be complete, in any order.
 
     Fetch threads call :meth:`arrived` after a file is renamed into place; a file
-    that exists is complete (files are renamed in only once checked). :meth:`stop`
-    wakes every waiter for good: a file still missing then raises ``error``.
+    that exists is complete (files are renamed in only once checked). Only the
+    arrival of the file being waited for wakes the waiter. :meth:`stop` wakes every
+    waiter for good: a file still missing then raises ``error``.
     """
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._error: BaseException | None = None
+        self._awaited: str | None = None  # the name of the file being waited for
 
     def arrived(self, job: FetchJob | None = None) -> None:
+        # Read without the lock: a waiter names its file before it looks for it, and the
+        # file is in place before this runs, so a waiter this misses finds the file.
+        if job is not None and job.filename != self._awaited:
+            return
         with self._cond:
             self._cond.notify_all()
 
@@ -193,11 +201,17 @@ class Arrivals:
             self._cond.notify_all()
 
     def wait(self, path: Path) -> None:
+        if path.exists():
+            return
         with self._cond:
-            while not path.exists():
-                if self._error is not None:
-                    raise self._error
-                self._cond.wait(TICK_SECONDS)
+            self._awaited = path.name
+            try:
+                while not path.exists():
+                    if self._error is not None:
+                        raise self._error
+                    self._cond.wait(TICK_SECONDS)
+            finally:
+                self._awaited = None
 
 
 class TokenBucket:
@@ -334,16 +348,20 @@ def _wait_all(
     report: Callable[[], None],
     cancel: threading.Event | None,
 ) -> BaseException | None:
-    """Wait for every future, reporting each tick; the first error raised (what stops every
-    fetch) or a cancel ends it.
+    """Wait for every future, reporting after each batch of outcomes and each tick; the
+    first error raised (what stops every fetch) or a cancel ends it.
 
-    A file left out by a drain (:class:`NotStartedError`) is not a failure: the others
-    in flight are waited for, then the drain is the error."""
-    waiting = set(futures)
+    Outcomes come through the futures' done-callbacks, in the order they end. A file
+    left out by a drain (:class:`NotStartedError`) is not a failure: the others in
+    flight are waited for, then the drain is the error."""
+    outcomes: queue.SimpleQueue[Future[Missing | None]] = queue.SimpleQueue()
+    for future in futures:
+        future.add_done_callback(outcomes.put)
+    left = len(futures)
     drained: BaseException | None = None
-    while waiting:
-        done, waiting = wait(waiting, timeout=TICK_SECONDS, return_when=FIRST_COMPLETED)
-        for future in done:
+    while left:
+        for future in _next_outcomes(outcomes):
+            left -= 1
             exc = future.exception()
             if isinstance(exc, NotStartedError):
                 drained = exc
@@ -351,9 +369,21 @@ def _wait_all(
                 return exc
         if cancel is not None and cancel.is_set():
             return CancelledError()
-        if waiting:  # after the last file, the caller reports what comes next
+        if left:  # after the last file, the caller reports what comes next
             report()
     return drained
+
+
+def _next_outcomes(outcomes: queue.SimpleQueue[Future[Missing | None]]) -> list[Future]:
+    """The futures that ended: at least one, unless TICK_SECONDS pass first."""
+    try:
+        ended = [outcomes.get(timeout=TICK_SECONDS)]
+    except queue.Empty:
+        return []
+    with contextlib.suppress(queue.Empty):
+        while True:
+            ended.append(outcomes.get_nowait())
+    return ended
 
 
 def missing_error(missing: list[Missing], jobs: list[FetchJob]) -> DownloadError:
@@ -550,9 +580,7 @@ def _request(
 
 
 def _get(ctx: FetchContext, job: FetchJob, headers: dict[str, str]) -> requests.Response:
-    response = ctx.session.get(
-        job.uri, headers=headers, stream=True, timeout=request_timeout(ctx.options)
-    )
+    response = get_stream(ctx.session, job.uri, headers, ctx.options)
     ctx.answers[job] = response.status_code
     return response
 

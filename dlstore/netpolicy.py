@@ -32,6 +32,8 @@ from urllib.parse import urlsplit
 import idna
 import requests
 from requests.adapters import HTTPAdapter
+from requests.cookies import RequestsCookieJar, merge_cookies
+from requests.structures import CaseInsensitiveDict
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
@@ -273,6 +275,29 @@ class OriginBoundSession(requests.Session):
         prepared = super().prepare_request(request)
         self._bind(prepared)
         return prepared
+
+    def get_stream(self, url: str, headers: Mapping[str, str], timeout: Any) -> requests.Response:
+        """``self.get(url, headers=headers, stream=True, timeout=timeout)``, prepared without
+        requests' generic merging, whose runtime Protocol checks cost about 0.2 ms a
+        request on Python 3.11: the same request for a GET with no params or body of its
+        own (the session's headers, cookies, auth and hooks; the origin's bound headers),
+        which is all the fetch pool sends. With ``trust_env`` on (proxies, netrc from
+        the environment), or session params, it is ``get`` itself."""
+        if self.trust_env or self.params:
+            return self.get(url, headers=headers, stream=True, timeout=timeout)
+        merged = CaseInsensitiveDict(self.headers)
+        merged.update(headers)
+        kept = {name: value for name, value in merged.items() if value is not None}
+        prepared = requests.PreparedRequest()
+        prepared.prepare_method("GET")
+        prepared.prepare_url(url, "")  # "": no params (None would be checked against a Protocol)
+        prepared.prepare_headers(kept)
+        prepared.prepare_cookies(merge_cookies(RequestsCookieJar(), self.cookies))
+        prepared.prepare_body(None, None)
+        prepared.prepare_auth(self.auth, url)
+        prepared.prepare_hooks(self.hooks)
+        self._bind(prepared)
+        return self.send(prepared, stream=True, timeout=timeout, allow_redirects=True)
 
     def rebuild_auth(
         self, prepared_request: requests.PreparedRequest, response: requests.Response

@@ -34,7 +34,7 @@ import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any
 
 from dlstore.errors import PartialBusyError, WorkFolderError
 from dlstore.paths import read_own_json, temp_path_for, write_new_file
@@ -55,6 +55,8 @@ PLACED_NAME = "placed.json"
 PLACED_FORMAT = 1
 #: :func:`fingerprint` reads this much from each end of a file.
 FINGERPRINT_BYTES = 1024 * 1024
+#: A partial file keeps this much of its first bytes in memory too, for :meth:`PartialFile.head`.
+HEAD_KEPT = 64 * 1024
 
 
 def fingerprint(path: Path) -> str:
@@ -318,7 +320,8 @@ class PartialFile:
         self.path = work.path(filename + PARTIAL_SUFFIX)
         self.record_path = work.path(filename + SOURCE_SUFFIX)
         self.size = 0
-        self._out: BinaryIO | None = None
+        self._fd: int | None = None  # open from open() to close(), appending
+        self._first: bytes | None = None  # the first bytes, when written by this attempt
 
     def open(self) -> object | None:
         """Open (or create) and lock the file for this attempt; the record of its kept
@@ -333,9 +336,10 @@ class PartialFile:
                 f"Another dlstore process is fetching {self.path.name} into the same work "
                 f"folder; trying again later may work."
             ) from exc
-        self._out = os.fdopen(fd, "ab")
+        self._fd = fd
         self.size = os.fstat(fd).st_size
         if not self.size:
+            self._first = b""
             return None
         try:
             return json.loads(os.getxattr(fd, RECORD_XATTR))
@@ -344,16 +348,19 @@ class PartialFile:
 
     def truncate(self, size: int) -> None:
         """Keep only the first ``size`` bytes."""
-        if self._out is not None and size < self.size:
-            self._out.truncate(size)
+        if self._fd is not None and size < self.size:
+            os.ftruncate(self._fd, size)
             self.size = size
+            if self._first is not None:
+                self._first = self._first[:size]
 
     def start(self, record: object | None) -> None:
         """Drop the kept bytes and record the source of those to come (None: no record, so
         they will not be continued); then :meth:`write` appends."""
-        assert self._out is not None, "open() first"
+        assert self._fd is not None, "open() first"
         self.truncate(0)
-        fd = self._out.fileno()
+        self._first = b""
+        fd = self._fd
         data = json.dumps(record).encode("utf-8") if record is not None else b""
         try:
             if data:
@@ -369,16 +376,18 @@ class PartialFile:
                 os.unlink(self.record_path)
 
     def write(self, data: bytes) -> None:
-        assert self._out is not None, "open() first"
-        self._out.write(data)
-        self._out.flush()  # into the page cache: a SIGKILL loses nothing written
+        assert self._fd is not None, "open() first"
+        _write_all(self._fd, data)  # straight into the page cache: a SIGKILL loses nothing
+        if self._first is not None and len(self._first) < HEAD_KEPT:  # it holds every byte
+            self._first += data[: HEAD_KEPT - len(self._first)]
         self.size += len(data)
 
     def close(self) -> None:
-        """Flush and unlock (the lock goes with the file descriptor)."""
-        if self._out is not None:
-            self._out.close()
-            self._out = None
+        """Unlock (the lock goes with the file descriptor); every write is in already."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        self._first = None
 
     def chunks(self, size: int) -> Iterator[bytes]:
         """The kept bytes, ``size`` at a time."""
@@ -387,6 +396,10 @@ class PartialFile:
                 yield block
 
     def head(self, count: int) -> bytes:
+        """The first ``count`` bytes (fewer if the file is shorter)."""
+        first = self._first
+        if first is not None and (count <= len(first) or len(first) == self.size):
+            return first[:count]
         with open(self.path, "rb") as source:
             return source.read(count)
 
@@ -404,6 +417,15 @@ class PartialFile:
                 os.unlink(path)
         self.close()
         self.size = 0
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """Write every byte of ``data`` at the end of ``fd`` (a short write goes on)."""
+    written = os.write(fd, data)
+    if written < len(data):
+        view = memoryview(data)
+        while written < len(data):
+            written += os.write(fd, view[written:])
 
 
 def track_files(work: WorkFolder, track: Track) -> list[Path]:

@@ -12,11 +12,16 @@ SQLite default (PRAGMA data_version watcher) and, with --pg, on PostgreSQL too
     claim latency         API INSERT → status 'downloading', p50 and p99              ≤ 150 ms
     API statement p99     while 3 downloads run, 5 s busy timeout          ≤ 50 ms, 0 "locked"
     progress writes       distinct updated_at per second per downloading row  ≤ 1 /s
+    CPU per GB            the daemon's CPU s per GB downloading one row, against
+                          `dlstore download` of the same stream      within 10 %
 
 --db names the database to use (a PostgreSQL URL must point at an empty schema, e.g.
 with ?options=-csearch_path=…); by default a new SQLite file in a temporary folder.
 --pg URL is a PostgreSQL server: the run there uses a new schema, dropped afterwards.
---no-load skips the last two (the load with 3 downloads running).
+--no-load skips the load with 3 downloads running. --only cpu measures just the CPU
+per GB (--cpu-runs each, medians), on bench_engine.py's small stream (300 × 1 s
+segments, made once under --media-dir) served by dlstore's test server; the daemon's
+CPU is read from /proc around each row, less its idle rate.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ CLAIM_TARGET_S = 0.150
 API_P99_TARGET_S = 0.050
 IDLE_CPU_TARGET = 1.0  # percent
 PROGRESS_WRITES_TARGET = 1.0  # per second per task
+CPU_PER_GB_TARGET = 1.10  # the daemon's CPU per GB over `dlstore download`'s
 
 Result = tuple[str, str, str, bool]  # what, figure, target, met
 
@@ -85,7 +91,13 @@ def main() -> int:
     parser.add_argument("--idle-seconds", type=float, default=30.0)
     parser.add_argument("--statements", type=int, default=600, help="API statements to time")
     parser.add_argument("--no-load", action="store_true", help="skip the 3-download load")
+    parser.add_argument("--only", choices=["all", "cpu"], default="all")
+    parser.add_argument("--cpu-runs", type=int, default=3, help="runs of each, for CPU per GB")
+    parser.add_argument("--media-dir", type=Path, default=Path(tempfile.gettempdir()) /
+                        "dlstore-bench-media")  # fmt: skip
     args = parser.parse_args()
+    if args.only == "cpu":
+        return 0 if cpu_per_gb(args) else 1
 
     folder = Path(tempfile.mkdtemp(prefix="dlstore-bench-"))
     make_media(folder)
@@ -264,6 +276,83 @@ def time_api(url: str, server: HlsServer, ids: list[str], count: int):  # type: 
     finally:
         api.close()
     return timings, locked, errors, during
+
+
+# --------------------------------------------------------------------------- CPU per GB
+
+
+def cpu_per_gb(args) -> bool:  # type: ignore[no-untyped-def]
+    """The daemon's CPU s per GB against `dlstore download`'s, on the same stream."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_engine import SHAPES, compile_bytecode, make_stream, segment_uris
+
+    compile_bytecode(None)
+    shape = SHAPES["small"]
+    media = args.media_dir / shape.folder_name(0)
+    playlist = make_stream(media, shape, 0)
+    gb = sum((playlist.parent / u).stat().st_size for u in segment_uris(playlist.read_text())) / 1e9
+    folder = Path(tempfile.mkdtemp(prefix="dlstore-bench-cpu-"))
+    config = folder / "downloader.yaml"
+    config.write_text("downloader:\n  temp_dir: ./work\n  output_dir: ./videos\n  log_file: null\n")
+    url = str(folder / "bench.sqlite")
+    migrate.upgrade(url)
+    with HlsServer(media) as server:
+        stream = server.url("/hls/index.m3u8")
+        alone = [download_cpu(stream, folder, config, run) for run in range(args.cpu_runs)]
+        daemon = daemon_cpu(url, stream, folder, args)
+    ours, theirs = statistics.median(daemon) / gb, statistics.median(alone) / gb
+    ratio = ours / theirs
+    status = "OK" if ratio <= CPU_PER_GB_TARGET else "MISSED"
+    print(f"CPU per GB ({gb * 1000:.0f} MB stream, medians of {args.cpu_runs}): daemon "
+          f"{ours:.1f} s/GB, dlstore download {theirs:.1f} s/GB, ratio {ratio:.3f} "
+          f"(target ≤ {CPU_PER_GB_TARGET:g}: {status})")  # fmt: skip
+    return ratio <= CPU_PER_GB_TARGET
+
+
+def download_cpu(stream: str, folder: Path, config: Path, run: int) -> float:
+    """CPU s (user + system) of one `dlstore download` of ``stream``, start-up included."""
+    out = folder / f"alone-{run}.mp4"
+    command = [sys.executable, "-m", "dlstore", "download", stream, "-o", str(out), "--config",
+               str(config)]  # fmt: skip
+    proc = subprocess.Popen(command, cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"bench: dlstore download failed: {proc.stderr.read().decode()[-500:]}")
+    out.unlink()
+    return usage.ru_utime + usage.ru_stime
+
+
+def daemon_cpu(url: str, stream: str, folder: Path, args) -> list[float]:  # type: ignore[no-untyped-def]
+    """CPU s the daemon spends on each of --cpu-runs rows of ``stream``, less its idle rate
+    (measured over 3 s first), plus its start-up: a download pays for its own."""
+    log_path = folder / "daemon-cpu.log"
+    proc = start_daemon(url, folder, log_path, args.poll_interval)
+    api = RustApi(url)
+    samples = []
+    try:
+        wait_for(lambda: b"started" in log_path.read_bytes(), 30, "start")
+        time.sleep(1.0)
+        cpu_seconds_after_start = cpu_seconds(proc.pid)
+        started = time.monotonic()
+        time.sleep(3.0)
+        idle_rate = (cpu_seconds(proc.pid) - cpu_seconds_after_start) / (time.monotonic() - started)
+        for run in range(args.cpu_runs):
+            before, since = cpu_seconds(proc.pid), time.monotonic()
+            task_id = api.create(f"cpu {run}", stream)
+            done = lambda t=task_id: api.status(t)["status"] in ("completed", "failed")  # noqa: E731
+            wait_for(done, 300, "the download", every=0.01)
+            if api.status(task_id)["status"] != "completed":
+                raise SystemExit("bench: the daemon's download failed")
+            spent = cpu_seconds(proc.pid) - before - idle_rate * (time.monotonic() - since)
+            samples.append(spent)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+        api.close()
+    print(f"daemon: start-up {cpu_seconds_after_start:.2f} CPU s, idle {idle_rate * 100:.2f} %, "
+          f"per row {statistics.median(samples):.2f} CPU s (median)")  # fmt: skip
+    # like for like with a download, which starts a process for each: start-up counted once a row
+    return [sample + cpu_seconds_after_start for sample in samples]
 
 
 def watch_progress(url: str, writes: dict[str, set[str]], stop: threading.Event) -> None:
