@@ -11,6 +11,7 @@ names the kind of failure instead). Pure functions, no dlstore imports.
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from urllib.parse import urlsplit
 
@@ -39,6 +40,26 @@ def redact_url(url: str) -> str:
     if len(shown) <= MAX_SHOWN_CHARS:
         return shown
     return shown[: MAX_SHOWN_CHARS - 3] + "..."
+
+
+#: What ends a URL within free text: a space, a quote, a control character.
+_URL_END = r"""\s'"<>`\x00-\x1f\x7f"""
+#: A URL within free text: a scheme and "//", up to a space or a quote.
+_URL_IN_TEXT = re.compile(rf"[A-Za-z][A-Za-z0-9+.-]*://[^{_URL_END}]+")
+#: A scheme-less path with a query (urllib3's "with url: /v.m3u8?token=…").
+_QUERY_IN_TEXT = re.compile(rf"/[^{_URL_END}?#]*[?#][^{_URL_END}]*")
+
+
+def redact_text(text: str) -> str:
+    """``text`` (an exception's message, a traceback) with every URL in it redacted.
+
+    Each ``scheme://…`` shows as :func:`redact_url` shows it, a path's query string
+    or fragment is masked, and the control characters of the rest come back
+    escaped, so the result is one line.
+    """
+    shown = _URL_IN_TEXT.sub(lambda match: redact_url(match.group()), str(text))
+    shown = _QUERY_IN_TEXT.sub(lambda match: _masked(match.group()), shown)
+    return escape_controls(shown)
 
 
 def _masked(text: str) -> str:
