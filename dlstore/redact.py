@@ -94,8 +94,43 @@ def unsafe_character(text: str, *, spaces: bool = False) -> str | None:
     return None
 
 
+#: A lone surrogate: how ``errors="surrogateescape"`` reads a byte that is not UTF-8.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+#: The lone surrogates that stand for an undecodable byte (0x80–0xFF).
+_ESCAPED_BYTES = range(0xDC80, 0xDD00)
+
+
+def undecodable_byte(text: str) -> tuple[int, int] | None:
+    """The first byte of ``text`` that was not UTF-8 where it was read, and its position
+    in bytes counted from 1; None if every byte was.
+
+    Such a byte reads as a lone surrogate (U+DC80–U+DCFF) under ``surrogateescape``,
+    as :mod:`dlstore.db` reads SQLite's TEXT.
+    """
+    found = _SURROGATE.search(text)
+    while found is not None and ord(found.group()) not in _ESCAPED_BYTES:
+        found = _SURROGATE.search(text, found.end())
+    if found is None:
+        return None
+    before = text[: found.start()].encode("utf-8", "surrogatepass")
+    return ord(found.group()) - 0xDC00, len(before) + 1
+
+
+def has_surrogates(text: str) -> bool:
+    """Whether ``text`` holds a lone surrogate (an undecodable byte), which no UTF-8 writer
+    (a database driver, a terminal) accepts."""
+    return _SURROGATE.search(text) is not None
+
+
+def replace_undecodable(text: str) -> str:
+    """``text`` with each lone surrogate (an undecodable byte) written as U+FFFD, printable."""
+    return _SURROGATE.sub("\ufffd", text)
+
+
 def escape_controls(text: str) -> str:
-    """``text`` with each control, line-breaking or bidi character written as an escape."""
+    """``text`` with each control, line-breaking or bidi character written as an escape,
+    and each undecodable byte as U+FFFD (:func:`replace_undecodable`)."""
+    text = replace_undecodable(text)
     if not any(_unsafe(char) and char != " " for char in text):
         return text
     return "".join(char if char == " " or not _unsafe(char) else ascii(char)[1:-1] for char in text)
