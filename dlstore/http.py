@@ -57,6 +57,7 @@ from dlstore.netpolicy import ORIGIN_BOUND_HEADERS, OriginBoundSession, PolicyAd
 from dlstore.options import DownloadOptions
 from dlstore.playlist import ByteRange
 from dlstore.redact import redact_url
+from dlstore.segment_checks import SmallFileCheck
 from dlstore.validate import check_url
 
 USER_AGENT = "Mozilla/5.0 (compatible; dlstore/0.1; +https://github.com/)"
@@ -353,7 +354,6 @@ def _get_small(
     byte_range: ByteRange | None,
     active: ActiveResponses,
 ) -> Fetched:
-    subject = what[:1].upper() + what[1:]
     with translate_errors(what):
         response = session.get(
             url, headers=range_header(byte_range), stream=True, timeout=request_timeout(options)
@@ -361,24 +361,16 @@ def _get_small(
         with active.reading(response), response:
             check_url(response.url)
             check_status(response, what)
-            expected = _content_length(response)
-            if expected is not None and expected > max_bytes:
-                raise DownloadError(
-                    f"{subject} is {expected} bytes, over the limit of {max_bytes}."
-                )
+            length = SmallFileCheck(
+                byte_range, response.status_code, expected_length(response), what, max_bytes
+            )
             chunks = []
-            size = 0
             for chunk in iter_body(response, what, options, chunk_size=64 * 1024):
-                size += len(chunk)
-                if size > max_bytes:
-                    raise DownloadError(f"{subject} is larger than the limit of {max_bytes} bytes.")
-                chunks.append(chunk)
-            body = b"".join(chunks)
-            if expected is not None and size != expected and not _encoded(response):
-                raise HttpError(f"{subject} arrived truncated ({size} of {expected} bytes).")
-            if byte_range is not None and response.status_code == 200:
-                body = body[byte_range.offset : byte_range.offset + byte_range.length]
-            return Fetched(body, response.url, response.headers.get("Content-Type"))
+                chunks.append(length.cut(chunk))
+                if length.full:
+                    break
+            length.finish()
+            return Fetched(b"".join(chunks), response.url, response.headers.get("Content-Type"))
 
 
 def call_cancellable(
