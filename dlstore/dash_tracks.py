@@ -16,9 +16,10 @@ from dataclasses import dataclass
 import requests
 
 from dlstore.dash import DashManifest, Representation, choose, join_periods, representation_segments
-from dlstore.http import Retry, describe, fetch_small
+from dlstore.http import Retry, fetch_small
 from dlstore.options import DownloadOptions
 from dlstore.playlist import AudioRendition, ByteRange, MediaPlan, Variant
+from dlstore.redact import redact_url
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ def resolve_dash(
 
     def read(uri: str, byte_range: ByteRange) -> bytes:
         fetched = fetch_small(
-            session, uri, options=options, what=f"the segment index of {describe(uri)}",
+            session, uri, options=options, what=f"the segment index of {redact_url(uri)}",
             max_bytes=options.max_playlist_bytes, retry=retry, byte_range=byte_range,
             cancel=cancel,
         )  # fmt: skip

@@ -6,7 +6,7 @@ may go, which headers go where), this is the only module that talks to
 trouble, timeouts, 5xx and 429 become
 :class:`~dlstore.errors.TransientDownloadError` (worth retrying), other 4xx a
 plain :class:`~dlstore.errors.DownloadError` that says what to do. URLs in those
-sentences are shown by :func:`describe`, without user-info or query string, and no
+sentences are shown by :func:`~dlstore.redact.redact_url`, without user-info or query string, and no
 sentence quotes what a server sent: a status is given its standard phrase
 (:func:`status_text`), a broken connection or response the kind of failure it was.
 
@@ -56,7 +56,6 @@ from dlstore.errors import (
 from dlstore.netpolicy import ORIGIN_BOUND_HEADERS, OriginBoundSession, PolicyAdapter
 from dlstore.options import DownloadOptions
 from dlstore.playlist import ByteRange
-from dlstore.redact import redact_url
 from dlstore.segment_checks import SmallFileCheck
 from dlstore.validate import check_url
 
@@ -141,12 +140,6 @@ class Retry:
                 if self.wait(self.delay(attempt, exc)):
                     raise CancelledError() from exc
         raise AssertionError("unreachable")  # pragma: no cover
-
-
-def describe(url: str) -> str:
-    """``url`` as error sentences show it: no user-info or query string, at most 160 chars
-    (:func:`~dlstore.redact.redact_url`)."""
-    return redact_url(url)
 
 
 def check_status(response: requests.Response, what: str) -> None:

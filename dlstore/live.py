@@ -54,7 +54,7 @@ import requests
 from dlstore.crypto import KeyStore
 from dlstore.errors import CancelledError, DownloadError, PlaylistError, TransientDownloadError
 from dlstore.fetch import FetchJob, fetch_all, jobs_for
-from dlstore.http import Retry, describe, fetch_small
+from dlstore.http import Retry, fetch_small
 from dlstore.options import MAX_RECORD_SECONDS, DownloadOptions
 from dlstore.playlist import (
     ByteRange,
@@ -66,6 +66,7 @@ from dlstore.playlist import (
     parse_playlist,
 )
 from dlstore.progress import Progress, ProgressTracker, Throttle
+from dlstore.redact import redact_url
 from dlstore.workfolder import Track, WorkFolder, init_filename, segment_filename
 
 LOG = logging.getLogger("dlstore.live")
@@ -385,7 +386,7 @@ class LiveRecorder:
                 ctx.session,
                 self.url,
                 options=ctx.options,
-                what=f"the live playlist {describe(self.url)}",
+                what=f"the live playlist {redact_url(self.url)}",
                 max_bytes=ctx.options.max_playlist_bytes,
                 retry=Retry.from_options(ctx.options, ctx.cancel),
                 cancel=ctx.cancel,
@@ -395,7 +396,9 @@ class LiveRecorder:
                 text, fetched.url, max_segments=ctx.options.max_segments, live=True
             )
             if not isinstance(plan, MediaPlan):
-                raise PlaylistError(f"The live playlist {describe(self.url)} became a master one.")
+                raise PlaylistError(
+                    f"The live playlist {redact_url(self.url)} became a master one."
+                )
         except DownloadError as exc:
             self.failed_reloads += 1
             self.reload_failed, self.last_error = True, exc
@@ -412,7 +415,7 @@ class LiveRecorder:
             if self.last_error is not None:
                 raise self.last_error
             raise TransientDownloadError(
-                f"The live stream {describe(self.url)} ended before any segment was recorded "
+                f"The live stream {redact_url(self.url)} ended before any segment was recorded "
                 f"({reason}); try again when it is on the air."
             )
         self.ctx.log.info(
