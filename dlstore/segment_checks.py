@@ -31,6 +31,7 @@ from dlstore.errors import (
     SegmentTooLargeError,
 )
 from dlstore.playlist import ByteRange, segment_container
+from dlstore.sizes import format_exact_size
 from dlstore.sniff import TS_PACKET, TS_SYNC, Kind, identify
 
 # --------------------------------------------------------------------------- lengths
@@ -110,9 +111,10 @@ class LengthCheck:
         when more than that came."""
         detail = "the server sent more than that"
         if announced is not None:
-            detail = f"the server announces {_size(announced)}"
+            detail = f"the server announces {format_exact_size(announced)}"
+        limit = format_exact_size(self.max_bytes or 0)
         return SegmentTooLargeError(
-            f"{_cap(self.what)} is larger than max_segment_bytes ({_size(self.max_bytes)}): "
+            f"{_cap(self.what)} is larger than max_segment_bytes, {limit}: "
             f"{detail}. If the stream's segments really are this large, raise "
             "max_segment_bytes in the config."
         )
@@ -131,14 +133,6 @@ class SmallFileCheck(LengthCheck):
             )
         limit = self.max_bytes
         return DownloadError(f"{_cap(self.what)} is larger than the limit of {limit} bytes.")
-
-
-def _size(count: int | None) -> str:
-    """A byte count for a sentence: "256 MiB" when it is a whole number of KiB/MiB/GiB."""
-    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if count and count % scale == 0:
-            return f"{count // scale} {unit}"
-    return f"{count} bytes"
 
 
 def _cap(text: str) -> str:

@@ -104,9 +104,10 @@ def test_oversize_segment_is_refused_while_it_streams(hls_server, options, tmp_p
     box = run(hls_server, path, tmp_path, dataclasses.replace(options, max_segment_bytes=MIB))
     error = box["error"]
     assert isinstance(error, SegmentTooLargeError), error
-    assert "video segment 2 of 3 (seg-001.ts) (it is larger than max_segment_bytes (1 MiB)" in str(
-        error
-    )
+    assert (
+        "video segment 2 of 3 (seg-001.ts) (it is larger than max_segment_bytes, "
+        "1048576 bytes (1.0 MB)"
+    ) in str(error)
     assert not error.transient
     assert hls_server.hits["/big/seg-001.ts"] == 1  # permanent: not retried
     assert box["elapsed"] < 5
@@ -122,7 +123,10 @@ def test_content_length_over_the_limit_is_refused_before_the_body(hls_server, op
     box = run(hls_server, path, tmp_path, options)  # the default limit, 256 MiB
     error = box["error"]
     assert isinstance(error, SegmentTooLargeError), error
-    assert "larger than max_segment_bytes (256 MiB): the server announces 10 GiB" in str(error)
+    assert (
+        "larger than max_segment_bytes, 268435456 bytes (268.4 MB): the server announces "
+        "10737418240 bytes (10.7 GB)"
+    ) in str(error)
     assert box["elapsed"] < 0.9  # before the first byte of the body was due
     assert hls_server.hits["/big/seg-001.ts"] == 1
 
