@@ -550,9 +550,10 @@ def _request(
 
 
 def _get(ctx: FetchContext, job: FetchJob, headers: dict[str, str]) -> requests.Response:
-    response = ctx.session.get(
-        job.uri, headers=headers, stream=True, timeout=request_timeout(ctx.options)
-    )
+    with ctx.active.requesting():  # a cancel reaches it while the headers come
+        response = ctx.session.get(
+            job.uri, headers=headers, stream=True, timeout=request_timeout(ctx.options)
+        )
     ctx.answers[job] = response.status_code
     return response
 

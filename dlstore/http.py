@@ -53,7 +53,12 @@ from dlstore.errors import (
     TransientDownloadError,
     UnsupportedStreamError,
 )
-from dlstore.netpolicy import ORIGIN_BOUND_HEADERS, OriginBoundSession, PolicyAdapter
+from dlstore.netpolicy import (
+    ORIGIN_BOUND_HEADERS,
+    OriginBoundSession,
+    PolicyAdapter,
+    header_watch,
+)
 from dlstore.options import DownloadOptions
 from dlstore.playlist import ByteRange
 from dlstore.segment_checks import SmallFileCheck
@@ -348,9 +353,10 @@ def _get_small(
     active: ActiveResponses,
 ) -> Fetched:
     with translate_errors(what):
-        response = session.get(
-            url, headers=range_header(byte_range), stream=True, timeout=request_timeout(options)
-        )
+        with active.requesting():
+            response = session.get(
+                url, headers=range_header(byte_range), stream=True, timeout=request_timeout(options)
+            )
         with active.reading(response), response:
             check_url(response.url)
             check_status(response, what)
@@ -378,9 +384,9 @@ def call_cancellable(
 
     Raises CancelledError within ``poll`` s of ``cancel``, and SlowServerError once
     ``deadline`` seconds have passed; either way every response ``action`` put in
-    ``active`` is aborted, so its socket closes now and the helper ends. (A request
-    still waiting for its headers is left to its read timeout; its response is
-    aborted the moment it arrives.)
+    ``active`` is aborted, so its socket closes now and the helper ends: a request
+    made in :meth:`ActiveResponses.requesting` too while it still waits for its
+    headers (a server may send them a byte at a time).
     """
     active = ActiveResponses()
     if cancel is None and deadline is None:
@@ -434,16 +440,42 @@ def expected_length(response: requests.Response) -> int | None:
 
 
 class ActiveResponses:
-    """The responses being read now, so that another thread can abort them mid-read.
+    """The responses being read now, and the requests made in :meth:`requesting` that
+    still wait for their headers, so that another thread can abort them mid-read.
 
-    After :meth:`abort_all`, a response that is added is aborted at once: its
-    request was already under way when the stop came.
+    After :meth:`abort_all`, a response or request that is added is aborted at once:
+    it was already under way when the stop came.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._responses: set[requests.Response] = set()
+        self._waiting: set[socket.socket] = set()  # sockets awaiting a response's headers
         self._aborted = False
+
+    @contextmanager
+    def requesting(self) -> Iterator[None]:
+        """While this thread sends a request: its socket, as it waits for the headers,
+        is one :meth:`abort_all` shuts down (through the connection's header watch)."""
+        previous = getattr(header_watch, "watch", None)
+        header_watch.watch = self._awaiting_headers
+        try:
+            yield
+        finally:
+            header_watch.watch = previous
+
+    @contextmanager
+    def _awaiting_headers(self, sock: socket.socket) -> Iterator[None]:
+        with self._lock:
+            self._waiting.add(sock)
+            aborted = self._aborted
+        if aborted:
+            _shut_down(sock)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._waiting.discard(sock)
 
     @contextmanager
     def reading(self, response: requests.Response) -> Iterator[None]:
@@ -461,9 +493,11 @@ class ActiveResponses:
     def abort_all(self) -> None:
         with self._lock:
             self._aborted = True
-            responses = list(self._responses)
+            responses, waiting = list(self._responses), list(self._waiting)
         for response in responses:
             abort_response(response)
+        for sock in waiting:
+            _shut_down(sock)
 
 
 def request_timeout(options: DownloadOptions) -> tuple[float, float]:
@@ -567,5 +601,10 @@ def abort_response(response: requests.Response) -> None:
         fp = getattr(raw, "_fp", None)
         sock = getattr(getattr(getattr(fp, "fp", None), "raw", None), "_sock", None)
     if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)
+        _shut_down(sock)
+
+
+def _shut_down(sock: socket.socket) -> None:
+    """Shut ``sock`` down both ways: a thread blocked reading it wakes up at once."""
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)

@@ -207,6 +207,41 @@ def test_dribbling_playlist_or_key_hits_the_deadline(
     assert wait_until(lambda: hls_server.disconnects[dribbled] >= 2)  # each socket closed
 
 
+@pytest.mark.parametrize(
+    ("stream", "dribbled", "what"),
+    [("plain", "/plain/index.m3u8", "the playlist"), ("aes_iv", "/aes_iv/key.bin", "the AES key")],
+)
+def test_headers_dribbled_hit_the_deadline_and_their_socket_closes_then(
+    stream, dribbled, what, hls_server, options, tmp_path
+):
+    hls_server.dribble_interval = 0.2  # ~30 s of headers, never silent for a read timeout
+    hls_server.fail_always[dribbled] = "dribble-head"
+    patient = dataclasses.replace(
+        options, connect_timeout=0.5, read_timeout=1.0, stall_timeout=30.0, max_retries=0
+    )
+    box = run(hls_server, f"/{stream}/index.m3u8", tmp_path, patient)
+    error = box["error"]
+    assert isinstance(error, TransientDownloadError), error
+    assert f"The server took over 1.5 s to send {what}" in str(error)
+    # closed when the deadline fired, not when the headers would have ended
+    assert wait_until(lambda: hls_server.disconnects[dribbled] >= 1, 2)
+
+
+def test_cancel_closes_a_request_whose_headers_are_dribbled(hls_server, options, tmp_path):
+    hls_server.dribble_interval = 0.2
+    hls_server.fail_always["/plain/seg-001.ts"] = "dribble-head"
+    cancel = threading.Event()
+    patient = dataclasses.replace(options, stall_timeout=60.0, read_timeout=60.0)
+    path = three_segments(hls_server, "/plain/seg-001.ts")
+    thread, box = start(hls_server, path, tmp_path, patient, cancel=cancel)
+    assert wait_until(lambda: hls_server.hits["/plain/seg-001.ts"] >= 1, 5)
+    time.sleep(0.5)  # its headers are coming
+    cancel.set()
+    thread.join(2)
+    assert not thread.is_alive() and isinstance(box["error"], CancelledError), box["error"]
+    assert wait_until(lambda: hls_server.disconnects["/plain/seg-001.ts"] >= 1, 2)
+
+
 # --------------------------------------------------------------------------- cancel
 
 
