@@ -94,6 +94,14 @@ def unsafe_character(text: str, *, spaces: bool = False) -> str | None:
     return None
 
 
+#: Every character :func:`_unsafe` names but the plain space, as one class: categories
+#: Cc, Zs, Zl and Zp, and the bidi controls (a test checks it against unicodedata). A
+#: regular expression, as every log line and every segment's name goes through it.
+_ESCAPED = re.compile(
+    "[\x00-\x1f\x7f-\x9f\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+    + "".join(sorted(_BIDI_CONTROLS))
+    + "]"
+)
 #: A lone surrogate: how ``errors="surrogateescape"`` reads a byte that is not UTF-8.
 _SURROGATE = re.compile("[\ud800-\udfff]")
 #: The lone surrogates that stand for an undecodable byte (0x80–0xFF).
@@ -130,10 +138,11 @@ def replace_undecodable(text: str) -> str:
 def escape_controls(text: str) -> str:
     """``text`` with each control, line-breaking or bidi character written as an escape,
     and each undecodable byte as U+FFFD (:func:`replace_undecodable`)."""
-    text = replace_undecodable(text)
-    if not any(_unsafe(char) and char != " " for char in text):
-        return text
-    return "".join(char if char == " " or not _unsafe(char) else ascii(char)[1:-1] for char in text)
+    return _ESCAPED.sub(_escape, replace_undecodable(text))
+
+
+def _escape(found: re.Match[str]) -> str:
+    return ascii(found.group())[1:-1]
 
 
 def _unsafe(char: str) -> bool:

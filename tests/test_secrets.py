@@ -309,3 +309,16 @@ def test_the_work_folder_manifest_keeps_no_token_of_the_url():
     assert "SECRET-9d2e" not in json.dumps(identity)
     other = DownloadPlan(url=url.replace("9d2e", "0000"), video=video).identity()
     assert identity != other  # still tells two URLs apart: no wrong resume
+
+
+def test_escape_controls_finds_exactly_the_characters_unsafe_character_names():
+    import unicodedata
+
+    from dlstore.redact import escape_controls, unsafe_character
+
+    for code in range(0x110000):
+        char = chr(code)
+        if unicodedata.category(char) == "Cs":
+            continue  # a lone surrogate is an undecodable byte: shown as U+FFFD
+        unsafe = char != " " and unsafe_character(char) is not None
+        assert (escape_controls(char) != char) == unsafe, hex(code)
