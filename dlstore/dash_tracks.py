@@ -36,10 +36,11 @@ from dlstore.dash import (
 )
 from dlstore.dash_live import UTC_DIRECT, UTC_HTTP, Clock, clock_offset
 from dlstore.errors import DownloadError, TransientDownloadError
-from dlstore.http import Retry, describe, fetch_small
+from dlstore.http import Retry, fetch_small
 from dlstore.live import DEFAULT_TARGET_SECONDS, Window
 from dlstore.options import DownloadOptions
 from dlstore.playlist import AudioRendition, ByteRange, MediaPlan, SubtitleRendition, Variant
+from dlstore.redact import redact_url
 from dlstore.webvtt import MPEGTS_HZ, MPEGTS_WRAP
 
 Read = Callable[[str, ByteRange], bytes]
@@ -79,7 +80,7 @@ def resolve_dash(
 
     def read(uri: str, byte_range: ByteRange) -> bytes:
         fetched = fetch_small(
-            session, uri, options=options, what=f"the segment index of {describe(uri)}",
+            session, uri, options=options, what=f"the segment index of {redact_url(uri)}",
             max_bytes=options.max_playlist_bytes, retry=retry, byte_range=byte_range,
             cancel=cancel,
         )  # fmt: skip
@@ -193,7 +194,7 @@ class DashWindows:
         retry = Retry.from_options(self.options, self.cancel)
         fetched = fetch_small(
             self.session, self.url, options=self.options,
-            what=f"the live manifest {describe(self.url)}",
+            what=f"the live manifest {redact_url(self.url)}",
             max_bytes=self.options.max_playlist_bytes, retry=retry, cancel=self.cancel,
         )  # fmt: skip
         return parse_mpd(fetched.body, fetched.url, live=True)
@@ -215,7 +216,7 @@ class DashWindows:
     def _time_from(self, url: str) -> str | None:
         try:
             fetched = fetch_small(
-                self.session, url, options=self.options, what=f"the time at {describe(url)}",
+                self.session, url, options=self.options, what=f"the time at {redact_url(url)}",
                 max_bytes=256, retry=Retry.from_options(self.options, self.cancel),
                 cancel=self.cancel,
             )  # fmt: skip
@@ -235,7 +236,7 @@ def _current_period(manifest: DashManifest, now: float) -> Period:
     ]  # fmt: skip
     if not begun:
         raise TransientDownloadError(
-            f"The live DASH stream {describe(manifest.url)} has not begun yet; try again when "
+            f"The live DASH stream {redact_url(manifest.url)} has not begun yet; try again when "
             "it is on the air."
         )
     return begun[-1]

@@ -5,6 +5,12 @@ lock. So every dlstore connection: WAL journal (readers never block the writer),
 ``synchronous=NORMAL``, a busy timeout of its own, and write transactions that
 begin ``IMMEDIATE`` (take the write lock up front, wait for it in the busy
 handler, never fail half-way with "database is locked") and stay short.
+
+SQLite keeps whatever bytes a writer put in a TEXT column, UTF-8 or not. dlstore
+reads them with ``errors="surrogateescape"`` (:func:`read_text`): a row with bytes
+that are not UTF-8 still reads, each such byte a lone surrogate that the checks
+refuse (:func:`~dlstore.validate.check_utf8`), printing replaces
+(:func:`~dlstore.redact.replace_undecodable`) and the store compares byte for byte.
 """
 
 from __future__ import annotations
@@ -83,6 +89,7 @@ def _sqlite_engine(url: str) -> Engine:
     def _on_connect(dbapi_conn, _record):  # type: ignore[no-untyped-def]
         # Let SQLAlchemy's "begin" event below decide how transactions begin.
         dbapi_conn.isolation_level = None
+        dbapi_conn.text_factory = read_text
         cursor = dbapi_conn.cursor()
         cursor.execute(f"PRAGMA busy_timeout = {int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
         cursor.execute("PRAGMA synchronous = NORMAL")
@@ -94,6 +101,11 @@ def _sqlite_engine(url: str) -> Engine:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     return engine
+
+
+def read_text(raw: bytes) -> str:
+    """SQLite TEXT as str: bytes that are not UTF-8 become lone surrogates, not an error."""
+    return raw.decode("utf-8", "surrogateescape")
 
 
 def is_sqlite(engine: Engine) -> bool:

@@ -45,7 +45,6 @@ from dlstore.errors import (
 from dlstore.fetch import Arrivals, fetch_all, jobs_for
 from dlstore.http import (
     Retry,
-    describe,
     fetch_small,
     make_session,
 )
@@ -67,6 +66,7 @@ from dlstore.playlist import (
     parse_playlist,
 )
 from dlstore.progress import Progress, ProgressTracker, Throttle
+from dlstore.redact import redact_url
 from dlstore.remux import (
     AudioFacts,
     AudioInput,
@@ -425,7 +425,7 @@ class _Download:
         as a finished plan; the remux following it, if any; its gaps."""
         if plan.audio is not None and plan.live_source is None:
             raise UnsupportedStreamError(
-                f"The live stream {describe(plan.url)} has its audio in a separate rendition; "
+                f"The live stream {redact_url(plan.url)} has its audio in a separate rendition; "
                 "dlstore records live HLS streams whose audio is in the video's segments only."
             )
         self.work.prepare({**plan.identity(), "segments": "live"})
@@ -457,7 +457,7 @@ class _Download:
         retry = Retry.from_options(self.options, self.cancel)
         return KeyStore(
             lambda uri: fetch_small(
-                session, uri, options=self.options, what=f"the AES key {describe(uri)}",
+                session, uri, options=self.options, what=f"the AES key {redact_url(uri)}",
                 max_bytes=MAX_KEY_BYTES, retry=retry, cancel=self.cancel,
             ).body
         )  # fmt: skip
@@ -758,7 +758,7 @@ def _fetch_playlist(
         session,
         url,
         options=options,
-        what=f"the playlist {describe(url)}",
+        what=f"the playlist {redact_url(url)}",
         max_bytes=options.max_playlist_bytes,
         retry=retry,
         cancel=cancel,
@@ -782,7 +782,7 @@ def _fetch_media(
     parsed = _fetch_playlist(session, url, options, retry, cancel)
     if not isinstance(parsed, MediaPlan):
         raise PlaylistError(
-            f"The {what} playlist {describe(url)} is itself a master playlist; "
+            f"The {what} playlist {redact_url(url)} is itself a master playlist; "
             "nested master playlists are not supported."
         )
     return parsed

@@ -117,10 +117,11 @@ def jobs_for(track: Track) -> list[FetchJob]:
         _job(track, init_filename(name, n), f"init section {n + 1}", init, shape)
         for n, init in enumerate(plan.init_sections)
     ]
-    segments = [
-        _job(track, segment_filename(name, i), f"segment {i + 1} of {total} ({s.name})", s, shape)
-        for i, s in enumerate(plan.segments)
-    ]
+    segments = []
+    for i, segment in enumerate(plan.segments):
+        shown = display_name(segment.uri)  # once: it parses the URI
+        what = f"segment {i + 1} of {total} ({shown})"
+        segments.append(_job(track, segment_filename(name, i), what, segment, shape, shown))
     return inits + segments
 
 
@@ -140,7 +141,12 @@ class _Shape:
 
 
 def _job(
-    track: Track, filename: str, what: str, part: InitSection | Segment, shape: _Shape
+    track: Track,
+    filename: str,
+    what: str,
+    part: InitSection | Segment,
+    shape: _Shape,
+    shown: str | None = None,
 ) -> FetchJob:
     # An init section is encrypted when an EXT-X-KEY comes before its EXT-X-MAP (its own IV).
     return FetchJob(
@@ -148,7 +154,7 @@ def _job(
         filename=filename,
         uri=part.uri,
         label=f"{track.name} {what}",
-        display=display_name(part.uri),
+        display=shown if shown is not None else display_name(part.uri),
         byte_range=part.byte_range,
         key=part.key,
         iv=part.iv,
@@ -580,7 +586,8 @@ def _request(
 
 
 def _get(ctx: FetchContext, job: FetchJob, headers: dict[str, str]) -> requests.Response:
-    response = get_stream(ctx.session, job.uri, headers, ctx.options)
+    with ctx.active.requesting():  # a cancel reaches it while the headers come
+        response = get_stream(ctx.session, job.uri, headers, ctx.options)
     ctx.answers[job] = response.status_code
     return response
 

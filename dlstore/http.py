@@ -6,7 +6,7 @@ may go, which headers go where), this is the only module that talks to
 trouble, timeouts, 5xx and 429 become
 :class:`~dlstore.errors.TransientDownloadError` (worth retrying), other 4xx a
 plain :class:`~dlstore.errors.DownloadError` that says what to do. URLs in those
-sentences are shown by :func:`describe`, without user-info or query string, and no
+sentences are shown by :func:`~dlstore.redact.redact_url`, without user-info or query string, and no
 sentence quotes what a server sent: a status is given its standard phrase
 (:func:`status_text`), a broken connection or response the kind of failure it was.
 
@@ -53,10 +53,15 @@ from dlstore.errors import (
     TransientDownloadError,
     UnsupportedStreamError,
 )
-from dlstore.netpolicy import ORIGIN_BOUND_HEADERS, OriginBoundSession, PolicyAdapter
+from dlstore.netpolicy import (
+    ORIGIN_BOUND_HEADERS,
+    OriginBoundSession,
+    PolicyAdapter,
+    header_watch,
+)
 from dlstore.options import DownloadOptions
 from dlstore.playlist import ByteRange
-from dlstore.redact import redact_url
+from dlstore.segment_checks import SmallFileCheck
 from dlstore.validate import check_url
 
 USER_AGENT = "Mozilla/5.0 (compatible; dlstore/0.1; +https://github.com/)"
@@ -140,12 +145,6 @@ class Retry:
                 if self.wait(self.delay(attempt, exc)):
                     raise CancelledError() from exc
         raise AssertionError("unreachable")  # pragma: no cover
-
-
-def describe(url: str) -> str:
-    """``url`` as error sentences show it: no user-info or query string, at most 160 chars
-    (:func:`~dlstore.redact.redact_url`)."""
-    return redact_url(url)
 
 
 def check_status(response: requests.Response, what: str) -> None:
@@ -364,32 +363,24 @@ def _get_small(
     byte_range: ByteRange | None,
     active: ActiveResponses,
 ) -> Fetched:
-    subject = what[:1].upper() + what[1:]
     with translate_errors(what):
-        response = session.get(
-            url, headers=range_header(byte_range), stream=True, timeout=request_timeout(options)
-        )
+        with active.requesting():
+            response = session.get(
+                url, headers=range_header(byte_range), stream=True, timeout=request_timeout(options)
+            )
         with active.reading(response), response:
             check_url(response.url)
             check_status(response, what)
-            expected = _content_length(response)
-            if expected is not None and expected > max_bytes:
-                raise DownloadError(
-                    f"{subject} is {expected} bytes, over the limit of {max_bytes}."
-                )
+            length = SmallFileCheck(
+                byte_range, response.status_code, expected_length(response), what, max_bytes
+            )
             chunks = []
-            size = 0
             for chunk in iter_body(response, what, options, chunk_size=64 * 1024):
-                size += len(chunk)
-                if size > max_bytes:
-                    raise DownloadError(f"{subject} is larger than the limit of {max_bytes} bytes.")
-                chunks.append(chunk)
-            body = b"".join(chunks)
-            if expected is not None and size != expected and not _encoded(response):
-                raise HttpError(f"{subject} arrived truncated ({size} of {expected} bytes).")
-            if byte_range is not None and response.status_code == 200:
-                body = body[byte_range.offset : byte_range.offset + byte_range.length]
-            return Fetched(body, response.url, response.headers.get("Content-Type"))
+                chunks.append(length.cut(chunk))
+                if length.full:
+                    break
+            length.finish()
+            return Fetched(b"".join(chunks), response.url, response.headers.get("Content-Type"))
 
 
 def call_cancellable(
@@ -404,9 +395,9 @@ def call_cancellable(
 
     Raises CancelledError within ``poll`` s of ``cancel``, and SlowServerError once
     ``deadline`` seconds have passed; either way every response ``action`` put in
-    ``active`` is aborted, so its socket closes now and the helper ends. (A request
-    still waiting for its headers is left to its read timeout; its response is
-    aborted the moment it arrives.)
+    ``active`` is aborted, so its socket closes now and the helper ends: a request
+    made in :meth:`ActiveResponses.requesting` too while it still waits for its
+    headers (a server may send them a byte at a time).
     """
     active = ActiveResponses()
     if cancel is None and deadline is None:
@@ -460,16 +451,42 @@ def expected_length(response: requests.Response) -> int | None:
 
 
 class ActiveResponses:
-    """The responses being read now, so that another thread can abort them mid-read.
+    """The responses being read now, and the requests made in :meth:`requesting` that
+    still wait for their headers, so that another thread can abort them mid-read.
 
-    After :meth:`abort_all`, a response that is added is aborted at once: its
-    request was already under way when the stop came.
+    After :meth:`abort_all`, a response or request that is added is aborted at once:
+    it was already under way when the stop came.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._responses: set[requests.Response] = set()
+        self._waiting: set[socket.socket] = set()  # sockets awaiting a response's headers
         self._aborted = False
+
+    @contextmanager
+    def requesting(self) -> Iterator[None]:
+        """While this thread sends a request: its socket, as it waits for the headers,
+        is one :meth:`abort_all` shuts down (through the connection's header watch)."""
+        previous = getattr(header_watch, "watch", None)
+        header_watch.watch = self._awaiting_headers
+        try:
+            yield
+        finally:
+            header_watch.watch = previous
+
+    @contextmanager
+    def _awaiting_headers(self, sock: socket.socket) -> Iterator[None]:
+        with self._lock:
+            self._waiting.add(sock)
+            aborted = self._aborted
+        if aborted:
+            _shut_down(sock)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._waiting.discard(sock)
 
     @contextmanager
     def reading(self, response: requests.Response) -> Iterator[None]:
@@ -487,9 +504,11 @@ class ActiveResponses:
     def abort_all(self) -> None:
         with self._lock:
             self._aborted = True
-            responses = list(self._responses)
+            responses, waiting = list(self._responses), list(self._waiting)
         for response in responses:
             abort_response(response)
+        for sock in waiting:
+            _shut_down(sock)
 
 
 def request_timeout(options: DownloadOptions) -> tuple[float, float]:
@@ -595,5 +614,10 @@ def abort_response(response: requests.Response) -> None:
         fp = getattr(raw, "_fp", None)
         sock = getattr(getattr(getattr(fp, "fp", None), "raw", None), "_sock", None)
     if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)
+        _shut_down(sock)
+
+
+def _shut_down(sock: socket.socket) -> None:
+    """Shut ``sock`` down both ways: a thread blocked reading it wakes up at once."""
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)

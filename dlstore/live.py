@@ -62,7 +62,7 @@ import requests
 from dlstore.crypto import KeyStore
 from dlstore.errors import CancelledError, DownloadError, PlaylistError, TransientDownloadError
 from dlstore.fetch import FetchJob, fetch_all, jobs_for
-from dlstore.http import Retry, describe, fetch_small
+from dlstore.http import Retry, fetch_small
 from dlstore.options import MAX_RECORD_SECONDS, DownloadOptions
 from dlstore.playlist import (
     ByteRange,
@@ -74,6 +74,7 @@ from dlstore.playlist import (
     parse_playlist,
 )
 from dlstore.progress import Progress, ProgressTracker, Throttle
+from dlstore.redact import redact_url
 from dlstore.workfolder import Track, WorkFolder, init_filename, segment_filename
 
 LOG = logging.getLogger("dlstore.live")
@@ -306,14 +307,14 @@ class HlsWindows:
         ctx = self.ctx
         fetched = fetch_small(
             ctx.session, self.url, options=ctx.options,
-            what=f"the live playlist {describe(self.url)}",
+            what=f"the live playlist {redact_url(self.url)}",
             max_bytes=ctx.options.max_playlist_bytes,
             retry=Retry.from_options(ctx.options, ctx.cancel), cancel=ctx.cancel,
         )  # fmt: skip
         text = decode_playlist(fetched.body, fetched.url, fetched.content_type)
         plan = parse_playlist(text, fetched.url, max_segments=ctx.options.max_segments, live=True)
         if not isinstance(plan, MediaPlan):
-            raise PlaylistError(f"The live playlist {describe(self.url)} became a master one.")
+            raise PlaylistError(f"The live playlist {redact_url(self.url)} became a master one.")
         return self.window(plan)
 
 
@@ -470,7 +471,7 @@ class LiveRecorder:
         try:
             window = self.source.load()
             if len(window.tracks) != len(self.tracks):
-                raise PlaylistError(f"The live stream {describe(self.url)} changed its tracks.")
+                raise PlaylistError(f"The live stream {redact_url(self.url)} changed its tracks.")
         except DownloadError as exc:
             self.failed_reloads += 1
             self.reload_failed, self.last_error = True, exc
@@ -487,7 +488,7 @@ class LiveRecorder:
             if self.last_error is not None:
                 raise self.last_error
             raise TransientDownloadError(
-                f"The live stream {describe(self.url)} ended before any segment was recorded "
+                f"The live stream {redact_url(self.url)} ended before any segment was recorded "
                 f"({reason}); try again when it is on the air."
             )
         self.ctx.log.info(

@@ -8,7 +8,11 @@ carry a ``<N>`` syslog priority prefix and no timestamp, which journald adds.
 A log line is one line: control characters in a message (a row's name, a
 server's text) are written escaped (:func:`~dlstore.redact.escape_controls`), so
 no value can forge a line or move a terminal's cursor. URLs are redacted where
-the line is written (:func:`~dlstore.redact.redact_url`). urllib3 is held to
+the line is written (:func:`~dlstore.redact.redact_url`). A traceback
+(``exc_info``, ``stack_info``) is a peer's text too (an exception's message
+quotes a URL, a header, a row's value): :class:`SafeFormatter` writes it on the
+record's line, its URLs redacted and its line breaks escaped, so a record stays
+one line whose ``[task <id>]`` a grep finds with its traceback. urllib3 is held to
 ERROR: its warnings quote what a peer sent (``Failed to parse headers
 (url=…?token=…): … unparsed data: '…'``), and dlstore reports those failures in
 its own words.
@@ -23,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from dlstore.errors import ConfigError
-from dlstore.redact import escape_controls
+from dlstore.redact import escape_controls, redact_text
 
 LOGGER_NAME = "dlstore"
 FILE_FORMAT = "%(asctime)s %(levelname)s %(message)s"
@@ -41,7 +45,7 @@ class _Priority(logging.Filter):
 
 
 class _OneLine(logging.Filter):
-    """Escapes the control characters of a record's message (not of its traceback)."""
+    """Escapes the control characters of a record's message (for every handler, caplog too)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
@@ -49,6 +53,21 @@ class _OneLine(logging.Filter):
         if escaped != message:
             record.msg, record.args = escaped, None
         return True
+
+
+class SafeFormatter(logging.Formatter):
+    """A formatter whose every record is one line: traceback and stack redacted, escaped."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        # Another handler's formatter may have cached the raw traceback on the record.
+        record.exc_text = None
+        return escape_controls(super().format(record))
+
+    def formatException(self, ei: Any) -> str:  # noqa: N802 (logging's name)
+        return redact_text(super().formatException(ei))
+
+    def formatStack(self, stack_info: str) -> str:  # noqa: N802 (logging's name)
+        return redact_text(super().formatStack(stack_info))
 
 
 def setup(level: str, log_file: Path | None, *, journald: bool = False) -> logging.Logger:
@@ -64,10 +83,10 @@ def setup(level: str, log_file: Path | None, *, journald: bool = False) -> loggi
 
     stderr = logging.StreamHandler()
     if journald:
-        stderr.setFormatter(logging.Formatter(JOURNALD_FORMAT))
+        stderr.setFormatter(SafeFormatter(JOURNALD_FORMAT))
         stderr.addFilter(_Priority())
     else:
-        stderr.setFormatter(logging.Formatter(TERMINAL_FORMAT))
+        stderr.setFormatter(SafeFormatter(TERMINAL_FORMAT))
     stderr.addFilter(_OneLine())
     logger.addHandler(stderr)
 
@@ -78,7 +97,7 @@ def setup(level: str, log_file: Path | None, *, journald: bool = False) -> loggi
             handler = logging.handlers.WatchedFileHandler(log_file, encoding="utf-8")
         except OSError as exc:
             raise ConfigError(f"log_file: cannot write the log file {log_file}: {exc}") from exc
-        handler.setFormatter(logging.Formatter(FILE_FORMAT))
+        handler.setFormatter(SafeFormatter(FILE_FORMAT))
         handler.addFilter(_OneLine())
         logger.addHandler(handler)
     return logger

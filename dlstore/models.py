@@ -33,7 +33,9 @@ from sqlmodel import Field, SQLModel
 
 from dlstore.errors import DlstoreError
 from dlstore.options import bounded_json, parse_metadata
+from dlstore.redact import replace_undecodable
 from dlstore.timeutil import parse_ts
+from dlstore.validate import check_utf8
 
 TABLE_NAME = "download_tasks"
 
@@ -149,21 +151,22 @@ class DownloadTask(SQLModel, table=True):
         )
 
     def metadata_dict(self) -> dict[str, Any]:
-        """The metadata object; raises DlstoreError if it is not a JSON object."""
+        """The metadata object; raises DlstoreError if it is not a JSON object (or not
+        UTF-8 text)."""
+        check_utf8("metadata", self.meta)
         return parse_metadata(self.meta)
 
     def to_json(self) -> dict[str, Any]:
         """The row keyed by column name, ``metadata`` and ``history`` parsed (each left as
-        text if it isn't JSON of the right kind)."""
+        text if it isn't JSON of the right kind), undecodable bytes shown as U+FFFD."""
         out = {column: getattr(self, attribute) for attribute, column in COLUMN_ATTRIBUTES}
         entries = self.history_entries()
         if entries is not None:  # else shown as the text it is (or null)
             out["history"] = entries
-        if self.meta is None:
-            return out
-        with contextlib.suppress(DlstoreError):  # not JSON: shown as the text it is
-            out["metadata"] = self.metadata_dict()
-        return out
+        if self.meta is not None:
+            with contextlib.suppress(DlstoreError):  # not JSON: shown as the text it is
+                out["metadata"] = self.metadata_dict()
+        return _printable(out)
 
     def created(self) -> datetime | None:
         try:
@@ -202,7 +205,8 @@ def read_value(column: str, value: Any) -> Any:
     An integer column gives an int, or None for anything that is not a whole number
     within 64 bits (text, a fraction, 1e30). A text column gives text: bytes are
     decoded (undecodable bytes replaced), a number is written out. ``id`` is kept
-    exactly as stored, so that writes keyed on it find the row.
+    exactly as stored, so that writes keyed on it find the row. Text that held bytes
+    that are not UTF-8 keeps them as lone surrogates (:func:`dlstore.db.read_text`).
     """
     if value is None or column == "id":
         return value
@@ -215,6 +219,17 @@ def read_value(column: str, value: Any) -> Any:
     if isinstance(value, (bytes, bytearray, memoryview)):
         return bytes(value).decode("utf-8", errors="replace")
     return value if isinstance(value, str) else str(value)
+
+
+def _printable(value: Any) -> Any:
+    """``value`` (JSON-like) with its text's undecodable bytes written as U+FFFD."""
+    if isinstance(value, str):
+        return replace_undecodable(value)
+    if isinstance(value, dict):
+        return {_printable(key): _printable(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_printable(item) for item in value]
+    return value
 
 
 #: The columns the Rust app's DDL creates, in its order.

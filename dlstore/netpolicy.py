@@ -15,6 +15,11 @@ Two rules, both about rows written by strangers:
   row's ``Cookie`` and ``Authorization`` only to the scheme, host and port of the
   URL the row names, on the first request and on every redirect hop.
 
+The connections also let a request be aborted before it has a response: while
+one waits for its response's headers, its socket is handed to the thread's
+:data:`header_watch` (set by :meth:`dlstore.http.ActiveResponses.requesting`), so a
+deadline or a cancel can shut it down however slowly the headers come.
+
 :func:`parse_networks` turns the config's CIDR strings into networks.
 """
 
@@ -24,7 +29,9 @@ import functools
 import ipaddress
 import socket
 import sys
+import threading
 from collections.abc import Iterable, Mapping
+from contextlib import nullcontext
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Any
 from urllib.parse import urlsplit
@@ -161,8 +168,14 @@ def _connect(
 # --- installing it in urllib3 and requests --------------------------------------------
 
 
+#: Per thread: ``header_watch.watch(sock)``, a context manager held while ``sock`` waits
+#: for a response's headers; unset: nobody watches.
+header_watch = threading.local()
+
+
 class _PolicyConnection:
-    """Mixed into urllib3's connections: ``_new_conn`` goes through :func:`open_socket`."""
+    """Mixed into urllib3's connections: ``_new_conn`` goes through :func:`open_socket`,
+    and the wait for a response's headers is watched (:data:`header_watch`)."""
 
     host: str
     port: int
@@ -193,6 +206,12 @@ class _PolicyConnection:
             raise NewConnectionError(self, f"Failed to establish a new connection: {exc}") from exc
         sys.audit("http.client.connect", self, self.host, self.port)
         return sock
+
+    def getresponse(self, *args: Any, **kwargs: Any) -> Any:
+        watch = getattr(header_watch, "watch", None)
+        sock = getattr(self, "sock", None)
+        with watch(sock) if watch is not None and sock is not None else nullcontext():
+            return super().getresponse(*args, **kwargs)  # type: ignore[misc]
 
 
 class PolicyHTTPConnection(_PolicyConnection, HTTPConnection):

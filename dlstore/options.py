@@ -41,7 +41,7 @@ from dlstore.paths import (
     safe_subdir,
     sanitize_filename,
 )
-from dlstore.validate import check_url
+from dlstore.validate import check_url, check_utf8
 from dlstore.workfolder import PlacedFile, WorkFolder
 
 if TYPE_CHECKING:
@@ -546,6 +546,8 @@ def prepare(task: DownloadTask, settings: Settings) -> Job:
     If the folder records a file an earlier attempt placed (still there, unchanged, at
     one of the task's names), the job is that file (:attr:`Job.placed`).
     """
+    for column, text in (("url", task.url), ("name", task.name)):
+        check_utf8(column, text)  # metadata: by metadata_dict
     metadata = check_task_metadata(task.metadata_dict(), settings.profiles)
     url = check_url(task.url)
     options = task_download_options(settings, metadata)

@@ -308,6 +308,33 @@ class _LineTracker:
         }
 
 
+#: A reference that ``urljoin`` would append to its base's folder as it is: a relative
+#: path of plain characters (no scheme, no "//", no dot segment), maybe with a query.
+_PLAIN_REF = re.compile(
+    r"[\w~%+=,@!$&'()*-][\w.~%+=,@!$&'()*/-]*(\?[\w.~%+=,@!$&'()*/:;?-]+)?", re.ASCII
+)
+
+
+class _Resolver:
+    """:func:`_absolute` for the many URIs of one playlist: a plain relative reference
+    (most segments') is joined by appending it to the base's folder, worked out once;
+    any other goes through ``urljoin``. The same URL either way."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        folder = urljoin(base, "x")[:-1]
+        plain_ok = urlsplit(folder).scheme.lower() in ("http", "https")
+        self._folder = folder if plain_ok else None
+
+    def absolute(self, ref: str | None, what: str) -> str:
+        if self._folder is not None and ref is not None:
+            ref = ref.strip()
+            path = ref.partition("?")[0]
+            if _PLAIN_REF.fullmatch(ref) and "//" not in path and "/." not in path:
+                return self._folder + ref
+        return _absolute(self.base, ref, what)
+
+
 def _absolute(base: str, ref: str | None, what: str) -> str:
     if ref is None or not ref.strip():
         raise PlaylistError(f"The playlist at {redact_url(base)} has a {what} without a URI.")
@@ -393,9 +420,10 @@ def _media(
     next_offset: dict[str, int] = {}  # URI → where an implicit byte range would start
     key_cache: dict[int, Key | None] = {}
     inits = _InitSections(url, map_keys)
+    resolver = _Resolver(url)
     ended = bool(doc.is_endlist) or (doc.playlist_type or "").lower() == "vod"
     for position, (raw, attrs) in enumerate(_raw_segments(doc, url, max_segments, live)):
-        seg_uri = _absolute(url, raw.uri, "segment")
+        seg_uri = resolver.absolute(raw.uri, "segment")
         byte_range = _byte_range(raw.byterange, next_offset.get(seg_uri), url, "segment")
         if byte_range is not None:
             next_offset[seg_uri] = byte_range.offset + byte_range.length
@@ -665,8 +693,16 @@ def pick_subtitles(renditions: Sequence[R], wanted: str | Sequence[str] = "all")
 
 def segment_container(uri: str) -> str | None:
     """The FFmpeg demuxer a segment URI's suffix names, or None if it names none."""
-    suffix = PurePosixPath(urlsplit(uri).path).suffix.lower()
-    return SEGMENT_CONTAINERS.get(suffix)
+    return SEGMENT_CONTAINERS.get(_suffix(urlsplit(uri).path))
+
+
+def _suffix(path: str) -> str:
+    """``PurePosixPath(path).suffix.lower()`` without making a path object (per segment)."""
+    name = path.rstrip("/").rsplit("/", 1)[-1]
+    if name == ".":  # a "." component, which a path drops: rare, left to pathlib
+        return PurePosixPath(path).suffix.lower()
+    dot = name.rfind(".")
+    return name[dot:].lower() if 0 < dot < len(name) - 1 else ""
 
 
 def display_name(uri: str) -> str:

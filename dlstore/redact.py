@@ -11,6 +11,7 @@ names the kind of failure instead). Pure functions, no dlstore imports.
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from urllib.parse import urlsplit
 
@@ -39,6 +40,26 @@ def redact_url(url: str) -> str:
     if len(shown) <= MAX_SHOWN_CHARS:
         return shown
     return shown[: MAX_SHOWN_CHARS - 3] + "..."
+
+
+#: What ends a URL within free text: a space, a quote, a control character.
+_URL_END = r"""\s'"<>`\x00-\x1f\x7f"""
+#: A URL within free text: a scheme and "//", up to a space or a quote.
+_URL_IN_TEXT = re.compile(rf"[A-Za-z][A-Za-z0-9+.-]*://[^{_URL_END}]+")
+#: A scheme-less path with a query (urllib3's "with url: /v.m3u8?token=…").
+_QUERY_IN_TEXT = re.compile(rf"/[^{_URL_END}?#]*[?#][^{_URL_END}]*")
+
+
+def redact_text(text: str) -> str:
+    """``text`` (an exception's message, a traceback) with every URL in it redacted.
+
+    Each ``scheme://…`` shows as :func:`redact_url` shows it, a path's query string
+    or fragment is masked, and the control characters of the rest come back
+    escaped, so the result is one line.
+    """
+    shown = _URL_IN_TEXT.sub(lambda match: redact_url(match.group()), str(text))
+    shown = _QUERY_IN_TEXT.sub(lambda match: _masked(match.group()), shown)
+    return escape_controls(shown)
 
 
 def _masked(text: str) -> str:
@@ -73,11 +94,55 @@ def unsafe_character(text: str, *, spaces: bool = False) -> str | None:
     return None
 
 
+#: Every character :func:`_unsafe` names but the plain space, as one class: categories
+#: Cc, Zs, Zl and Zp, and the bidi controls (a test checks it against unicodedata). A
+#: regular expression, as every log line and every segment's name goes through it.
+_ESCAPED = re.compile(
+    "[\x00-\x1f\x7f-\x9f\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+    + "".join(sorted(_BIDI_CONTROLS))
+    + "]"
+)
+#: A lone surrogate: how ``errors="surrogateescape"`` reads a byte that is not UTF-8.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+#: The lone surrogates that stand for an undecodable byte (0x80–0xFF).
+_ESCAPED_BYTES = range(0xDC80, 0xDD00)
+
+
+def undecodable_byte(text: str) -> tuple[int, int] | None:
+    """The first byte of ``text`` that was not UTF-8 where it was read, and its position
+    in bytes counted from 1; None if every byte was.
+
+    Such a byte reads as a lone surrogate (U+DC80–U+DCFF) under ``surrogateescape``,
+    as :mod:`dlstore.db` reads SQLite's TEXT.
+    """
+    found = _SURROGATE.search(text)
+    while found is not None and ord(found.group()) not in _ESCAPED_BYTES:
+        found = _SURROGATE.search(text, found.end())
+    if found is None:
+        return None
+    before = text[: found.start()].encode("utf-8", "surrogatepass")
+    return ord(found.group()) - 0xDC00, len(before) + 1
+
+
+def has_surrogates(text: str) -> bool:
+    """Whether ``text`` holds a lone surrogate (an undecodable byte), which no UTF-8 writer
+    (a database driver, a terminal) accepts."""
+    return _SURROGATE.search(text) is not None
+
+
+def replace_undecodable(text: str) -> str:
+    """``text`` with each lone surrogate (an undecodable byte) written as U+FFFD, printable."""
+    return _SURROGATE.sub("\ufffd", text)
+
+
 def escape_controls(text: str) -> str:
-    """``text`` with each control, line-breaking or bidi character written as an escape."""
-    if not any(_unsafe(char) and char != " " for char in text):
-        return text
-    return "".join(char if char == " " or not _unsafe(char) else ascii(char)[1:-1] for char in text)
+    """``text`` with each control, line-breaking or bidi character written as an escape,
+    and each undecodable byte as U+FFFD (:func:`replace_undecodable`)."""
+    return _ESCAPED.sub(_escape, replace_undecodable(text))
+
+
+def _escape(found: re.Match[str]) -> str:
+    return ascii(found.group())[1:-1]
 
 
 def _unsafe(char: str) -> bool:

@@ -3,6 +3,7 @@
 - :class:`LengthCheck`: the body cut to the segment's byte range (when the server
   ignored ``Range``), checked against ``Content-Length`` and the range, and refused
   as soon as it is larger than ``max_segment_bytes`` (at once if the headers say so).
+  :class:`SmallFileCheck` is the same for a playlist or key read into memory.
 - :func:`ts_check_mode`: whether a segment must be, may be or is not MPEG-TS,
   from its URI's suffix; :class:`TsValidator` applies that to the decrypted bytes
   with a :class:`TsChecker` (0x47 every 188 bytes).
@@ -30,6 +31,7 @@ from dlstore.errors import (
     SegmentTooLargeError,
 )
 from dlstore.playlist import ByteRange, segment_container
+from dlstore.sizes import format_exact_size
 from dlstore.sniff import TS_PACKET, TS_SYNC, Kind, identify
 
 # --------------------------------------------------------------------------- lengths
@@ -70,13 +72,13 @@ class LengthCheck:
         if max_bytes is not None and not self.ranged_here:
             announced = self.limit if self.limit is not None else wire_expected
             if announced is not None and announced > max_bytes:
-                self._too_large(f"the server announces {_size(announced)}")
+                raise self._too_large(announced)
 
     def cut(self, chunk: bytes) -> bytes:
         """The part of ``chunk`` that belongs to the file."""
         self.received += len(chunk)
         if self.max_bytes is not None and self.received > self.max_bytes:
-            self._too_large("the server sent more than that")
+            raise self._too_large(None)
         if self.skip:
             cut = min(self.skip, len(chunk))
             chunk = chunk[cut:]
@@ -98,23 +100,39 @@ class LengthCheck:
             raise HttpError(f"{what} arrived truncated ({self.received} of {expected} bytes).")
         if limit is not None and self.kept != limit:
             raise HttpError(f"{what} arrived truncated ({self.kept} of {limit} bytes).")
-        if self.kept == 0:
+        if self.kept == 0 and not self.empty_ok:
             raise CorruptSegmentError(f"{what} is empty.")
 
-    def _too_large(self, detail: str) -> None:
-        raise SegmentTooLargeError(
-            f"{_cap(self.what)} is larger than max_segment_bytes ({_size(self.max_bytes)}): "
+    #: Whether a body of no bytes is whole (else CorruptSegmentError: fetched again).
+    empty_ok = False
+
+    def _too_large(self, announced: int | None) -> DownloadError:
+        """The error for a body over ``max_bytes``: ``announced`` by its headers, or None
+        when more than that came."""
+        detail = "the server sent more than that"
+        if announced is not None:
+            detail = f"the server announces {format_exact_size(announced)}"
+        limit = format_exact_size(self.max_bytes or 0)
+        return SegmentTooLargeError(
+            f"{_cap(self.what)} is larger than max_segment_bytes, {limit}: "
             f"{detail}. If the stream's segments really are this large, raise "
             "max_segment_bytes in the config."
         )
 
 
-def _size(count: int | None) -> str:
-    """A byte count for a sentence: "256 MiB" when it is a whole number of KiB/MiB/GiB."""
-    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if count and count % scale == 0:
-            return f"{count // scale} {unit}"
-    return f"{count} bytes"
+class SmallFileCheck(LengthCheck):
+    """A :class:`LengthCheck` for a playlist or a key read into memory: ``max_bytes`` is a
+    fixed limit, not max_segment_bytes, and an empty body is for its parser to judge."""
+
+    empty_ok = True
+
+    def _too_large(self, announced: int | None) -> DownloadError:
+        if announced is not None:
+            return DownloadError(
+                f"{_cap(self.what)} is {announced} bytes, over the limit of {self.max_bytes}."
+            )
+        limit = self.max_bytes
+        return DownloadError(f"{_cap(self.what)} is larger than the limit of {limit} bytes.")
 
 
 def _cap(text: str) -> str:

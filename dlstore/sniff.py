@@ -22,6 +22,7 @@ import re
 from enum import Enum
 
 from dlstore.errors import WrongContentError
+from dlstore.sizes import format_size
 
 HEAD_BYTES = 4096  # how much of a body is looked at
 TS_PACKET = 188
@@ -149,20 +150,8 @@ def _is_text(data: bytes) -> bool:
     return True
 
 
-def format_size(size: int) -> str:
-    """``120 bytes``, ``2.1 KB``, ``3 KB``, ``1.2 MB`` (units of 1024)."""
-    if size < 1024:
-        return "1 byte" if size == 1 else f"{size} bytes"
-    value = float(size)
-    for unit in ("KB", "MB", "GB"):
-        value /= 1024
-        if value < 1023.95 or unit == "GB":
-            break
-    return f"{value:.1f}".removesuffix(".0") + f" {unit}"
-
-
 def describe(body_or_head: bytes, size: int | None = None, content_type: str | None = None) -> str:
-    """What the body is and how big: "an HTML page of 2.1 KB"; never any of its text.
+    """What the body is and how big: "an HTML page of 2.2 KB"; never any of its text.
 
     ``size`` is the whole body's (default: ``len(body_or_head)``). A ``content_type``
     that looks like a media type is added ("sent as text/html"); other values are not.

@@ -47,12 +47,14 @@ from sqlalchemy import (
     Connection,
     Engine,
     Integer,
+    LargeBinary,
     Select,
     Text,
     and_,
     case,
     cast,
     exists,
+    false,
     func,
     literal,
     literal_column,
@@ -87,6 +89,7 @@ from dlstore.models import (
     download_tasks,
 )
 from dlstore.options import merge_metadata, parse_metadata
+from dlstore.redact import has_surrogates
 from dlstore.timeutil import format_ts, now_ts, utcnow
 
 T = download_tasks.c
@@ -181,7 +184,7 @@ class TaskStore:
 
     def _guarded(self, claim: Claim):  # type: ignore[no-untyped-def]
         held = and_(
-            T.id == claim.task_id,
+            self._is(T.id, claim.task_id),
             T.status == Status.DOWNLOADING.value,
             T.worker_id == claim.worker_id,
             T.attempts == claim.attempt,
@@ -189,13 +192,14 @@ class TaskStore:
         if claim.content is None:
             return held
         url, metadata = claim.content
-        return and_(held, T.url == url, T.metadata.is_not_distinct_from(metadata))
+        return and_(held, self._is(T.url, url), self._is(T.metadata, metadata, nullable=True))
 
     # --- reads -------------------------------------------------------------------
 
     def get(self, task_id: str) -> DownloadTask:
         with self._read() as conn:
-            row = conn.execute(select(download_tasks).where(T.id == task_id)).mappings().first()
+            query = select(download_tasks).where(self._is(T.id, task_id))
+            row = conn.execute(query).mappings().first()
         if row is None:
             raise TaskNotFoundError(f"No download task has the id {task_id!r}.")
         return DownloadTask.from_row(row)
@@ -203,7 +207,7 @@ class TaskStore:
     def list(self, status: str | None = None, limit: int | None = None) -> list[DownloadTask]:
         query = select(download_tasks).order_by(T.created_at.desc(), T.id.desc())
         if status is not None:
-            query = query.where(T.status == status)
+            query = query.where(self._is(T.status, status))
         if limit is not None:
             query = query.limit(limit)
         with self._read() as conn:
@@ -504,9 +508,10 @@ class TaskStore:
         if claim.content is None:
             return False
         url, metadata = claim.content
-        changed = or_(T.url != url, T.metadata.is_distinct_from(metadata))
+        same_url = self._is(T.url, url)
+        changed = ~and_(same_url, self._is(T.metadata, metadata, nullable=True))
         now = now_ts()
-        message = case((T.url == url, METADATA_CHANGED), else_=URL_CHANGED)
+        message = case((same_url, METADATA_CHANGED), else_=URL_CHANGED)
         statement = (
             update(download_tasks)
             .where(self._guarded(replace(claim, content=None)), changed)
@@ -540,7 +545,7 @@ class TaskStore:
         with self._write() as conn:
             result = conn.execute(
                 update(download_tasks)
-                .where(T.id == task_id, T.status == from_status)
+                .where(self._is(T.id, task_id), self._is(T.status, from_status))
                 .values(
                     status=Status.FAILED.value,
                     error_message=error_message,
@@ -649,16 +654,34 @@ class TaskStore:
         found: list[DownloadTask] = []
         for start in range(0, len(task_ids), 500):  # SQLite's limit on bound values
             chunk = task_ids[start : start + 500]
-            query = select(download_tasks).where(T.id.in_(chunk), T.status.in_(ended), quiet)
+            odd = [self._is(T.id, task_id) for task_id in chunk if has_surrogates(task_id)]
+            ids = or_(T.id.in_([i for i in chunk if not has_surrogates(i)]), *odd)
+            query = select(download_tasks).where(ids, T.status.in_(ended), quiet)
             with self._read() as conn:
                 found += [DownloadTask.from_row(r) for r in conn.execute(query).mappings()]
         return found
 
     def status_of(self, task_id: str) -> str | None:
         with self._read() as conn:
-            return conn.execute(select(T.status).where(T.id == task_id)).scalar()
+            return conn.execute(select(T.status).where(self._is(T.id, task_id))).scalar()
 
     # --- helpers -------------------------------------------------------------------
+
+    def _is(self, column: Any, value: Any, *, nullable: bool = False) -> ColumnElement[bool]:
+        """``column = value`` (``IS NOT DISTINCT FROM`` if ``nullable``), ``value`` as read
+        from a row or typed by a user: text with undecodable bytes (lone surrogates,
+        :mod:`dlstore.db`) is compared byte for byte on SQLite, which no driver can bind
+        as text, and matches nothing on PostgreSQL, whose text is always UTF-8."""
+        if not isinstance(value, str) or not has_surrogates(value):
+            return column.is_not_distinct_from(value) if nullable else column == value
+        try:
+            raw = value.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:  # a surrogate that stands for no byte (JSON's "\ud800")
+            return false()
+        if self._postgres:
+            return false()
+        as_bytes = cast(column, LargeBinary)
+        return as_bytes.is_not_distinct_from(raw) if nullable else as_bytes == raw
 
     def _db_now(self, seconds_ago: float = 0.0) -> ColumnElement[str]:
         """The database's clock ``seconds_ago`` seconds back, as dlstore writes timestamps
@@ -743,14 +766,14 @@ class TaskStore:
         ``from_statuses``, else an error naming the row's status."""
         statement = (
             update(download_tasks)
-            .where(T.id == task_id, T.status.in_([s.value for s in from_statuses]))
+            .where(self._is(T.id, task_id), T.status.in_([s.value for s in from_statuses]))
             .values(**values)
             .returning(*download_tasks.c)
         )
         with self._write() as conn:
             row = conn.execute(statement).mappings().first()
             if row is None:
-                status = conn.execute(select(T.status).where(T.id == task_id)).scalar()
+                status = conn.execute(select(T.status).where(self._is(T.id, task_id))).scalar()
         if row is not None:
             return DownloadTask.from_row(row)
         if status is None:

@@ -1,4 +1,5 @@
-"""The check on a URL callers hand dlstore (a task's other options: :mod:`dlstore.options`).
+"""The checks on a URL callers hand dlstore, and on a row's text (a task's other options:
+:mod:`dlstore.options`).
 
 Pure. It raises an :class:`~dlstore.errors.UnsupportedStreamError` whose message
 says what is wrong and what is accepted.
@@ -8,8 +9,8 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from dlstore.errors import UnsupportedStreamError
-from dlstore.redact import redact_url, unsafe_character
+from dlstore.errors import InvalidInputError, UnsupportedStreamError
+from dlstore.redact import redact_url, undecodable_byte, unsafe_character
 
 #: Longer URLs are refused: web servers answer 414 beyond about 8 KiB anyway, and a
 #: row's URL is shown in messages and logs.
@@ -51,3 +52,20 @@ def check_url(url: str) -> str:
             "characters, spaces or line breaks (write them %-encoded, e.g. %20 for a space)."
         )
     return url
+
+
+def check_utf8(column: str, text: str | None) -> None:
+    """Refuse a column's text that held bytes that are not UTF-8 (SQLite stores any).
+
+    The error names the column and the byte, never the text: dlstore cannot tell what
+    the writer meant (a URL, a file name) from bytes it cannot decode.
+    """
+    found = undecodable_byte(text) if text else None
+    if found is None:
+        return
+    byte, position = found
+    raise InvalidInputError(
+        f"The task's {column} is not valid UTF-8 text (the byte 0x{byte:02X} at byte "
+        f"{position} is not UTF-8); whatever wrote the row must store it as UTF-8: "
+        f"correct the {column} and retry the task."
+    )

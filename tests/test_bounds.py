@@ -104,9 +104,10 @@ def test_oversize_segment_is_refused_while_it_streams(hls_server, options, tmp_p
     box = run(hls_server, path, tmp_path, dataclasses.replace(options, max_segment_bytes=MIB))
     error = box["error"]
     assert isinstance(error, SegmentTooLargeError), error
-    assert "video segment 2 of 3 (seg-001.ts) (it is larger than max_segment_bytes (1 MiB)" in str(
-        error
-    )
+    assert (
+        "video segment 2 of 3 (seg-001.ts) (it is larger than max_segment_bytes, "
+        "1048576 bytes (1.0 MB)"
+    ) in str(error)
     assert not error.transient
     assert hls_server.hits["/big/seg-001.ts"] == 1  # permanent: not retried
     assert box["elapsed"] < 5
@@ -122,7 +123,10 @@ def test_content_length_over_the_limit_is_refused_before_the_body(hls_server, op
     box = run(hls_server, path, tmp_path, options)  # the default limit, 256 MiB
     error = box["error"]
     assert isinstance(error, SegmentTooLargeError), error
-    assert "larger than max_segment_bytes (256 MiB): the server announces 10 GiB" in str(error)
+    assert (
+        "larger than max_segment_bytes, 268435456 bytes (268.4 MB): the server announces "
+        "10737418240 bytes (10.7 GB)"
+    ) in str(error)
     assert box["elapsed"] < 0.9  # before the first byte of the body was due
     assert hls_server.hits["/big/seg-001.ts"] == 1
 
@@ -201,6 +205,41 @@ def test_dribbling_playlist_or_key_hits_the_deadline(
     assert hls_server.hits[dribbled] >= 2  # max_retries=1 (a key: per fetch thread)
     assert box["elapsed"] < 2 * 1.5 + 2
     assert wait_until(lambda: hls_server.disconnects[dribbled] >= 2)  # each socket closed
+
+
+@pytest.mark.parametrize(
+    ("stream", "dribbled", "what"),
+    [("plain", "/plain/index.m3u8", "the playlist"), ("aes_iv", "/aes_iv/key.bin", "the AES key")],
+)
+def test_headers_dribbled_hit_the_deadline_and_their_socket_closes_then(
+    stream, dribbled, what, hls_server, options, tmp_path
+):
+    hls_server.dribble_interval = 0.2  # ~30 s of headers, never silent for a read timeout
+    hls_server.fail_always[dribbled] = "dribble-head"
+    patient = dataclasses.replace(
+        options, connect_timeout=0.5, read_timeout=1.0, stall_timeout=30.0, max_retries=0
+    )
+    box = run(hls_server, f"/{stream}/index.m3u8", tmp_path, patient)
+    error = box["error"]
+    assert isinstance(error, TransientDownloadError), error
+    assert f"The server took over 1.5 s to send {what}" in str(error)
+    # closed when the deadline fired, not when the headers would have ended
+    assert wait_until(lambda: hls_server.disconnects[dribbled] >= 1, 2)
+
+
+def test_cancel_closes_a_request_whose_headers_are_dribbled(hls_server, options, tmp_path):
+    hls_server.dribble_interval = 0.2
+    hls_server.fail_always["/plain/seg-001.ts"] = "dribble-head"
+    cancel = threading.Event()
+    patient = dataclasses.replace(options, stall_timeout=60.0, read_timeout=60.0)
+    path = three_segments(hls_server, "/plain/seg-001.ts")
+    thread, box = start(hls_server, path, tmp_path, patient, cancel=cancel)
+    assert wait_until(lambda: hls_server.hits["/plain/seg-001.ts"] >= 1, 5)
+    time.sleep(0.5)  # its headers are coming
+    cancel.set()
+    thread.join(2)
+    assert not thread.is_alive() and isinstance(box["error"], CancelledError), box["error"]
+    assert wait_until(lambda: hls_server.disconnects["/plain/seg-001.ts"] >= 1, 2)
 
 
 # --------------------------------------------------------------------------- cancel

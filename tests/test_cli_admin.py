@@ -140,7 +140,7 @@ def test_status_shows_live_progress_fields(store: TaskStore, migrated_url):
         ),
     )
     out = run("status", task.id, "--db", migrated_url).stdout
-    for text in ("45% (9/20)", "3.0 MiB", "1.0 MiB/s", "11s", "seg-009.ts", "Downloading segments"):
+    for text in ("45% (9/20)", "3.1 MB", "1.0 MB/s", "11s", "seg-009.ts", "Downloading segments"):
         assert text in out
 
 

@@ -19,6 +19,7 @@ import pytest
 from typer.testing import CliRunner
 
 from dlstore.cli import app
+from dlstore.config import Settings
 from dlstore.errors import DlstoreError, InvalidInputError, UnsupportedStreamError
 from dlstore.models import DownloadTask, read_value
 from dlstore.options import (
@@ -26,6 +27,7 @@ from dlstore.options import (
     MAX_METADATA_DEPTH,
     check_task_metadata,
     parse_metadata,
+    prepare,
 )
 from dlstore.store import METADATA_CHANGED, URL_CHANGED, ProgressUpdate
 from dlstore.testing.rust_api import RustApi
@@ -123,6 +125,76 @@ def test_a_row_with_text_in_every_integer_column_reads_and_prints(
         result = CliRunner().invoke(app, [*command, "--db", migrated_url])
         assert result.exit_code == 0, result.output
         assert "Clip" in result.stdout
+
+
+#: A column's text with a byte that is not UTF-8, as SQLite keeps it (a TEXT value).
+NOT_UTF8 = {
+    "url": "url = url || CAST(x'ff' AS TEXT)",
+    "name": "name = 'Clip ' || CAST(x'c3' AS TEXT)",
+    "metadata": """metadata = '{"note": "' || CAST(x'e2ff' AS TEXT) || '"}'""",
+}
+NOT_UTF8_BYTE = {"url": "0xFF at byte 36", "name": "0xC3 at byte 6", "metadata": "0xE2 at byte 11"}
+#: The commands whose text (not --json) shows the column.
+SHOWN_BY = {"url": ("status",), "name": ("status", "list"), "metadata": ()}
+
+
+@pytest.mark.parametrize("column", NOT_UTF8)
+def test_text_that_is_not_utf8_reads_prints_and_fails_its_row_clearly(
+    request, tmp_path, migrated_url, api, store, column
+):
+    task_id = api.create("Clip", URL)
+    refused = f"UPDATE download_tasks SET {column} = convert_from('\\x68ff'::bytea, 'UTF8')"
+    if not sqlite_only(request, api, refused + " WHERE id = ?", (task_id,)):
+        return  # PostgreSQL refuses the bytes at the write
+    api.execute(f"UPDATE download_tasks SET {NOT_UTF8[column]} WHERE id = ?", (task_id,))
+    good = api.create("Good", URL)
+    assert {t.id for t in store.list()} == {task_id, good}
+
+    task, claim = store.claim("here:1:x")  # the oldest: the bad row, read all the same
+    assert task.id == task_id
+    settings = Settings(temp_dir=tmp_path / "work", output_dir=tmp_path / "videos")
+    with pytest.raises(InvalidInputError) as refusal:
+        prepare(task, settings)
+    assert str(refusal.value) == (
+        f"The task's {column} is not valid UTF-8 text (the byte {NOT_UTF8_BYTE[column]} is "
+        f"not UTF-8); whatever wrote the row must store it as UTF-8: correct the {column} and "
+        "retry the task."
+    )
+    assert store.fail(claim, str(refusal.value))  # the fence matches the row's bytes
+    assert store.get(task_id).status == "failed"
+    assert store.claim("here:1:x")[0].id == good  # nothing blocked
+
+    with store.engine.connect() as conn:
+        assert len(conn.exec_driver_sql("SELECT * FROM download_status").all()) == 2
+    for command in (
+        ["status", task_id],
+        ["status", task_id, "--json"],
+        ["list"],
+        ["list", "--json"],
+    ):
+        result = CliRunner().invoke(app, [*command, "--db", migrated_url])
+        assert result.exit_code == 0, result.output
+        if "--json" in command:  # JSON escapes it
+            assert "\\ufffd" in result.stdout and "\\udc" not in result.stdout, result.stdout
+        elif command[0] in SHOWN_BY[column]:
+            assert "\ufffd" in result.stdout, result.stdout
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_a_status_and_an_id_that_are_not_utf8_are_read_and_failed(api, store):
+    task_id = api.create("Clip", URL)
+    api.execute(
+        "UPDATE download_tasks SET id = id || CAST(x'ff' AS TEXT), "
+        "status = 'odd' || CAST(x'ff' AS TEXT) WHERE id = ?",
+        (task_id,),
+    )
+    (task,) = store.list()
+    assert task.id == task_id + "\udcff" and task.status == "odd\udcff"
+    assert store.list(status=task.status) == [task]
+    assert store.fail_unclaimed(task.id, "Unknown status", from_status=task.status)
+    assert store.get(task.id).status == "failed" and store.status_of(task.id) == "failed"
+    assert store.retry(task.id).status == "pending"
+    assert store.claim("here:1:x")[0].id == task.id
 
 
 @pytest.mark.parametrize("garbage", ["9999-12-31T23:59:59-23:59", "2025-13-45T10:00:00Z", "x"])

@@ -18,6 +18,7 @@ from dlstore.errors import (
     CancelledError,
     DiskFullError,
     DownloadError,
+    HttpError,
     NotWritableError,
     TransientDownloadError,
     UnsupportedStreamError,
@@ -238,6 +239,26 @@ def test_byte_range_is_requested_and_cut_when_ignored():
     fetched = get(session, Waits(), byte_range=ByteRange(length=3, offset=4))
     assert adapter.requests[0].headers["Range"] == "bytes=4-6"
     assert fetched.body == b"456"
+
+
+def test_a_206_of_the_wrong_length_for_a_byte_range_fails_clearly():
+    wrong = (206, {"Content-Length": "9", "Content-Range": "bytes 4-12/20"}, b"x" * 9)
+    session, adapter = session_with([wrong])
+    with pytest.raises(DownloadError) as info:
+        get(session, Waits(), byte_range=ByteRange(length=3, offset=4))
+    assert str(info.value) == (
+        "The server answered the request for the playlist with 9 bytes instead of the 3 asked for."
+    )
+    assert not isinstance(info.value, TransientDownloadError) and len(adapter.requests) == 1
+
+
+def test_a_206_shorter_than_its_byte_range_is_truncated_and_one_longer_is_cut():
+    short = (206, {"Content-Range": "bytes 4-6/20"}, b"45")
+    session, _ = session_with([short] * 4)
+    with pytest.raises(HttpError, match=r"The playlist arrived truncated \(2 of 3 bytes\)"):
+        get(session, Waits(), byte_range=ByteRange(length=3, offset=4))
+    session, _ = session_with([(206, {"Content-Range": "bytes 4-6/20"}, b"4567")])
+    assert get(session, Waits(), byte_range=ByteRange(length=3, offset=4)).body == b"456"
 
 
 def test_cancel_during_backoff():

@@ -26,7 +26,7 @@ from dlstore.errors import (
     NetworkPolicyError,
     UnsupportedStreamError,
 )
-from dlstore.http import Retry, describe, fetch_small, make_session, translate_errors
+from dlstore.http import Retry, fetch_small, make_session, translate_errors
 from dlstore.netpolicy import parse_networks
 from dlstore.options import DownloadOptions, check_headers, parse_header
 from dlstore.redact import redact_url
@@ -359,8 +359,15 @@ def test_redact_url(url, shown):
     assert redact_url(url) == shown
 
 
-def test_describe_masks_and_shortens():
-    shown = describe(f"https://u:{SECRET}@cdn.example/{'a' * 300}.m3u8?token={SECRET}")
+def test_urls_have_one_redacting_function_and_describe_means_a_body():
+    from dlstore import http, sniff
+
+    assert not hasattr(http, "describe")  # was an alias of redact_url
+    assert sniff.describe(b"<html>") == "an HTML page of 6 bytes"
+
+
+def test_redact_url_masks_and_shortens():
+    shown = redact_url(f"https://u:{SECRET}@cdn.example/{'a' * 300}.m3u8?token={SECRET}")
     assert SECRET not in shown and len(shown) == 160 and shown.startswith("https://cdn.example/")
 
 

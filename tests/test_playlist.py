@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -422,3 +422,57 @@ def test_choose_subtitles_of_the_variants_group(wanted, names):
     english, forced = master.subtitles[:2]
     assert english.uri == BASE + "en.m3u8" and english.default and not english.forced
     assert forced.forced and not forced.default
+
+
+# --------------------------------------------------------------------------- cost (issue #10)
+
+
+def many_segments(count: int, ref: str = "seg-{i:06d}.ts?t=1") -> str:
+    body = "".join(f"#EXTINF:6.0,\n{ref.format(i=i)}\n" for i in range(count))
+    return f"#EXTM3U\n#EXT-X-TARGETDURATION:6\n{body}#EXT-X-ENDLIST\n"
+
+
+def test_plain_segment_uris_are_joined_without_urljoin_each(monkeypatch):
+    """The guard on planning's cost: ``urljoin`` (the largest per-segment cost) runs a fixed
+    number of times for a playlist of plain relative URIs, not once per segment."""
+    import dlstore.playlist as playlist_module
+
+    calls = []
+    real = playlist_module.urljoin
+    monkeypatch.setattr(playlist_module, "urljoin", lambda *a: calls.append(a) or real(*a))
+    plan = parse_playlist(many_segments(2000), BASE + "index.m3u8?token=x")
+    assert plan.segments[1999].uri == BASE + "seg-001999.ts?t=1"
+    assert len(calls) <= 2
+
+
+_REF_CHARS = "ab1./?:#%;=&-_~+@ \t"
+
+
+@settings(max_examples=3000, deadline=None)
+@given(
+    base=st.sampled_from([
+        BASE + "index.m3u8", BASE + "index.m3u8?token=x#f", "https://h.example",
+        "https://h.example/a//b/./c/../index.m3u8", "HTTP://H.example:8080/a/", "ftp://h/a/x",
+        "https://h/a;p/x.m3u8", "https://h/a/..", "https://[::1]/x/y.m3u8",
+    ]),
+    ref=st.text(alphabet=_REF_CHARS, min_size=1, max_size=14),
+)  # fmt: skip
+def test_the_resolver_joins_as_urljoin_does(base, ref):
+    from dlstore.playlist import _absolute, _Resolver
+
+    def outcome(join):
+        try:
+            return join()
+        except Exception as exc:  # noqa: BLE001 - the same error either way
+            return f"{type(exc).__name__}: {exc}"
+
+    fast = outcome(lambda: _Resolver(base).absolute(ref, "segment"))
+    assert fast == outcome(lambda: _absolute(base, ref, "segment"))
+
+
+@settings(max_examples=3000, deadline=None)
+@given(path=st.text(alphabet="ab./T", max_size=12))
+def test_a_segments_suffix_is_the_one_pathlib_gives(path):
+    from dlstore.playlist import _suffix
+
+    assert _suffix(path) == PurePosixPath(path).suffix.lower()

@@ -270,6 +270,25 @@ def test_a_log_line_stays_one_line(daemon_logging):
         assert "said\\x1b[2J" in text
 
 
+def test_a_traceback_is_logged_redacted_on_its_records_line(daemon_logging):
+    log_file, stderr = daemon_logging
+    log = logs.TaskLog(logging.getLogger(logs.LOGGER_NAME), "t1")
+    try:
+        try:
+            raise OSError(f"with url: /v.m3u8?token={SECRET}")
+        except OSError as cause:
+            raise ValueError(f"cannot fetch {TOKEN_URL}{CONTROLS}") from cause
+    except ValueError:
+        log.exception("Crashed")
+    log.error("Stack", stack_info=True)
+    for text in (log_file.read_text(), stderr.getvalue()):
+        assert text.count("\n") == 2 and no_raw_controls(text), text
+        assert SECRET not in text and "user:" not in text, text
+        assert "[task t1] Crashed\\nTraceback (most recent call last):" in text
+        assert "ValueError: cannot fetch https://cdn.example/v.m3u8?…\\x1b[2J" in text
+        assert "OSError: with url: /v.m3u8?…" in text
+
+
 def test_urllib3_warnings_quoting_a_peers_headers_are_held_back(daemon_logging, caplog):
     reply = f"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n{SECRET}-NO-COLON\r\n\r\nok".encode()
     with caplog.at_level(logging.DEBUG), RawServer(reply) as raw:
@@ -290,3 +309,16 @@ def test_the_work_folder_manifest_keeps_no_token_of_the_url():
     assert "SECRET-9d2e" not in json.dumps(identity)
     other = DownloadPlan(url=url.replace("9d2e", "0000"), video=video).identity()
     assert identity != other  # still tells two URLs apart: no wrong resume
+
+
+def test_escape_controls_finds_exactly_the_characters_unsafe_character_names():
+    import unicodedata
+
+    from dlstore.redact import escape_controls, unsafe_character
+
+    for code in range(0x110000):
+        char = chr(code)
+        if unicodedata.category(char) == "Cs":
+            continue  # a lone surrogate is an undecodable byte: shown as U+FFFD
+        unsafe = char != " " and unsafe_character(char) is not None
+        assert (escape_controls(char) != char) == unsafe, hex(code)

@@ -332,3 +332,17 @@ def test_jobs_for_reads_the_plans_whole_segment_properties_once(monkeypatch):
     jobs = jobs_for(Track("video", plan))
     assert len(jobs) == 500 and {j.ts_check for j in jobs} == {"require"}
     assert len(calls) <= 2  # once for the track's shape (container asks it once more)
+
+
+def test_jobs_for_parses_each_segments_uri_for_its_name_once(monkeypatch):
+    """The guard on planning's cost: one display_name per file, not one per use of it."""
+    from dlstore import fetch, playlist
+    from dlstore.playlist import MediaPlan, Segment
+
+    calls = []
+    real = fetch.display_name
+    for module in (fetch, playlist):  # Segment.name calls playlist's
+        monkeypatch.setattr(module, "display_name", lambda uri: calls.append(uri) or real(uri))
+    segments = tuple(Segment(f"https://h/seg-{i}.ts", 6.0, i) for i in range(500))
+    jobs = fetch.jobs_for(Track("video", MediaPlan(url="https://h/v.m3u8", segments=segments)))
+    assert len(calls) == 500 and jobs[499].label == "video segment 500 of 500 (seg-499.ts)"

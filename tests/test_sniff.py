@@ -16,13 +16,13 @@ from dlstore.errors import (
     WrongContentError,
 )
 from dlstore.playlist import MediaPlan, decode_playlist, parse_playlist
+from dlstore.sizes import format_size
 from dlstore.sniff import (
     HEAD_BYTES,
     Kind,
     check_segment,
     container_of,
     describe,
-    format_size,
     identify,
 )
 from dlstore.testing.hls_server import Body
@@ -106,9 +106,9 @@ def test_identify_real_media(hls_media):
 
 @pytest.mark.parametrize(
     ("size", "text"),
-    [(0, "0 bytes"), (1, "1 byte"), (120, "120 bytes"), (1023, "1023 bytes"),
-     (1024, "1 KB"), (2150, "2.1 KB"), (3072, "3 KB"), (1048575, "1 MB"),
-     (int(1.2 * 2**20), "1.2 MB"), (5 * 2**30, "5 GB")],
+    [(0, "0 bytes"), (1, "1 byte"), (120, "120 bytes"), (999, "999 bytes"),
+     (1000, "1.0 KB"), (2150, "2.2 KB"), (3072, "3.1 KB"), (999_949, "999.9 KB"),
+     (999_950, "1.0 MB"), (1_200_000, "1.2 MB"), (5 * 10**9, "5.0 GB")],
 )  # fmt: skip
 def test_format_size(size, text):
     assert format_size(size) == text
@@ -117,10 +117,10 @@ def test_format_size(size, text):
 @pytest.mark.parametrize(
     ("body", "size", "text"),
     [
-        (b"<html><body>" + b"x" * 2138, None, "an HTML page of 2.1 KB"),
+        (b"<html><body>" + b"x" * 2138, None, "an HTML page of 2.2 KB"),
         (b'{"error": "' + b"e" * 107 + b'"}', None, "a JSON document of 120 bytes"),
-        (b"just words " * 279 + b"abc", None, "plain text of 3 KB"),
-        (b"\x00\x01" * 100, int(1.2 * 2**20), "binary data of 1.2 MB"),
+        (b"just words " * 279 + b"abc", None, "plain text of 3.1 KB"),
+        (b"\x00\x01" * 100, 1_200_000, "binary data of 1.2 MB"),
         (b"ffconcat version 1.0\nfile 'a'\n", None, "an ffconcat script of 30 bytes"),
         (b"v=0\nc=IN IP4 1.2.3.4\n", None, "an SDP description of 21 bytes"),
         (b"#EXTM3U\n", None, "an HLS playlist of 8 bytes"),
@@ -174,8 +174,8 @@ def test_check_segment_names_what_came_instead():
 
 
 def test_check_segment_uses_the_whole_size_when_given():
-    with pytest.raises(WrongContentError, match="an HTML page of 2 MB; the server did not"):
-        check_segment(b"<html>", "mov", "video init section 1", size=2 * 2**20)
+    with pytest.raises(WrongContentError, match="an HTML page of 2.0 MB; the server did not"):
+        check_segment(b"<html>", "mov", "video init section 1", size=2 * 10**6)
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from dlstore.sizes import format_rate
 from dlstore.store import ProgressUpdate, TaskStore
 from dlstore.testing.rust_api import STATUS_VIEW, RustApi
 
@@ -160,3 +161,8 @@ def test_lookup_by_task_id_uses_the_primary_key(store, api):
         api.execute("SET enable_seqscan = off")
         plan = " ".join(r["QUERY PLAN"] for r in api.execute("EXPLAIN " + STATUS_VIEW, ("x",)))
         assert "download_tasks_pkey" in plan, plan
+
+
+@pytest.mark.parametrize(("speed_bps", "text"), [(s, t) for s, t in SPEEDS if t is not None])
+def test_python_writes_a_rate_as_the_view_does(speed_bps, text):
+    assert format_rate(speed_bps) == text  # the CLI's speeds, sniff's and progress's sizes

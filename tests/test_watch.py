@@ -39,12 +39,12 @@ def test_a_downloading_row_shows_its_bar_speed_and_eta(store):
     number = next(n for n, line in enumerate(lines) if task.id[:8] in line)
     line = lines[number]
     assert "downloading" in line and "40%" in line
-    assert "1.0 MiB/s" in line and "2m15s" in line and "Fetching" in lines[number + 1]
+    assert "1.0 MB/s" in line and "2m15s" in line and "Fetching" in lines[number + 1]
     assert "━" in line  # the bar
     assert "[bold]clip[/bold]" in line and "\\x1b[2J" in line  # literal, escaped
     assert "\x1b" not in text
     pending = next(line for line in text.splitlines() if "Later" in line)
-    assert "pending" in pending and "MiB/s" not in pending
+    assert "pending" in pending and "MB/s" not in pending
 
 
 def test_a_paused_queue_is_in_the_caption(store):

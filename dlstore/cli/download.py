@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from dlstore.cli import ConfigOption, DbOption, command, fail, load_env
-from dlstore.cli.format import format_bytes
+from dlstore.cli.format import format_bytes, format_speed
 from dlstore.errors import DlstoreError, InvalidInputError
 from dlstore.options import (
     BatchTask,
@@ -291,7 +291,7 @@ class _Bar:
         if progress.segments_total and bar.total != progress.segments_total:
             bar.total = progress.segments_total
         bar.n = progress.segments_done
-        speed = f"{format_bytes(progress.speed_bps)}/s" if progress.speed_bps else "-"
+        speed = format_speed(progress.speed_bps or None)
         postfix = f"{format_bytes(progress.bytes_done)} {speed}"
         if progress.fraction is not None:  # a live recording: say how much is recorded
             postfix = f"{progress.message}, {postfix}"

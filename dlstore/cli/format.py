@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from dlstore.redact import escape_controls, redact_url
+from dlstore.sizes import format_rate, format_size
 from dlstore.timeutil import parse_ts
 
 if TYPE_CHECKING:
@@ -19,14 +20,14 @@ if TYPE_CHECKING:
 
 
 def format_bytes(count: int | None) -> str:
-    if count is None:
-        return "-"
-    size = float(count)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} GiB"  # pragma: no cover
+    """A size as :func:`~dlstore.sizes.format_size` writes it; "-" when unknown."""
+    return "-" if count is None else format_size(count)
+
+
+def format_speed(bytes_per_second: int | None) -> str:
+    """A speed as :func:`~dlstore.sizes.format_rate` (and the status view) writes it;
+    "-" when unknown."""
+    return "-" if bytes_per_second is None else format_rate(bytes_per_second)
 
 
 def format_seconds(seconds: int | None) -> str:
@@ -80,10 +81,9 @@ def format_task(task: DownloadTask) -> str:
         ("progress", format_progress(task)),
     ]
     if task.status == "downloading":
-        speed = f"{format_bytes(task.speed_bps)}/s" if task.speed_bps is not None else "-"
         lines += [
             ("downloaded", format_bytes(task.downloaded_bytes)),
-            ("speed", speed),
+            ("speed", format_speed(task.speed_bps)),
             ("eta", format_seconds(task.eta_seconds)),
             ("current file", task.current_file or "-"),
             ("worker", task.worker_id or "-"),

@@ -11,7 +11,7 @@ from __future__ import annotations
 from time import sleep
 from typing import TYPE_CHECKING
 
-from dlstore.cli.format import format_bytes, format_queue, format_seconds, format_when
+from dlstore.cli.format import format_queue, format_seconds, format_speed, format_when
 from dlstore.errors import DlstoreError
 from dlstore.redact import escape_controls
 from dlstore.timeutil import format_ts, utcnow
@@ -88,7 +88,7 @@ def _cells(task: DownloadTask) -> list[RenderableType]:
 
     downloading = task.status == "downloading"
     percent = max(0, min(100, task.progress or 0))
-    speed = f"{format_bytes(task.speed_bps)}/s" if downloading and task.speed_bps else ""
+    speed = format_speed(task.speed_bps) if downloading and task.speed_bps else ""
     eta = format_seconds(task.eta_seconds) if downloading and task.eta_seconds is not None else ""
     message = task.error_message if task.status == "failed" else task.message
     name = _plain(task.name)

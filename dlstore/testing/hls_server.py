@@ -10,6 +10,7 @@
         server.latency = 0.05                              # per request, seconds
         server.rate_limit_bps = 1 << 20                    # per connection
         server.fail_times("/plain/seg-001.ts", 1, "dribble")  # 1 byte per dribble_interval
+        server.fail_always["/plain/index.m3u8"] = "dribble-head"  # so are the headers
         server.bodies["/live.ts"] = Endless()              # a body that never ends
         server.drop_after("/plain/seg-002.ts", 5000)       # 5000 bytes of the body, then RST
         server.ranges = False                              # Range ignored: always 200, whole
@@ -57,7 +58,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-FAULT_KINDS = ("503", "reset", "truncate")  # also "429" and "dribble", on request
+FAULT_KINDS = ("503", "reset", "truncate")  # also "429", "dribble", "dribble-head", on request
 WRITE_CHUNK = 16 * 1024
 SLOW_WRITE_TIMEOUT = 5.0  # a dribbled or endless body gives up on a client that stops reading
 DROP_PAUSE = 0.1  # seconds between the last byte of a dropped body and the RST
@@ -328,7 +329,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         if status == 206:
             self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
-        self.end_headers()
+        if fault == "dribble-head":
+            self._dribble_head()
+        else:
+            self.end_headers()
         if head:
             return
         drop = self.server.app._drop_for(self._served)
@@ -355,6 +359,13 @@ class _Handler(BaseHTTPRequestHandler):
             if drop is not None:
                 time.sleep(DROP_PAUSE)
             self._reset()
+
+    def _dribble_head(self) -> None:
+        """End the headers (as end_headers does) but send them a byte per dribble_interval."""
+        self._headers_buffer.append(b"\r\n")  # type: ignore[attr-defined]
+        head, self._headers_buffer = b"".join(self._headers_buffer), []  # type: ignore[attr-defined]
+        view = iter(head)
+        self._write(lambda n: bytes([next(view)]) if n else b"", len(head), step=1)
 
     def _validators(self, body) -> dict[str, str]:
         """The ETag (and for a file Last-Modified) of ``body``, unless validators are off."""
