@@ -26,7 +26,8 @@ from dlstore.testing.hls_server import HlsServer
 from dlstore.testing.live import LiveDash, make_dash_pool
 from dlstore.testing.media import FPS, decode_check
 from dlstore.testing.rust_api import RustApi
-from tests.test_live_daemon import CONFIG, start_daemon, watch
+
+from .support.daemon import LIVE_CONFIG, start_daemon, watch
 
 DATA = Path(__file__).parent / "data" / "mpd"
 AST = 1_767_225_600.0  # dynamic.mpd's availabilityStartTime, 2026-01-01T00:00:00Z
@@ -227,7 +228,7 @@ def test_the_daemon_records_a_dynamic_row_and_refuses_one_without_live(
     from dlstore import migrate
 
     migrate.upgrade(sqlite_url)
-    (tmp_path / "downloader.yaml").write_text(CONFIG)
+    (tmp_path / "downloader.yaml").write_text(LIVE_CONFIG)
     live = LiveDash(server, dash_pool)
     api = RustApi(sqlite_url)
     try:
