@@ -57,6 +57,57 @@ def test_an_end_number_stops_the_window():
     assert [n for n, _, _ in window] == [1, 2, 3, 4, 5, 6]
 
 
+def test_the_clock_never_goes_past_the_periods_end():
+    window = numbered_window(at(20), ticks=2, timescale=1, period_seconds=Fraction(7))
+    assert [n for n, _, _ in window] == [1, 2, 3, 4]  # 4 holds 6..7 (cut): none after it
+    exact = numbered_window(at(20), ticks=2, timescale=1, period_seconds=Fraction(8))
+    assert [n for n, _, _ in exact] == [1, 2, 3, 4]
+
+
+def dynamic_mpd(extra: str = "", timeline: bool = False) -> str:
+    text = (DATA / "dynamic.mpd").read_text().replace('type="dynamic"', f'type="dynamic" {extra}')
+    if timeline:
+        text = text.replace(
+            'duration="2" initialization="init.mp4" media="$Number$.m4s"/>',
+            'initialization="init.mp4" media="t$Time$.m4s"><SegmentTimeline>'
+            '<S t="0" d="2" r="-1"/></SegmentTimeline></SegmentTemplate>',
+        )
+    return text
+
+
+@pytest.mark.parametrize("timeline", [False, True], ids=["duration", "timeline"])
+def test_a_dynamic_mpd_with_a_duration_lists_no_segment_past_it(timeline):
+    text = dynamic_mpd('mediaPresentationDuration="PT10S"', timeline)
+    rep = parse_mpd(text.encode(), "https://c.example/l.mpd", live=True).periods[0].video[0]
+    numbers = [s.media_sequence for s in live_segments(rep, at(41, depth=None), 1000)]
+    assert numbers == [1, 2, 3, 4, 5]  # the clock says 20 are out: the period holds 5
+    assert [s.media_sequence for s in live_segments(rep, at(6.5), 1000)] == [1, 2, 3]
+
+
+def test_a_window_takes_only_what_a_fetched_manifest_showed(fast_options):
+    """Between two fetches the clock brings a segment: the manifest is fetched again before
+    it is taken; it turned static meanwhile, so the recording ends with what it lists."""
+    from dlstore.dash_tracks import DashWindows
+
+    url, wall = "https://c.example/l.mpd", [AST + 41.0]
+    manifest = parse_mpd(dynamic_mpd().encode(), url, live=True)  # minimumUpdatePeriod 2 s
+    windows = DashWindows(None, manifest, replace(fast_options, record_live=True),
+                          wall=lambda: wall[0])  # fmt: skip
+    assert windows.first.tracks[0].segments[-1].media_sequence == 20  # ends at 40
+    wall[0] = AST + 41.9  # nothing new by the clock, the update period not over: no fetch
+    windows._fetch = lambda: pytest.fail("fetched")
+    assert windows.load().tracks[0].segments[-1].media_sequence == 20
+    static = (
+        (DATA / "dynamic.mpd")
+        .read_text()
+        .replace('type="dynamic"', 'type="static" mediaPresentationDuration="PT40S"')
+    )  # it ended with segment 20, before 21 (ends at 42) came out
+    windows._fetch = lambda: parse_mpd(static.encode(), url)
+    wall[0] = AST + 42.5  # 21 is out by the clock: fetched again first
+    ended = windows.load()
+    assert ended.ended and ended.tracks[0].segments[-1].media_sequence == 20
+
+
 def test_a_timeline_is_cut_to_what_the_clock_says_exists():
     entries = [(5, 100, 10), (6, 110, 10), (7, 120, 10), (8, 130, 10)]  # media times from 90
     offered = available(entries, at(3.5, depth=2.0), timescale=10, offset=90)
@@ -160,12 +211,12 @@ def test_a_dynamic_mpd_is_recorded_until_it_becomes_static(dash_pool, server, op
     future = worker.submit(record, live, tmp_path, options)
     wait_for(lambda: server.hits[live.segment_path(5)])
     offered |= set(live.available())
-    last = live.end()  # static now: the rest of the period, then the end
+    last = live.end()  # static now, exactly as long as what came out: the rest, then the end
     result = future.result(timeout=30)
     worker.shutdown()
     video = hits(server)
-    assert video == {n: 1 for n in range(1, last + 1)}  # in order, none twice, none skipped
-    assert set(hits(server, 1).values()) == {1}
+    assert video == {n: 1 for n in range(1, last + 1)}  # in order, none twice, none skipped,
+    assert hits(server, 1) == video  # and none past the static MPD's end
     assert offered <= set(video) and min(offered) == 1
     assert result.live_gaps == []
     assert_plays(result.output_path, last)

@@ -219,7 +219,7 @@ class LiveDash:
     ``n`` seconds have passed since then (the client works that out from its clock:
     the MPD does not change); ``depth`` is its ``timeShiftBufferDepth``.
 
-        live.end()                # the MPD becomes static, as long as what was produced
+        live.end()                # the MPD becomes static, exactly as long as what was produced
         live.available()          # the segment numbers the window offers now
         server.hits[live.segment_path(3)]          # video segment 3 fetched how often
     """
@@ -265,12 +265,16 @@ class LiveDash:
         return [n for n in range(1, self.count + 1) if elapsed - self.depth <= n <= elapsed]
 
     def end(self) -> int:
-        """Make the MPD static, as long as the segments produced by now and the one being
-        produced (a client may take that one by the clock before it reloads); their count."""
-        self.ended_after = min(self.count, int(time.time() - self.start) + 1)
-        total = f'mediaPresentationDuration="PT{self.ended_after}S"'
-        self._publish(re.sub(r'mediaPresentationDuration="[^"]*"', total, self.static))
-        return self.ended_after
+        """Make the MPD static, exactly as long as the segments produced by now; their
+        count. It is in place before another segment comes out (else published again), so
+        the dynamic MPD a client fetched before never said one more had been produced."""
+        while True:
+            produced = min(self.count, int(time.time() - self.start))
+            total = f'mediaPresentationDuration="PT{produced}S"'
+            self._publish(re.sub(r'mediaPresentationDuration="[^"]*"', total, self.static))
+            if produced == self.count or time.time() - self.start < produced + 1:
+                self.ended_after = produced
+                return produced
 
     def _publish(self, text: str) -> None:
         self.server.bodies[self.path] = Body(text.encode(), DASH_TYPE)
