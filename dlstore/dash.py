@@ -666,12 +666,15 @@ def live_segments(rep: Representation, clock: Clock | None, limit: int) -> tuple
     if not media:
         raise _bad(rep, "a SegmentTemplate without @media")
     init, scale = init_section(rep), _timescale(rep)
+    offset = _int(rep.layout.attrs.get("presentationTimeOffset"), "presentationTimeOffset", rep,
+                  default=0)  # fmt: skip
     return tuple(
         Segment(
             uri=_absolute(rep, _fill(rep, media, number=number, time=time)),
             duration=ticks / scale,
             media_sequence=number,
             init=init,
+            start=(time - offset) / scale,  # on the period's clock, as every track's
         )  # fmt: skip
         for number, time, ticks in _live_entries(rep, clock, limit)
     )
