@@ -21,6 +21,7 @@ from dlstore.dash import live_segments, parse_mpd
 from dlstore.dash_live import Clock, available, clock_offset, numbered_window
 from dlstore.engine import download
 from dlstore.errors import CancelledError, UnsupportedStreamError
+from dlstore.live import JOURNAL_NAME
 from dlstore.options import DownloadOptions
 from dlstore.testing.hls_server import HlsServer
 from dlstore.testing.live import LiveDash, make_dash_pool
@@ -188,6 +189,13 @@ def record(live: LiveDash, tmp_path: Path, options: DownloadOptions, **kwargs):
                     **kwargs)  # fmt: skip
 
 
+def recorded_numbers(work: Path) -> list[int]:
+    """The video segment numbers a recording's journal holds."""
+    lines = (work / JOURNAL_NAME).read_text().splitlines()
+    entries = [json.loads(line) for line in lines]
+    return [e["sequence"] for e in entries if "segment" in e and "track" not in e]
+
+
 def wait_for(predicate, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -236,6 +244,9 @@ def test_a_stopped_dash_recording_resumes_at_the_live_edge_with_a_gap(
     cancel.set()
     with pytest.raises(CancelledError):
         first.result(timeout=30)
+    kept = recorded_numbers(tmp_path / "work")
+    in_flight = set(hits(server)) - set(kept)  # fetched when the cancel came: not kept
+    assert kept == list(range(1, len(kept) + 1)) and in_flight <= {len(kept) + 1}
     time.sleep(3.5)  # the window (2 s deep) moves past what was recorded
     second = worker.submit(record, live, tmp_path, options, stop_recording=None)
     wait_for(lambda: any(n >= 8 for n in hits(server)))
@@ -246,7 +257,8 @@ def test_a_stopped_dash_recording_resumes_at_the_live_edge_with_a_gap(
     assert set(video.values()) == {1}  # nothing fetched twice across the two attempts
     gaps = [g for g in result.live_gaps if "track" not in g]
     assert [g["reason"] for g in gaps] == ["resumed"] and gaps[0]["missing"] >= 1
-    recorded = sorted(video)
+    assert gaps[0]["after_sequence"] == len(kept)
+    recorded = sorted(set(video) - in_flight)
     missing = gaps[0]["missing"]
     assert recorded == [
         n
