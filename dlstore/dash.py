@@ -666,12 +666,15 @@ def live_segments(rep: Representation, clock: Clock | None, limit: int) -> tuple
     if not media:
         raise _bad(rep, "a SegmentTemplate without @media")
     init, scale = init_section(rep), _timescale(rep)
+    offset = _int(rep.layout.attrs.get("presentationTimeOffset"), "presentationTimeOffset", rep,
+                  default=0)  # fmt: skip
     return tuple(
         Segment(
             uri=_absolute(rep, _fill(rep, media, number=number, time=time)),
             duration=ticks / scale,
             media_sequence=number,
             init=init,
+            start=(time - offset) / scale,  # on the period's clock, as every track's
         )  # fmt: skip
         for number, time, ticks in _live_entries(rep, clock, limit)
     )
@@ -683,14 +686,18 @@ def _live_entries(rep: Representation, clock: Clock | None, limit: int) -> list[
     if clock is None:
         return _timeline(rep, limit) if rep.layout.timeline is not None else _numbered(rep, limit)
     if rep.layout.timeline is not None:
-        produced = replace(rep, period_seconds=Fraction(max(0.0, clock.elapsed)))
-        return available(_timeline(produced, limit), clock, timescale=scale, offset=offset)
+        produced = Fraction(max(0.0, clock.elapsed))  # ``r="-1"`` repeats up to now, and no
+        if rep.period_seconds is not None:  # further than the period's end
+            produced = min(produced, rep.period_seconds)
+        cut = replace(rep, period_seconds=produced)
+        return available(_timeline(cut, limit), clock, timescale=scale, offset=offset)
     ticks = _int(attrs.get("duration"), "SegmentTemplate@duration", rep, default=None)
     if ticks is None or ticks <= 0:
         raise _bad(rep, "a SegmentTemplate with neither a SegmentTimeline nor a positive @duration")
     last = _int(attrs.get("endNumber"), "endNumber", rep, default=None)
     return numbered_window(clock, ticks=ticks, timescale=scale, start_number=_start(rep),
-                           offset=offset, end_number=last, limit=limit)  # fmt: skip
+                           offset=offset, end_number=last, period_seconds=rep.period_seconds,
+                           limit=limit)  # fmt: skip
 
 
 def _template(rep: Representation, limit: int) -> list[Timed]:

@@ -5,7 +5,9 @@ A live MPD's segment ``k`` of a period (from 0) covers the presentation times
 ``[k·d, (k+1)·d)`` from the period's start, and may be fetched once it has been produced:
 when ``availabilityStartTime + Period@start + (k+1)·d`` is past (ISO 23009-1 §5.3.9.5,
 ``availabilityTimeOffset`` not used). It stays available for ``timeShiftBufferDepth``
-after that (without one, as long as the period lasts). So:
+after that (without one, as long as the period lasts). The clock never adds a segment
+the manifest does not list: none past ``@endNumber``, the timeline's entries, or the
+period's end when the manifest gives one. So:
 
     numbered_window(...)   a ``@duration`` template: the numbers available now, computed
                            from the clock alone (the MPD need not change for them)
@@ -69,16 +71,21 @@ def numbered_window(
     start_number: int = 1,
     offset: int = 0,
     end_number: int | None = None,
+    period_seconds: Fraction | None = None,
     limit: int = 100_000,
 ) -> list[Entry]:
     """The segments of a ``@duration`` template (``ticks`` long, media times from the
     ``presentationTimeOffset`` ``offset``) that are available by ``clock``: at most
-    ``limit``, the newest."""
+    ``limit``, the newest, and none past what the manifest lists (``@endNumber``) or past
+    the period's end (``period_seconds``: Period@duration, mediaPresentationDuration),
+    whatever the clock says."""
     seconds = Fraction(ticks, timescale)
     last = math.floor(Fraction(clock.elapsed) / seconds) - 1  # the last one complete
     first = max(0, math.ceil(Fraction(clock.oldest) / seconds) - 1, last + 1 - limit)
     if end_number is not None:
         last = min(last, end_number - start_number)
+    if period_seconds is not None:  # the period holds this many, the last one maybe cut
+        last = min(last, math.ceil(period_seconds / seconds) - 1)
     return [(start_number + k, offset + k * ticks, ticks) for k in range(first, last + 1)]
 
 

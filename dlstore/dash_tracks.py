@@ -129,14 +129,16 @@ def _text_track(
 class DashWindows:
     """The windows of a live (``type="dynamic"``) DASH manifest, for :mod:`dlstore.live`.
 
-    Each load lists the segments of the chosen representations that are available by
-    the wall clock (:mod:`dlstore.dash_live`): the server's, by the manifest's
-    ``UTCTiming`` when dlstore can read it (a time given directly, or a URL whose body is
-    the time), else the local one. The manifest itself is fetched again only once its
-    ``minimumUpdatePeriod`` has passed (a ``@duration`` template's window moves with the
-    clock alone). The recording follows the period that was current when it began; once
-    the manifest becomes ``static`` (or that period is gone) the window is the rest of the
-    period and the stream has ended.
+    Each load lists the segments of the chosen representations that were available by
+    the wall clock (:mod:`dlstore.dash_live`) when the manifest was fetched: the server's
+    clock, by the manifest's ``UTCTiming`` when dlstore can read it (a time given
+    directly, or a URL whose body is the time), else the local one. A segment the clock
+    says came out since then is taken only once a fetch of the manifest shows it: the
+    manifest is fetched again when one has (so a stream that ends in between is seen to
+    end, and the recording holds exactly the segments its last manifest lists), and once
+    its ``minimumUpdatePeriod`` has passed. The recording follows the period that was
+    current when it began; once the manifest becomes ``static`` (or that period is gone)
+    the window is the rest of the period and the stream has ended.
     """
 
     def __init__(
@@ -149,24 +151,41 @@ class DashWindows:
     ) -> None:
         self.session, self.options, self.cancel, self.wall = session, options, cancel, wall
         self.url = manifest.url
-        self.manifest, self.loaded_at = manifest, wall()
+        self.manifest, self.loaded_at = manifest, wall()  # the manifest's local fetch time
         self.offset = self._utc_offset(manifest)
         period = _current_period(manifest, self.now())
         self.period = (period.id, period.start)
         self.first = self.window()
 
     def now(self) -> float:
+        """The server's time now (seconds since the epoch)."""
         return self.wall() + self.offset
 
     def load(self) -> Window:
-        timing = self.manifest.live
-        if timing is None or self.wall() - self.loaded_at >= (timing.update_period or 0):
-            self.manifest, self.loaded_at = self._fetch(), self.wall()
+        if self._stale():
+            began = self.wall()  # the answer is at least as new as the request
+            self.manifest, self.loaded_at = self._fetch(), began
         return self.window()
 
-    def window(self) -> Window:
-        """The current manifest's window at the current time."""
-        manifest, now = self.manifest, self.now()
+    def _stale(self) -> bool:
+        """Whether the manifest must be fetched again: it is static (not a live one any
+        more), its minimumUpdatePeriod has passed, or a segment came out since its fetch."""
+        timing = self.manifest.live
+        if timing is None or self.wall() - self.loaded_at >= (timing.update_period or 0):
+            return True
+        newest = self._newest(self.window(self.now()))
+        return newest is not None and newest != self._newest(self.window())
+
+    @staticmethod
+    def _newest(window: Window) -> int | None:
+        segments = window.tracks[0].segments
+        return segments[-1].media_sequence if segments else None
+
+    def window(self, at: float | None = None) -> Window:
+        """The current manifest's window at the server time ``at`` (by default its fetch
+        time: what the manifest said was available when it was fetched)."""
+        manifest = self.manifest
+        now = self.loaded_at + self.offset if at is None else at
         period = next((p for p in manifest.periods if (p.id, p.start) == self.period), None)
         if period is None:  # the period left the manifest: the recording is over
             return Window(tracks=tuple(MediaPlan(self.url, ()) for _ in self.first.tracks),

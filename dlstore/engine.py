@@ -40,7 +40,6 @@ from dlstore.errors import (
     DownloadError,
     InvalidInputError,
     PlaylistError,
-    UnsupportedStreamError,
 )
 from dlstore.fetch import Arrivals, fetch_all, jobs_for
 from dlstore.http import (
@@ -423,21 +422,18 @@ class _Download:
     ) -> tuple[DownloadPlan, _FollowingRemux | None, list[dict]]:
         """Record a live plan into the work folder (:mod:`dlstore.live`): what was recorded,
         as a finished plan; the remux following it, if any; its gaps."""
-        if plan.audio is not None and plan.live_source is None:
-            raise UnsupportedStreamError(
-                f"The live stream {redact_url(plan.url)} has its audio in a separate rendition; "
-                "dlstore records live HLS streams whose audio is in the video's segments only."
-            )
         self.work.prepare({**plan.identity(), "segments": "live"})
         context = LiveContext(
             session=session, options=self.options, work=self.work, keys=self._keys(session),
             tracker=self.tracker, emit=self.emit, cancel=self.cancel,
             stop=stop or threading.Event(), log=log or LIVE_LOG,
         )  # fmt: skip
-        source = plan.live_source or HlsWindows(
-            context, plan.variant.uri if plan.variant else plan.url
+        source = plan.live_source or HlsWindows(context, _live_playlists(plan))
+        first = (
+            plan.live_source.first
+            if plan.live_source
+            else HlsWindows.window([track.plan for track in plan.tracks])
         )
-        first = plan.live_source.first if plan.live_source else HlsWindows.window(plan.video)
         recorder = LiveRecorder(context, first, source)
         following = None
         if _join_method(plan, self.fmt) == "follow" and plan.video.container is not None:
@@ -538,6 +534,13 @@ class _Download:
         final = self.tracker.snapshot(f"Done: {self.output_path.name}")
         self.emit(Progress(**{**final.__dict__, "speed_bps": None, "eta_seconds": 0}), force=True)
         return result
+
+
+def _live_playlists(plan: DownloadPlan) -> list[str]:
+    """The media playlists a live HLS recording reloads: the variant's (or the only one),
+    then each separate audio rendition's, as ``plan.tracks`` lists their tracks."""
+    audio = [info.uri for info in plan.audio_renditions if info is not None]
+    return [plan.variant.uri if plan.variant else plan.url, *audio]
 
 
 def _recorded(plan: DownloadPlan, plans: tuple[MediaPlan, ...]) -> DownloadPlan:

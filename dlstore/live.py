@@ -7,12 +7,15 @@ recorded into the work folder until it ends.
     ◀── reload: the target duration after the previous load began, half of it after a
         reload that brought nothing new (RFC 8216 §6.3.4)
 
-The windows come from a :class:`WindowSource`: :class:`HlsWindows` (a media playlist,
-reloaded) or :class:`dlstore.dash_tracks.DashWindows` (a live DASH manifest, its
-windows worked out from the clock). A window has one plan per track, the video (or
+The windows come from a :class:`WindowSource`: :class:`HlsWindows` (the variant's
+media playlist and each separate audio rendition's, reloaded together) or
+:class:`dlstore.dash_tracks.DashWindows` (a live DASH manifest, its windows worked out
+from the clock). A window has one plan per track, the video (or
 only) one first, then each audio track; each track keeps its own files, journal
 entries (``"track"``, absent for the first) and bookkeeping, the others recorded up to
-the first one's time. The limits, the stall and the progress count the first track.
+the first one's time. A new recording starts its tracks together (:func:`aligned_start`:
+by start time, EXT-X-PROGRAM-DATE-TIME or DASH presentation time, else by media
+sequence). The limits, the stall and the progress count the first track.
 
 Each segment is taken once: by its media sequence number, never one at or below the
 last taken, so a stale reload (an older copy from a cache) brings nothing. A
@@ -52,7 +55,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 from urllib.parse import urlsplit, urlunsplit
@@ -87,6 +90,7 @@ STALL_MIN_SECONDS = 10.0
 MAX_FAILED_RELOADS = 3
 MAX_FAILED_SEGMENTS = 3
 MAX_START_SECONDS = 120.0  # a first window longer than this (a DVR window) starts this far back
+ALIGN_SECONDS = 0.1  # start times this close are the same moment (aligned_start)
 MIN_CHUNK = 8  # segments fetched, then journaled, at a time (at least; 2 per thread)
 #: Files of an attempt that never made it into the journal: removed on resume.
 _STRAY = re.compile(
@@ -173,6 +177,23 @@ def live_start(segments: list[Segment]) -> int:
         start -= 1
         seconds += segments[start].duration
     return start
+
+
+def aligned_start(lead: Segment, segments: Sequence[Segment]) -> int:
+    """Where a track other than the first starts in its first window ``segments``, so as
+    to begin with the first track's first segment ``lead``: by start times when all carry
+    one (EXT-X-PROGRAM-DATE-TIME, a DASH presentation time), at the last segment begun by
+    ``lead``'s start; else at ``lead``'s media sequence number (packagers number a
+    stream's renditions alike). ``len(segments)`` while the window has not reached
+    ``lead`` yet: the track waits for the next load."""
+    if lead.start is not None and segments and all(s.start is not None for s in segments):
+        begun = [n for n, s in enumerate(segments) if s.start <= lead.start + ALIGN_SECONDS]
+        if not begun:
+            return 0  # the window begins after lead: as early as it can
+        last = segments[begun[-1]]
+        return len(segments) if last.start + last.duration <= lead.start else begun[-1]
+    later = (n for n, s in enumerate(segments) if s.media_sequence >= lead.media_sequence)
+    return next(later, len(segments))
 
 
 def clock_text(seconds: float) -> str:
@@ -294,28 +315,36 @@ class WindowSource(Protocol):
 
 
 class HlsWindows:
-    """The windows of a live HLS media playlist: reloaded, each load one window."""
+    """The windows of a live HLS stream: its media playlists (the variant's, then each
+    separate audio rendition's), reloaded together, each load one window. They are
+    reloaded on the shortest target duration among them (RFC 8216 §6.3.4 asks each to be
+    reloaded at least that often), one request per playlist a reload; the stream has
+    ended once each of them has EXT-X-ENDLIST."""
 
-    def __init__(self, ctx: LiveContext, url: str) -> None:
-        self.ctx, self.url = ctx, url
+    def __init__(self, ctx: LiveContext, urls: Sequence[str]) -> None:
+        self.ctx, self.urls, self.url = ctx, tuple(urls), urls[0]
 
     @staticmethod
-    def window(plan: MediaPlan) -> Window:
-        return Window(tracks=(plan,), ended=plan.ended, target=_target(plan))
+    def window(plans: Sequence[MediaPlan]) -> Window:
+        return Window(tracks=tuple(plans), ended=all(plan.ended for plan in plans),
+                      target=min(_target(plan) for plan in plans))  # fmt: skip
 
     def load(self) -> Window:
+        return self.window([self._load(url) for url in self.urls])
+
+    def _load(self, url: str) -> MediaPlan:
         ctx = self.ctx
         fetched = fetch_small(
-            ctx.session, self.url, options=ctx.options,
-            what=f"the live playlist {redact_url(self.url)}",
+            ctx.session, url, options=ctx.options,
+            what=f"the live playlist {redact_url(url)}",
             max_bytes=ctx.options.max_playlist_bytes,
             retry=Retry.from_options(ctx.options, ctx.cancel), cancel=ctx.cancel,
         )  # fmt: skip
         text = decode_playlist(fetched.body, fetched.url, fetched.content_type)
         plan = parse_playlist(text, fetched.url, max_segments=ctx.options.max_segments, live=True)
         if not isinstance(plan, MediaPlan):
-            raise PlaylistError(f"The live playlist {redact_url(self.url)} became a master one.")
-        return self.window(plan)
+            raise PlaylistError(f"The live playlist {redact_url(url)} became a master one.")
+        return plan
 
 
 @dataclass(frozen=True)
@@ -343,6 +372,12 @@ class _TrackRecording:
     inits: dict[tuple, tuple[int, InitSection]] = field(default_factory=dict)
     files: LiveFiles = field(default_factory=LiveFiles)
     seconds: float = 0.0
+    lost: float = 0.0  # seconds of segments that could not be fetched, in this run
+
+    @property
+    def reached(self) -> float:
+        """Seconds of the stream the track has passed: what the other tracks follow."""
+        return self.seconds + self.lost
 
 
 @dataclass(eq=False)
@@ -510,11 +545,14 @@ class LiveRecorder:
         reason = "resumed" if self.resumed else "reload_failed" if self.reload_failed else "window"
         chosen: list[tuple[_TrackRecording, Segment, int]] = []
         until = None  # the first track's recorded seconds after this load: the others follow
+        lead = None  # the first track's first segment: where the others begin
         for track, plan in zip(self.tracks, window.tracks):
-            fresh = self._fresh(track, plan, reason)
-            chosen += [(track, s, n) for s, n in self._within(track, fresh, until)]
+            taken = self._within(track, self._fresh(track, plan, reason, lead, window), until)
+            chosen += [(track, s, n) for s, n in taken]
             if until is None:
-                until = track.seconds + sum(s.duration for t, s, _ in chosen if t is track)
+                until = track.reached + sum(s.duration for s, _ in taken)
+                first = track.segments or [s for s, _ in taken]
+                lead = first[0] if first else None
         if not chosen:
             return False
         step = max(MIN_CHUNK, 2 * self.ctx.options.threads)
@@ -524,28 +562,45 @@ class LiveRecorder:
             self._take_chunk(chosen[start : start + step])
         return True
 
-    def _fresh(self, track: _TrackRecording, plan: MediaPlan, reason: str):
-        """The track's new segments in ``plan`` (a new recording's: the last of its first
-        window), a gap (for ``reason``) logged for those it missed."""
+    def _fresh(
+        self, track: _TrackRecording, plan: MediaPlan, reason: str, lead: Segment | None,
+        window: Window,
+    ):  # fmt: skip
+        """The track's new segments in ``plan`` (a new recording's: from where it starts in
+        its first window), a gap (for ``reason``) logged for those it missed."""
         fresh, missing = track.window.fresh(plan)
-        if track.window.last_sequence is None and len(fresh) > 1:
-            start = live_start([segment for segment, _ in fresh])
-            if start:
-                self.ctx.log.info("Recording from the window's last %d segments; its %d older "
-                                  "ones are left out", len(fresh) - start, start)  # fmt: skip
-            fresh = fresh[start:]
+        if track.window.last_sequence is None and fresh:
+            segments = [segment for segment, _ in fresh]
+            fresh = fresh[self._starts_at(track, segments, lead, window) :]
         if missing and fresh:
             self._gap(Gap(track.window.last_sequence, missing, reason, self._label(track)), track)
         if fresh and track is self.tracks[0]:
             self.reload_failed = self.resumed = False
         return fresh
 
+    def _starts_at(
+        self, track: _TrackRecording, segments: list[Segment], lead: Segment | None,
+        window: Window,
+    ) -> int:  # fmt: skip
+        """Where a new recording of ``track`` starts in its first window: the first track at
+        its newest MAX_START_SECONDS, or later where another new track's window begins
+        later; the others with it (at ``lead``, its first segment, once there is one)."""
+        if track is not self.tracks[0]:
+            return len(segments) if lead is None else aligned_start(lead, segments)
+        start = live_start(segments)
+        if start:
+            self.ctx.log.info("Recording from the window's last %d segments; its %d older "
+                              "ones are left out", len(segments) - start, start)  # fmt: skip
+        others = [plan.segments[0] for other, plan in zip(self.tracks[1:], window.tracks[1:])
+                  if other.window.last_sequence is None and plan.segments]  # fmt: skip
+        return max([start, *(aligned_start(first, segments) for first in others)])
+
     def _within(self, track: _TrackRecording, fresh, until: float | None):
         """The segments of ``fresh`` within the limits: ``record_limit`` and max_segments for
-        the first track; the others up to the first track's recorded time (``until``)."""
+        the first track; the others up to the time the first track has reached (``until``)."""
         limit = self.limit if until is None else until
         room = self.ctx.options.max_segments - self.segment_count
-        seconds, chosen = track.seconds, []
+        seconds, chosen = (track.seconds if until is None else track.reached), []
         for segment, number in fresh[: max(0, room)]:
             if seconds >= limit - (0 if until is None else 1e-3):
                 break
@@ -699,6 +754,7 @@ class LiveRecorder:
 
     def _lose(self, item: _Item) -> None:
         item.track.window.lose(item.segment, item.number)
+        item.track.lost += item.segment.duration
         self.failed_segments += 1
         error = item.error or DownloadError("A live segment could not be downloaded.")
         if self.failed_segments >= MAX_FAILED_SEGMENTS:

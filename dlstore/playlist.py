@@ -111,6 +111,10 @@ class Segment:
     key: Key | None = None
     init: InitSection | None = None
     discontinuity: bool = False
+    #: where the segment starts on a clock every track of the stream shares (seconds): its
+    #: EXT-X-PROGRAM-DATE-TIME, or a live DASH segment's presentation time; None if unknown.
+    #: A live recording starts its tracks together by it (Streams, #12)
+    start: float | None = None
 
     @property
     def iv(self) -> bytes | None:
@@ -441,6 +445,7 @@ def _media(
                 key=key_cache[id(key_obj)],
                 init=inits.get(raw, attrs),
                 discontinuity=bool(raw.discontinuity),
+                start=_date_time(raw),
             )
         )
     target = doc.target_duration
@@ -478,6 +483,16 @@ def _raw_segments(doc: m3u8.M3U8, url: str, max_segments: int, allowed: bool) ->
             f"more than the limit of {max_segments}."
         )
     return raw_segments
+
+
+def _date_time(raw) -> float | None:
+    """The segment's EXT-X-PROGRAM-DATE-TIME (the library carries the last one forward by
+    the durations), seconds since the epoch; None without one, or if it is no time."""
+    moment = raw.current_program_date_time
+    try:
+        return float(moment.timestamp()) if moment is not None else None
+    except (AttributeError, OverflowError, OSError, ValueError):
+        return None
 
 
 def _duration(raw, url: str) -> float:

@@ -1,1 +1,1 @@
-pytest_plugins = ["tests.support.db", "tests.support.hls_fixtures"]
+pytest_plugins = ["tests.support.db", "tests.support.hls_fixtures", "tests.support.daemon"]

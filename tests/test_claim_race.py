@@ -8,7 +8,8 @@ from collections import Counter
 
 from dlstore.store import TaskStore
 from dlstore.testing.rust_api import CREATE, RustApi
-from tests.support.race import drain
+
+from .support.race import drain
 
 ROWS = 200
 CLAIMERS = 4

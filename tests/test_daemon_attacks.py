@@ -25,8 +25,9 @@ from dlstore.cli import app
 from dlstore.testing.hls_server import Body, HlsServer, RawServer
 from dlstore.testing.media import decode_check, encode_source, write_hls
 from dlstore.testing.rust_api import RustApi
-from tests.test_daemon import CONFIG, Harness, Proc
-from tests.test_remux_security import ffconcat_script, own_udp_sockets, sdp_description
+
+from .support.daemon import CONFIG, Harness, Proc
+from .support.hostile import ffconcat_script, own_udp_sockets, sdp_description
 
 pytestmark = pytest.mark.slow
 

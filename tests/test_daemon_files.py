@@ -1,7 +1,7 @@
 """Hostile rows against the daemon's files: `dlstore daemon` as a subprocess on SQLite.
 
 Rows come in through the Rust API's SQL, media from the local HLS server, as in
-tests/test_daemon.py (whose harness this reuses). Each test plants what a hostile or
+the daemon harness (tests/support/daemon.py). Each test plants what a hostile or
 unlucky row meets: a symbolic link or someone's folder where its work folder goes, a
 second row of the same name, a poster already there. The unit-level versions are in
 tests/test_files_security.py.
@@ -15,14 +15,10 @@ from pathlib import Path
 import pytest
 
 from dlstore.testing.media import decode_check
-from tests import test_daemon
-from tests.test_daemon import Harness, downloading_with, wait_until
+
+from .support.daemon import Harness, downloading_with, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)]
-
-# the daemon harness and its media, as tests/test_daemon.py builds them
-daemon_media = test_daemon.daemon_media
-harness = test_daemon.harness
 
 
 def files_in(folder: Path) -> list[str]:

@@ -3,8 +3,8 @@ daemon lives on to download the next good row.
 
 Rows are inserted and changed with the Rust API's SQL (dlstore.testing.rust_api), the
 daemon runs as a subprocess (or in-process, where a failure is injected with
-monkeypatch), media comes from tests/test_daemon.py's fixtures. Unit-level pieces of
-the same story: test_hostile_values.py.
+monkeypatch), media comes from the daemon harness's fixtures (tests/support/daemon.py).
+Unit-level pieces of the same story: test_hostile_values.py.
 """
 
 from __future__ import annotations
@@ -22,14 +22,11 @@ from dlstore.daemon import Daemon
 from dlstore.store import TaskStore
 from dlstore.testing.media import decode_check
 from dlstore.worker import ProgressReporter, TaskRunner
-from tests import test_daemon
-from tests.test_daemon import SHORT_SEGMENTS, Harness, Proc, downloading_with, wait_until
+
+from .support.daemon import SHORT_SEGMENTS, Harness, Proc, downloading_with, wait_until
 
 pytestmark = pytest.mark.slow
 
-# The fixtures of test_daemon.py, shared: a daemon home, the API, a local HLS server.
-daemon_media = test_daemon.daemon_media
-harness = test_daemon.harness
 
 DEEP = 100_000
 

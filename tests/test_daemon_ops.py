@@ -1,5 +1,5 @@
 """The daemon for operators (issue 11): pause honoured, instant start, max_per_host,
-Prometheus metrics and /healthz. Daemons run as real subprocesses (tests.test_daemon's
+Prometheus metrics and /healthz. Daemons run as real subprocesses (tests/support/daemon.py's
 harness), on SQLite and PostgreSQL alike."""
 
 from __future__ import annotations
@@ -19,13 +19,9 @@ from dlstore import db
 from dlstore.cli import app
 from dlstore.testing.hls_server import HlsServer
 from dlstore.workerid import WorkerId
-from tests import test_daemon
-from tests.test_daemon import Harness, wait_until
-from tests.test_metrics import get, parsed
 
-# test_daemon's fixtures: a local HLS server, a migrated database, daemon subprocesses.
-daemon_media = test_daemon.daemon_media
-harness = test_daemon.harness
+from .support.daemon import Harness, downloading_with, wait_until
+from .support.metrics import get, parsed
 
 pytestmark = pytest.mark.slow
 
@@ -232,7 +228,7 @@ def test_metrics_during_a_download_and_healthz_when_the_database_goes(harness):
     h.api.create("Broken", h.server.url("/missing/index.m3u8"))
     DOWNLOADING = ("dlstore_tasks", (("status", "downloading"),))
     BYTES = ("dlstore_downloaded_bytes_total", ())
-    wait_until(test_daemon.downloading_with(h, task_id, 1), 20, "a segment")
+    wait_until(downloading_with(h, task_id, 1), 20, "a segment")
     during = scrape(base)  # the first scrape: the counts are read now, then kept 5 s
     assert during[DOWNLOADING] == 1 and during[BYTES] > 0
     assert during[("dlstore_downloads_running", ())] == 1

@@ -21,12 +21,14 @@ from dlstore.dash import live_segments, parse_mpd
 from dlstore.dash_live import Clock, available, clock_offset, numbered_window
 from dlstore.engine import download
 from dlstore.errors import CancelledError, UnsupportedStreamError
+from dlstore.live import JOURNAL_NAME
 from dlstore.options import DownloadOptions
 from dlstore.testing.hls_server import HlsServer
 from dlstore.testing.live import LiveDash, make_dash_pool
 from dlstore.testing.media import FPS, decode_check
 from dlstore.testing.rust_api import RustApi
-from tests.test_live_daemon import CONFIG, start_daemon, watch
+
+from .support.daemon import LIVE_CONFIG, start_daemon, watch
 
 DATA = Path(__file__).parent / "data" / "mpd"
 AST = 1_767_225_600.0  # dynamic.mpd's availabilityStartTime, 2026-01-01T00:00:00Z
@@ -54,6 +56,57 @@ def test_a_duration_template_offers_the_segments_complete_within_the_buffer():
 def test_an_end_number_stops_the_window():
     window = numbered_window(at(20), ticks=2, timescale=1, start_number=1, end_number=6)
     assert [n for n, _, _ in window] == [1, 2, 3, 4, 5, 6]
+
+
+def test_the_clock_never_goes_past_the_periods_end():
+    window = numbered_window(at(20), ticks=2, timescale=1, period_seconds=Fraction(7))
+    assert [n for n, _, _ in window] == [1, 2, 3, 4]  # 4 holds 6..7 (cut): none after it
+    exact = numbered_window(at(20), ticks=2, timescale=1, period_seconds=Fraction(8))
+    assert [n for n, _, _ in exact] == [1, 2, 3, 4]
+
+
+def dynamic_mpd(extra: str = "", timeline: bool = False) -> str:
+    text = (DATA / "dynamic.mpd").read_text().replace('type="dynamic"', f'type="dynamic" {extra}')
+    if timeline:
+        text = text.replace(
+            'duration="2" initialization="init.mp4" media="$Number$.m4s"/>',
+            'initialization="init.mp4" media="t$Time$.m4s"><SegmentTimeline>'
+            '<S t="0" d="2" r="-1"/></SegmentTimeline></SegmentTemplate>',
+        )
+    return text
+
+
+@pytest.mark.parametrize("timeline", [False, True], ids=["duration", "timeline"])
+def test_a_dynamic_mpd_with_a_duration_lists_no_segment_past_it(timeline):
+    text = dynamic_mpd('mediaPresentationDuration="PT10S"', timeline)
+    rep = parse_mpd(text.encode(), "https://c.example/l.mpd", live=True).periods[0].video[0]
+    numbers = [s.media_sequence for s in live_segments(rep, at(41, depth=None), 1000)]
+    assert numbers == [1, 2, 3, 4, 5]  # the clock says 20 are out: the period holds 5
+    assert [s.media_sequence for s in live_segments(rep, at(6.5), 1000)] == [1, 2, 3]
+
+
+def test_a_window_takes_only_what_a_fetched_manifest_showed(fast_options):
+    """Between two fetches the clock brings a segment: the manifest is fetched again before
+    it is taken; it turned static meanwhile, so the recording ends with what it lists."""
+    from dlstore.dash_tracks import DashWindows
+
+    url, wall = "https://c.example/l.mpd", [AST + 41.0]
+    manifest = parse_mpd(dynamic_mpd().encode(), url, live=True)  # minimumUpdatePeriod 2 s
+    windows = DashWindows(None, manifest, replace(fast_options, record_live=True),
+                          wall=lambda: wall[0])  # fmt: skip
+    assert windows.first.tracks[0].segments[-1].media_sequence == 20  # ends at 40
+    wall[0] = AST + 41.9  # nothing new by the clock, the update period not over: no fetch
+    windows._fetch = lambda: pytest.fail("fetched")
+    assert windows.load().tracks[0].segments[-1].media_sequence == 20
+    static = (
+        (DATA / "dynamic.mpd")
+        .read_text()
+        .replace('type="dynamic"', 'type="static" mediaPresentationDuration="PT40S"')
+    )  # it ended with segment 20, before 21 (ends at 42) came out
+    windows._fetch = lambda: parse_mpd(static.encode(), url)
+    wall[0] = AST + 42.5  # 21 is out by the clock: fetched again first
+    ended = windows.load()
+    assert ended.ended and ended.tracks[0].segments[-1].media_sequence == 20
 
 
 def test_a_timeline_is_cut_to_what_the_clock_says_exists():
@@ -136,6 +189,13 @@ def record(live: LiveDash, tmp_path: Path, options: DownloadOptions, **kwargs):
                     **kwargs)  # fmt: skip
 
 
+def recorded_numbers(work: Path) -> list[int]:
+    """The video segment numbers a recording's journal holds."""
+    lines = (work / JOURNAL_NAME).read_text().splitlines()
+    entries = [json.loads(line) for line in lines]
+    return [e["sequence"] for e in entries if "segment" in e and "track" not in e]
+
+
 def wait_for(predicate, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -159,12 +219,12 @@ def test_a_dynamic_mpd_is_recorded_until_it_becomes_static(dash_pool, server, op
     future = worker.submit(record, live, tmp_path, options)
     wait_for(lambda: server.hits[live.segment_path(5)])
     offered |= set(live.available())
-    last = live.end()  # static now: the rest of the period, then the end
+    last = live.end()  # static now, exactly as long as what came out: the rest, then the end
     result = future.result(timeout=30)
     worker.shutdown()
     video = hits(server)
-    assert video == {n: 1 for n in range(1, last + 1)}  # in order, none twice, none skipped
-    assert set(hits(server, 1).values()) == {1}
+    assert video == {n: 1 for n in range(1, last + 1)}  # in order, none twice, none skipped,
+    assert hits(server, 1) == video  # and none past the static MPD's end
     assert offered <= set(video) and min(offered) == 1
     assert result.live_gaps == []
     assert_plays(result.output_path, last)
@@ -184,6 +244,9 @@ def test_a_stopped_dash_recording_resumes_at_the_live_edge_with_a_gap(
     cancel.set()
     with pytest.raises(CancelledError):
         first.result(timeout=30)
+    kept = recorded_numbers(tmp_path / "work")
+    in_flight = set(hits(server)) - set(kept)  # fetched when the cancel came: not kept
+    assert kept == list(range(1, len(kept) + 1)) and in_flight <= {len(kept) + 1}
     time.sleep(3.5)  # the window (2 s deep) moves past what was recorded
     second = worker.submit(record, live, tmp_path, options, stop_recording=None)
     wait_for(lambda: any(n >= 8 for n in hits(server)))
@@ -194,7 +257,8 @@ def test_a_stopped_dash_recording_resumes_at_the_live_edge_with_a_gap(
     assert set(video.values()) == {1}  # nothing fetched twice across the two attempts
     gaps = [g for g in result.live_gaps if "track" not in g]
     assert [g["reason"] for g in gaps] == ["resumed"] and gaps[0]["missing"] >= 1
-    recorded = sorted(video)
+    assert gaps[0]["after_sequence"] == len(kept)
+    recorded = sorted(set(video) - in_flight)
     missing = gaps[0]["missing"]
     assert recorded == [
         n
@@ -227,7 +291,7 @@ def test_the_daemon_records_a_dynamic_row_and_refuses_one_without_live(
     from dlstore import migrate
 
     migrate.upgrade(sqlite_url)
-    (tmp_path / "downloader.yaml").write_text(CONFIG)
+    (tmp_path / "downloader.yaml").write_text(LIVE_CONFIG)
     live = LiveDash(server, dash_pool)
     api = RustApi(sqlite_url)
     try:

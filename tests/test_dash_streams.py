@@ -22,16 +22,20 @@ from dlstore.engine import DownloadResult, download
 from dlstore.options import DownloadOptions
 from dlstore.testing.dash_media import DashLanguages, write_dash_languages
 from dlstore.testing.hls_server import HlsServer
-from dlstore.testing.media import FPS, MULTI_CUES, audio_tones, decode_check, stream_tags
-from dlstore.testing.rust_api import RustApi
-from tests.test_streams import (
-    DAEMON_CONFIG,
-    TONES,
-    assert_cues_match,
+from dlstore.testing.media import (
+    FPS,
+    MULTI_CUES,
+    audio_tones,
+    decode_check,
     first_frame_time,
     mov_text_cues,
+    stream_tags,
     vtt_cues,
 )
+from dlstore.testing.rust_api import RustApi
+
+from .support.checks import TONES, assert_cues_match
+from .support.daemon import STREAMS_CONFIG
 
 pytestmark = pytest.mark.slow
 runner = CliRunner()
@@ -174,7 +178,7 @@ def test_cli_download_with_audio_and_subtitles(stream, server, tmp_path, monkeyp
 
 def test_a_dash_row_by_the_apis_sql_completes_with_its_tracks(stream, server, sqlite_url, tmp_path):
     migrate.upgrade(sqlite_url)
-    (tmp_path / "downloader.yaml").write_text(DAEMON_CONFIG)
+    (tmp_path / "downloader.yaml").write_text(STREAMS_CONFIG)
     api = RustApi(sqlite_url)
     caller = {"audio": ["fr"], "subtitles": "all", "embed_subtitles": True}
     try:

@@ -20,7 +20,9 @@ from dlstore.errors import (
 )
 from dlstore.options import DownloadOptions
 from dlstore.testing.hls_server import Body, Faults, HlsServer
-from dlstore.testing.media import FPS, StreamFacts, decode_check
+from dlstore.testing.media import decode_check
+
+from .support.checks import assert_plays
 
 pytestmark = pytest.mark.slow
 
@@ -37,20 +39,6 @@ def run(
     return download(
         server.url(path), out, work_dir=tmp_path / f"work-{name}", options=options, **kwargs
     )
-
-
-def assert_plays(result: DownloadResult, facts: StreamFacts) -> None:
-    decoded = decode_check(result.output_path)
-    assert decoded.errors == ()
-    assert decoded.duration == pytest.approx(facts.duration, abs=0.35)
-    assert (decoded.width, decoded.height) == (facts.width, facts.height)
-    assert decoded.streams == facts.streams
-    assert decoded.video_frames == round(facts.duration * FPS)
-    assert decoded.audio_seconds == pytest.approx(facts.duration, abs=0.3)
-    assert result.media.duration == pytest.approx(decoded.duration, abs=0.01)
-    assert (result.media.width, result.media.height) == (facts.width, facts.height)
-    assert result.media.video_codec == "h264" and result.media.audio_codec == "aac"
-    assert result.media.size_bytes == result.output_path.stat().st_size
 
 
 def assert_faststart(path: Path) -> None:

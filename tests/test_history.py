@@ -13,7 +13,8 @@ from dlstore.options import MAX_METADATA_DEPTH
 from dlstore.store import TaskStore
 from dlstore.testing.rust_api import RustApi
 from dlstore.timeutil import parse_ts, ts_after
-from tests.support.db import age_heartbeats
+
+from .support.db import age_heartbeats
 
 runner = CliRunner()
 

@@ -31,9 +31,9 @@ from dlstore.workerid import (
     pid_namespace,
     process_start,
 )
-from tests import test_daemon
-from tests.support.db import age_heartbeats
-from tests.test_daemon import Harness, downloading_with, wait_until
+
+from .support.daemon import Harness, downloading_with, wait_until
+from .support.db import age_heartbeats
 
 # --------------------------------------------------------------------------- the id
 
@@ -177,9 +177,6 @@ def test_heartbeats_are_written_by_the_database_clock(store, skew):
 
 
 # --------------------------------------------------------------------------- containers
-
-daemon_media = test_daemon.daemon_media
-harness = test_daemon.harness
 
 
 def own_pid_namespace(h: Harness) -> tuple[tuple[str, ...], int]:

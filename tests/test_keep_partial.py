@@ -36,7 +36,8 @@ from dlstore.segment_checks import Source
 from dlstore.testing.hls_server import HlsServer
 from dlstore.testing.media import StreamFacts, decode_check, encode_source, segment_uris, write_hls
 from dlstore.workfolder import PartialFile, WorkFolder
-from tests.test_engine import assert_plays
+
+from .support.checks import assert_plays
 
 CUT = 30_000  # where a dropped body stops
 

@@ -4,7 +4,7 @@ exactly the finished videos and their posters.
 The attempt that completes a row removes every earlier attempt's partial output; a row
 cancelled (or completed) while no daemon was at it gets its work folder, partial
 output and name reservation removed by the next daemon's orphan sweep. `dlstore
-daemon` as a subprocess (tests/test_daemon.py's harness), on SQLite and PostgreSQL;
+daemon` as a subprocess (the daemon harness, tests/support/daemon.py), on SQLite and PostgreSQL;
 the sweep's own rules in-process.
 """
 
@@ -21,14 +21,11 @@ from dlstore.options import work_dir_for
 from dlstore.paths import reserve, temp_path_for
 from dlstore.sweep import sweep_orphans, work_folder_owners
 from dlstore.workfolder import WorkFolder
-from tests import test_daemon
-from tests.support.db import age_heartbeats
-from tests.test_daemon import Harness, downloading_with, wait_until
+
+from .support.daemon import Harness, downloading_with, wait_until
+from .support.db import age_heartbeats
 
 pytestmark = pytest.mark.slow
-
-daemon_media = test_daemon.daemon_media
-harness = test_daemon.harness
 
 
 def everything_in(h: Harness) -> list[str]:

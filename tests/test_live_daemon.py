@@ -5,11 +5,7 @@ local server advances in real time (dlstore.testing.live)."""
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,17 +17,9 @@ from dlstore.testing.live import LivePlaylist, Pool, make_pool
 from dlstore.testing.media import decode_check
 from dlstore.testing.rust_api import RustApi
 
-pytestmark = pytest.mark.slow
+from .support.daemon import LIVE_CONFIG, start_daemon, watch
 
-CONFIG = """\
-downloader:
-  temp_dir: ./work
-  output_dir: ./videos
-  poll_interval: 0.1
-  retry_delay: 0.01
-  connect_timeout: 5
-  read_timeout: 5
-"""
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +30,7 @@ def pool(tmp_path_factory: pytest.TempPathFactory) -> Pool:
 @pytest.fixture
 def api(sqlite_url: str, tmp_path: Path) -> Iterator[RustApi]:
     migrate.upgrade(sqlite_url)
-    (tmp_path / "downloader.yaml").write_text(CONFIG)
+    (tmp_path / "downloader.yaml").write_text(LIVE_CONFIG)
     api = RustApi(sqlite_url)
     yield api
     api.close()
@@ -52,27 +40,6 @@ def api(sqlite_url: str, tmp_path: Path) -> Iterator[RustApi]:
 def server() -> Iterator[HlsServer]:
     with HlsServer() as server:
         yield server
-
-
-def start_daemon(sqlite_url: str, home: Path, *args: str) -> subprocess.Popen:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("DOWNLOADER_")}
-    return subprocess.Popen(
-        [sys.executable, "-m", "dlstore", "daemon", "--db", sqlite_url, "--config",
-         str(home / "downloader.yaml"), *args],
-        cwd=home, env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-
-
-def watch(api: RustApi, task_id: str, proc: subprocess.Popen, until=None) -> list[dict]:
-    """The row's states while ``proc`` runs (until ``until(row)``), every 50 ms."""
-    seen, deadline = [], time.monotonic() + 90
-    while proc.poll() is None and time.monotonic() < deadline:
-        row = api.status(task_id)
-        seen.append(row)
-        if until is not None and until(row):
-            break
-        time.sleep(0.05)
-    return seen
 
 
 def recording(row: dict, segments: int = 1) -> bool:

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import os
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 
 import pytest
 import requests
 from prometheus_client import generate_latest
-from prometheus_client.parser import text_string_to_metric_families
 
 from dlstore.config import Settings, load_settings, parse_listen
 from dlstore.errors import ConfigError, CorruptSegmentError, HttpError, TransientDownloadError
@@ -20,6 +17,8 @@ from dlstore.models import DownloadTask
 from dlstore.outcome import Action
 from dlstore.progress import Progress
 from dlstore.timeutil import format_ts, utcnow
+
+from .support.metrics import get, parsed
 
 
 class Clock:
@@ -37,14 +36,6 @@ def progress(fetched_bytes: int, segments: int) -> Progress:
 def samples(metrics: DaemonMetrics) -> dict[tuple[str, tuple], float]:
     text = generate_latest(metrics.registry).decode()
     return parsed(text)
-
-
-def parsed(text: str) -> dict[tuple[str, tuple], float]:
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
 
 
 @pytest.fixture
@@ -148,14 +139,6 @@ def server(metrics) -> Iterator[str]:
     host, port = served.address
     yield f"http://{host}:{port}"
     served.stop()
-
-
-def get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
 
 
 def test_the_server_answers_metrics_healthz_and_404(server, metrics, clock):

@@ -16,7 +16,8 @@ from sqlalchemy import inspect, text
 
 from dlstore import db, migrate
 from dlstore.models import ADDED_COLUMNS, SEED_COLUMNS, SQLModel
-from tests.support.db import SEED_DDL, run_script
+
+from .support.db import SEED_DDL, run_script
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -22,13 +22,11 @@ from dlstore.options import prepare, work_dir_for
 from dlstore.paths import reservation_path, reserve
 from dlstore.testing.media import decode_check
 from dlstore.workfolder import PLACED_NAME, PlacedFile, WorkFolder, fingerprint
-from tests import test_daemon
-from tests.test_daemon import Harness
+
+from .support.daemon import SHORT_SEGMENTS, Harness
 
 pytestmark = pytest.mark.slow
 
-daemon_media = test_daemon.daemon_media
-harness = test_daemon.harness
 
 SQLITE_TRIGGER = """
 CREATE TRIGGER lose_the_completion BEFORE UPDATE OF status ON download_tasks
@@ -87,7 +85,7 @@ def test_a_file_placed_but_not_recorded_is_recorded_by_the_next_attempt(harness)
     metadata = json.loads(row["metadata"])
     assert metadata["size_bytes"] == video.stat().st_size and metadata["width"] == 96
     assert metadata["poster"] == str(video.with_suffix(".jpg").resolve())
-    assert row["total_segments"] == row["downloaded_segments"] == test_daemon.SHORT_SEGMENTS
+    assert row["total_segments"] == row["downloaded_segments"] == SHORT_SEGMENTS
     assert decode_check(video).errors == ()
 
 

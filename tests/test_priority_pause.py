@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 from dlstore.cli import app
 from dlstore.store import TaskStore
 from dlstore.testing.rust_api import CREATE, RustApi
-from tests.support.race import drain
+
+from .support.race import drain
 
 runner = CliRunner()
 

@@ -11,7 +11,6 @@ output and no socket opened.
 from __future__ import annotations
 
 import dataclasses
-import os
 import shutil
 import struct
 import uuid
@@ -34,6 +33,8 @@ from dlstore.remux import ConcatReader, concat, make_poster, probe, remux
 from dlstore.testing.hls_server import Body, HlsServer
 from dlstore.testing.media import encode_source
 
+from .support.hostile import ffconcat_script, own_udp_sockets, sdp_description
+
 MARKER = f"SECRET-MARKER-{uuid.uuid4().hex}"
 
 
@@ -55,18 +56,6 @@ def secret(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, local_video: Path) -
     return path
 
 
-def ffconcat_script(secret: Path) -> bytes:
-    """A script naming the host's video: guessed, it would be the "downloaded" video."""
-    return f"ffconcat version 1.0\nfile '{secret.with_suffix('.mp4').name}'\n".encode()
-
-
-def sdp_description() -> bytes:
-    return (
-        b"v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=x\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
-        b"m=video 45678 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n"
-    )
-
-
 def hls_playlist(secret: Path) -> bytes:
     return f"#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2,\n{secret.name}\n#EXT-X-ENDLIST\n".encode()
 
@@ -76,24 +65,6 @@ ATTACKS: dict[str, tuple[Callable[[Path], bytes], str]] = {
     "sdp": (lambda secret: sdp_description(), "an SDP description"),
     "hls": (hls_playlist, "an HLS playlist"),
 }
-
-
-def own_udp_sockets(pid: int | str = "self") -> int:
-    """UDP sockets process ``pid`` holds (its socket fds found in its net/udp{,6})."""
-    inodes: set[str] = set()
-    for table in (f"/proc/{pid}/net/udp", f"/proc/{pid}/net/udp6"):
-        with open(table) as lines:
-            next(lines)
-            inodes.update(line.split()[9] for line in lines)
-    ours = set()
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            link = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:  # the listing's own fd, gone already
-            continue
-        if link.startswith("socket:["):
-            ours.add(link[8:-1])
-    return len(ours & inodes)
 
 
 @pytest.fixture

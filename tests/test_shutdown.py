@@ -19,24 +19,22 @@ from dlstore.config import load_settings
 from dlstore.daemon import SHUTDOWN_ABORT_SECONDS
 from dlstore.errors import ConfigError
 from dlstore.testing.media import decode_check, encode_source, write_hls
-from tests import test_daemon
-from tests.test_daemon import CONFIG, Harness, downloading_with, wait_until
+
+from .support.daemon import CONFIG, Harness, downloading_with, wait_until
 
 pytestmark = pytest.mark.slow
 
 LONG_SEGMENTS = 24
 
-# the daemon harness, on tests/test_daemon.py's media plus a longer stream
-base_media = test_daemon.daemon_media
-harness = test_daemon.harness
+# the daemon harness (tests/support/daemon.py), on its media plus a longer stream
 
 
 @pytest.fixture(scope="session")
-def daemon_media(base_media: Path) -> Path:
-    """tests/test_daemon.py's media plus ``long/``: 24 one-second segments of 64x36."""
-    source = encode_source(base_media / "_long.mp4", duration=LONG_SEGMENTS, width=64, height=36)
-    write_hls(source, base_media / "long")
-    return base_media
+def daemon_media(daemon_media: Path) -> Path:
+    """The harness's media plus ``long/``: 24 one-second segments of 64x36."""
+    source = encode_source(daemon_media / "_long.mp4", duration=LONG_SEGMENTS, width=64, height=36)
+    write_hls(source, daemon_media / "long")
+    return daemon_media
 
 
 def configure(h: Harness, extra: str) -> None:

@@ -12,7 +12,8 @@ from dlstore.models import DownloadTask, download_tasks
 from dlstore.options import merge_metadata
 from dlstore.store import ProgressUpdate, TaskStore
 from dlstore.timeutil import parse_ts, ts_after
-from tests.support.db import age_heartbeats
+
+from .support.db import age_heartbeats
 
 
 def progress(n: int = 1) -> ProgressUpdate:

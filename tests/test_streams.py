@@ -12,7 +12,6 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import av
 import pytest
 from typer.testing import CliRunner
 
@@ -29,16 +28,19 @@ from dlstore.testing.media import (
     MultiLanguageStream,
     audio_tones,
     decode_check,
+    first_frame_time,
+    mov_text_cues,
     stream_tags,
+    vtt_cues,
     write_multilanguage,
 )
 from dlstore.testing.rust_api import RustApi
 
+from .support.checks import TONES, assert_cues_match
+from .support.daemon import STREAMS_CONFIG
+
 pytestmark = pytest.mark.slow
 runner = CliRunner()
-
-
-TONES = {"en": 440, "fr": 660}
 
 
 @pytest.fixture(scope="module")
@@ -174,48 +176,8 @@ def test_cli_download_with_audio_all(multi, multi_server, tmp_path, monkeypatch)
 # --------------------------------------------------------------------------- subtitles
 
 
-def first_frame_time(path: Path) -> float:
-    """When the output shows its first video frame: where the source's cue times start."""
-    with av.open(str(path)) as container:
-        return next(container.decode(video=0)).time
-
-
-def vtt_cues(path: Path) -> list[tuple[float, float, str]]:
-    """The cues of a WebVTT file as FFmpeg's WebVTT demuxer reads them."""
-    with av.open(str(path), format="webvtt") as container:
-        stream = container.streams.subtitles[0]
-        return [
-            (float(p.pts * p.time_base), float((p.pts + p.duration) * p.time_base),
-             bytes(p).decode())
-            for p in container.demux(stream) if p.pts is not None and p.size
-        ]  # fmt: skip
-
-
-def mov_text_cues(path: Path, number: int) -> list[tuple[float, float, str]]:
-    """The cues of the output's ``number``-th subtitle stream, decoded."""
-    cues = []
-    with av.open(str(path)) as container:
-        stream = container.streams.subtitles[number]
-        for packet in container.demux(stream):
-            if packet.pts is None or not packet.size:
-                continue
-            for sub in stream.decode(packet):
-                text = sub.ass.decode().split(",", 8)[-1]
-                start = float(packet.pts * packet.time_base)
-                if text:
-                    cues.append((start, start + float(packet.duration * packet.time_base), text))
-    return cues
-
-
 def expected_cues(language: str, offset: float) -> list[tuple[float, float, str]]:
     return [(start + offset, end + offset, text) for start, end, text in MULTI_CUES[language]]
-
-
-def assert_cues_match(found, expected) -> None:
-    assert [text for _, _, text in found] == [text for _, _, text in expected]
-    for (start, end, _), (want_start, want_end, text) in zip(found, expected):
-        assert start == pytest.approx(want_start, abs=0.05), text
-        assert end == pytest.approx(want_end, abs=0.05), text
 
 
 def test_subtitles_all_are_joined_into_one_aligned_vtt_per_language(
@@ -319,25 +281,12 @@ def test_cli_download_with_subtitles(multi, multi_server, tmp_path, monkeypatch)
 
 # --------------------------------------------------------------------------- the daemon
 
-DAEMON_CONFIG = """\
-downloader:
-  temp_dir: ./work
-  output_dir: ./videos
-  log_file: null
-  poll_interval: 0.1
-  default_profile: test
-  connect_timeout: 5
-  read_timeout: 5
-  profiles:
-    test: {threads: 4, max_retries: 1, retry_delay: 0.05}
-"""
-
 
 def test_a_row_by_the_apis_sql_completes_with_its_audio_and_subtitle_tracks(
     multi, multi_server, sqlite_url, tmp_path
 ):
     migrate.upgrade(sqlite_url)
-    (tmp_path / "downloader.yaml").write_text(DAEMON_CONFIG)
+    (tmp_path / "downloader.yaml").write_text(STREAMS_CONFIG)
     api = RustApi(sqlite_url)
     caller = {"audio": "all", "subtitles": ["fr", "en"], "embed_subtitles": True, "note": "kept"}
     try:

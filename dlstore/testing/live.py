@@ -12,6 +12,11 @@
         live.offered                # media sequence numbers that have been in the window
         server.hits[live.segment_path(7)]   # how often segment 7 was fetched
 
+    pools = make_rendition_pools(folder)      # video, and audio in two languages, aligned
+    with HlsServer() as server, LiveRenditions(server, pools) as live:
+        live.start()                # a master playlist: the video and each audio rendition
+                                    # a LivePlaylist (live.video, live.audio["en"]), together
+
 Media sequence number ``n`` serves ``pool.segments[n % len]`` as ``/<name>/s<n>.ts`` (``.m4s``,
 with ``/<name>/init.mp4``, for fMP4). Each
 time the pool starts over its timestamps restart, so that segment carries
@@ -61,12 +66,18 @@ def make_pool(
     folder: Path, seconds: int = 6, *, kind: str = "mpegts", width: int = 96, height: int = 54
 ) -> Pool:
     """``seconds`` one-second segments (H.264 + AAC), MPEG-TS or fMP4, made in ``folder``."""
-    from dlstore.testing.media import encode_source, segment_uris, write_hls
+    from dlstore.testing.media import encode_source, write_hls
 
     folder.mkdir(parents=True, exist_ok=True)
     source = encode_source(folder / "live-source.mp4", duration=seconds, width=width,
                            height=height)  # fmt: skip
-    playlist = write_hls(source, folder / f"live-pool-{kind}", kind=kind)
+    return pool_from(write_hls(source, folder / f"live-pool-{kind}", kind=kind))
+
+
+def pool_from(playlist: Path) -> Pool:
+    """The segments of a VOD media playlist written by FFmpeg (with ``init.mp4`` if fMP4)."""
+    from dlstore.testing.media import segment_uris
+
     text = playlist.read_text()
     durations = [
         float(line.split(":", 1)[1].split(",")[0])
@@ -77,8 +88,32 @@ def make_pool(
         PoolSegment((playlist.parent / uri).read_bytes(), duration)
         for uri, duration in zip(segment_uris(text), durations)
     )
-    init = (playlist.parent / "init.mp4").read_bytes() if kind == "fmp4" else None
-    return Pool(segments, init)
+    init = playlist.parent / "init.mp4"
+    return Pool(segments, init.read_bytes() if "#EXT-X-MAP" in text else None)
+
+
+@dataclass(frozen=True)
+class RenditionPools:
+    """A video pool and an audio pool per language, cut together (their segments and
+    timestamps line up), from :func:`dlstore.testing.media.write_multilanguage`."""
+
+    video: Pool
+    audio: dict[str, Pool]  # language → its pool, in the master's order
+    names: dict[str, str]  # language → its rendition's NAME
+    default: str  # the DEFAULT=YES language
+
+
+def make_rendition_pools(folder: Path, seconds: int = 6) -> RenditionPools:
+    """``seconds`` one-second MPEG-TS segments of 320x180 H.264, and of mono AAC in French
+    (660 Hz) and English (440 Hz, the default), made in ``folder``."""
+    from dlstore.testing.media import MULTI_AUDIO, write_multilanguage
+
+    write_multilanguage(folder, "live-renditions", duration=seconds)
+    root = folder / "live-renditions"
+    audio = {lang: pool_from(root / str(n) / "index.m3u8")
+             for n, (lang, _, _) in enumerate(MULTI_AUDIO, 1)}  # fmt: skip
+    names = {lang: name for lang, name, _ in MULTI_AUDIO}
+    return RenditionPools(pool_from(root / "0" / "index.m3u8"), audio, names, default="en")
 
 
 class LivePlaylist:
@@ -157,15 +192,7 @@ class LivePlaylist:
         self.stop()
 
     def _run(self, advances: int | None) -> None:
-        while not self.server.hits[self.path]:
-            if self._stop.wait(POLL_SECONDS):
-                return
-        done = 0
-        while not self._ended and not self._stop.wait(self.interval):
-            self.advance()
-            done += 1
-            if advances is not None and done >= advances:
-                self.end()
+        _tick(self, self.path, self.interval, self._stop, advances)
 
     def _publish(self) -> None:
         pool, first = self.pool, self.first
@@ -195,6 +222,93 @@ class LivePlaylist:
         self.server.bodies[self.path] = Body(body, PLAYLIST_TYPE)
 
 
+def _tick(live, path: str, interval: float, stop: threading.Event, advances: int | None) -> None:
+    """Advance ``live`` every ``interval`` seconds from the first load of ``path`` on, until
+    ``stop``; with ``advances``, end it after that many."""
+    while not live.server.hits[path]:
+        if stop.wait(POLL_SECONDS):
+            return
+    done = 0
+    while not live.ended and not stop.wait(interval):
+        live.advance()
+        done += 1
+        if advances is not None and done >= advances:
+            live.end()
+
+
+class LiveRenditions:
+    """A live master playlist at ``/<name>/master.m3u8``: one variant, its video a
+    :class:`LivePlaylist` (``/<name>-video/``), its ``AUDIO="aud"`` group one live audio
+    rendition per language of ``pools`` (``/<name>-<lang>/``), all advancing together
+    (as one packager's): ``start``, ``advance``, ``end`` as for a :class:`LivePlaylist`.
+
+        live.video.offered, live.audio["en"].offered    # what each window has offered
+        server.hits[live.audio["fr"].segment_path(3)]   # audio segment 3 fetched how often
+    """
+
+    def __init__(
+        self, server: HlsServer, pools: RenditionPools, *, name: str = "lmaster", window: int = 3
+    ) -> None:
+        self.server, self.pools = server, pools
+        self.video = LivePlaylist(server, pools.video, name=f"{name}-video", window=window)
+        self.audio = {lang: LivePlaylist(server, pool, name=f"{name}-{lang}", window=window)
+                      for lang, pool in pools.audio.items()}  # fmt: skip
+        self.path = f"/{name}/master.m3u8"
+        self.interval = self.video.interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.server.bodies[self.path] = Body(self._master().encode(), PLAYLIST_TYPE)
+
+    @property
+    def url(self) -> str:
+        return self.server.url(self.path)
+
+    @property
+    def ended(self) -> bool:
+        return self.video.ended
+
+    def playlists(self) -> list[LivePlaylist]:
+        return [self.video, *self.audio.values()]
+
+    def advance(self, count: int = 1) -> None:
+        for playlist in self.playlists():
+            playlist.advance(count)
+
+    def end(self) -> None:
+        for playlist in self.playlists():
+            playlist.end()
+
+    def start(self, advances: int | None = None) -> LiveRenditions:
+        self._thread = threading.Thread(
+            target=_tick, args=(self, self.path, self.interval, self._stop, advances), daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> LiveRenditions:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _master(self) -> str:
+        lines = ["#EXTM3U", "#EXT-X-VERSION:3"]
+        for lang, playlist in self.audio.items():
+            default = "YES" if lang == self.pools.default else "NO"
+            lines.append(
+                f'#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID="aud",NAME="{self.pools.names[lang]}",'
+                f'LANGUAGE="{lang}",DEFAULT={default},AUTOSELECT=YES,URI="{playlist.path}"'
+            )
+        lines += ['#EXT-X-STREAM-INF:BANDWIDTH=500000,RESOLUTION=320x180,'
+                  'CODECS="avc1.64000d,mp4a.40.2",AUDIO="aud"', self.video.path]  # fmt: skip
+        return "\n".join(lines) + "\n"
+
+
 # --------------------------------------------------------------------------- live DASH
 
 DASH_TYPE = "application/dash+xml"
@@ -219,7 +333,7 @@ class LiveDash:
     ``n`` seconds have passed since then (the client works that out from its clock:
     the MPD does not change); ``depth`` is its ``timeShiftBufferDepth``.
 
-        live.end()                # the MPD becomes static, as long as what was produced
+        live.end()                # the MPD becomes static, exactly as long as what was produced
         live.available()          # the segment numbers the window offers now
         server.hits[live.segment_path(3)]          # video segment 3 fetched how often
     """
@@ -265,12 +379,16 @@ class LiveDash:
         return [n for n in range(1, self.count + 1) if elapsed - self.depth <= n <= elapsed]
 
     def end(self) -> int:
-        """Make the MPD static, as long as the segments produced by now and the one being
-        produced (a client may take that one by the clock before it reloads); their count."""
-        self.ended_after = min(self.count, int(time.time() - self.start) + 1)
-        total = f'mediaPresentationDuration="PT{self.ended_after}S"'
-        self._publish(re.sub(r'mediaPresentationDuration="[^"]*"', total, self.static))
-        return self.ended_after
+        """Make the MPD static, exactly as long as the segments produced by now; their
+        count. It is in place before another segment comes out (else published again), so
+        the dynamic MPD a client fetched before never said one more had been produced."""
+        while True:
+            produced = min(self.count, int(time.time() - self.start))
+            total = f'mediaPresentationDuration="PT{produced}S"'
+            self._publish(re.sub(r'mediaPresentationDuration="[^"]*"', total, self.static))
+            if produced == self.count or time.time() - self.start < produced + 1:
+                self.ended_after = produced
+                return produced
 
     def _publish(self, text: str) -> None:
         self.server.bodies[self.path] = Body(text.encode(), DASH_TYPE)

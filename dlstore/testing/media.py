@@ -3,7 +3,8 @@
 ``build_library(root)`` writes every stream the tests need under ``root`` (a few
 seconds each, 1 s segments) and returns a :class:`MediaLibrary` that says where
 each one is and what a correct download of it looks like. ``decode_check``
-decodes a file completely and reports what is in it.
+decodes a file completely and reports what is in it; ``stream_tags``, ``audio_tones``,
+``first_frame_time``, ``vtt_cues`` and ``mov_text_cues`` read more of it.
 
 Layout under ``root`` (URL paths are the same, relative to the server root)::
 
@@ -593,3 +594,36 @@ def _tone(path: Path, number: int) -> float:
             samples += frame.samples
         rate = stream.codec_context.sample_rate
     return crossings / 2 / (samples / rate) if samples else 0.0
+
+
+def first_frame_time(path: Path) -> float:
+    """When the output shows its first video frame: where the source's cue times start."""
+    with av.open(str(path)) as container:
+        return next(container.decode(video=0)).time
+
+
+def vtt_cues(path: Path) -> list[tuple[float, float, str]]:
+    """The cues of a WebVTT file as FFmpeg's WebVTT demuxer reads them."""
+    with av.open(str(path), format="webvtt") as container:
+        stream = container.streams.subtitles[0]
+        return [
+            (float(p.pts * p.time_base), float((p.pts + p.duration) * p.time_base),
+             bytes(p).decode())
+            for p in container.demux(stream) if p.pts is not None and p.size
+        ]  # fmt: skip
+
+
+def mov_text_cues(path: Path, number: int) -> list[tuple[float, float, str]]:
+    """The cues of the output's ``number``-th subtitle stream, decoded."""
+    cues = []
+    with av.open(str(path)) as container:
+        stream = container.streams.subtitles[number]
+        for packet in container.demux(stream):
+            if packet.pts is None or not packet.size:
+                continue
+            for sub in stream.decode(packet):
+                text = sub.ass.decode().split(",", 8)[-1]
+                start = float(packet.pts * packet.time_base)
+                if text:
+                    cues.append((start, start + float(packet.duration * packet.time_base), text))
+    return cues
