@@ -11,9 +11,6 @@ the server answers 206 from where they end with the same validator
 An AES-128 file keeps its whole decrypted blocks, and the rest is decrypted from
 the last one's ciphertext (:func:`~dlstore.crypto.last_cipher_block`).
 
-Up to ``options.threads`` files are fetched at once: a few while the server answers
-at once, all of them as soon as it makes a connection wait (:class:`Pace`).
-
 Failures are retried with backoff. A file that still fails does not stop the
 others: every other file is fetched, then one error names the missing ones
 (transient if any of them failed for a reason that may pass). What would fail
@@ -39,7 +36,6 @@ comes in through an event. Only the calling thread runs the callback.
 from __future__ import annotations
 
 import contextlib
-import functools
 import queue
 import threading
 import time
@@ -85,9 +81,6 @@ TICK_SECONDS = 0.25  # how often the calling thread wakes to report progress and
 STOP_GRACE_SECONDS = 0.5  # how long to wait for workers after a stop
 READ_BLOCK = 1 << 20  # bytes read at a time from a partial file, to check or decrypt it
 MISSING_NAMED = 3  # how many missing files the error names
-FAST_FETCHES = 2  # files fetched at once while the server keeps up (Pace)
-SLOW_SECONDS = 0.02  # an answer slower than this asks for every connection (Pace)
-FAST_BPS = 50_000_000  # so does a body slower than this, per connection (Pace)
 #: Errors that stop every fetch at once: the other files would meet them too.
 _STOPS_ALL = (CancelledError, DiskFullError, NotWritableError, WorkFolderError)
 #: Errors that make the kept bytes of a file worthless (others keep them for the next try).
@@ -245,59 +238,6 @@ class TokenBucket:
             raise CancelledError()
 
 
-class Pace:
-    """How many files are fetched at once: a few (``start``) while the server answers at
-    once, all ``limit`` threads from the first sign that it makes a connection wait.
-
-    On a fast server (loopback, a LAN) more connections bring nothing but more threads
-    taking turns at the GIL, each socket call a hand-off; the remux following the
-    fetch (:class:`dlstore.engine._FollowingRemux`) then falls behind. Latency, a
-    per-connection cap or a retry (:meth:`widen`) call for every connection: a file
-    whose answer takes over SLOW_SECONDS, or whose body comes slower than FAST_BPS,
-    opens them all, for the rest of the fetch (it never closes again).
-    """
-
-    def __init__(self, limit: int, start: int = FAST_FETCHES) -> None:
-        self.limit = max(1, limit)
-        self.open = min(self.limit, max(1, start))
-        self._busy = 0
-        self._cond = threading.Condition()
-
-    @property
-    def wide(self) -> bool:
-        return self.open >= self.limit
-
-    def enter(self, stop: threading.Event) -> None:
-        """Wait for a free place (CancelledError if ``stop`` is set first)."""
-        with self._cond:
-            while self._busy >= self.open:
-                if stop.is_set():
-                    raise CancelledError()
-                self._cond.wait(TICK_SECONDS)
-            self._busy += 1
-
-    def leave(self) -> None:
-        with self._cond:
-            self._busy -= 1
-            self._cond.notify()
-
-    def widen(self) -> None:
-        """Fetch ``limit`` files at once from now on."""
-        if not self.wide:
-            with self._cond:
-                self.open = self.limit
-                self._cond.notify_all()
-
-    def wake_all(self) -> None:
-        with self._cond:
-            self._cond.notify_all()
-
-    def check(self, started: float, size: int) -> None:
-        """``size`` bytes of a file came in since ``started`` (its request): too slow?"""
-        if not self.wide and time.monotonic() - started > max(SLOW_SECONDS, size / FAST_BPS):
-            self.widen()
-
-
 @dataclass
 class FetchContext:
     """What every fetch thread of one :func:`fetch_all` shares."""
@@ -313,7 +253,6 @@ class FetchContext:
     on_file: Callable[[FetchJob], None] | None = None
     answers: dict[FetchJob, int] = field(default_factory=dict)  # the last status per file
     drain: threading.Event | None = None  # set: start no new file (see the module's doc)
-    pace: Pace | None = None  # how many files at once (None: options.threads)
 
 
 # --------------------------------------------------------------------------- the pool
@@ -352,7 +291,6 @@ def fetch_all(
         active=ActiveResponses(),
         on_file=on_file,
         drain=drain,
-        pace=Pace(options.threads),
     )
     pending = _not_in_place(jobs, work, tracker)
     if not pending:
@@ -398,8 +336,6 @@ def _run_pool(
         pool.shutdown(wait=True)
         return [missing for f in futures if (missing := f.result()) is not None]
     ctx.stop.set()
-    if ctx.pace is not None:
-        ctx.pace.wake_all()  # the jobs waiting for a place end now
     pool.shutdown(wait=False, cancel_futures=True)
     ctx.active.abort_all()
     # cancelled futures never count as done for wait(): leave them out
@@ -504,22 +440,11 @@ def _without_query(uri: str) -> str:
 
 
 def _fetch_job(ctx: FetchContext, job: FetchJob) -> Missing | None:
-    """Fetch one file, with retries, once :class:`Pace` gives it a place; a Missing if it
-    could not be had (the others go on).
+    """Fetch one file, with retries; a Missing if it could not be had (the others go on).
 
     Raises what stops every fetch: cancel, a full or unwritable disk, an AES key that
     could not be had (every segment under it needs it), a bug.
     """
-    if ctx.pace is None:
-        return _fetch_placed(ctx, job)
-    ctx.pace.enter(ctx.stop)
-    try:
-        return _fetch_placed(ctx, job)
-    finally:
-        ctx.pace.leave()
-
-
-def _fetch_placed(ctx: FetchContext, job: FetchJob) -> Missing | None:
     if ctx.stop.is_set():
         raise CancelledError()
     if ctx.drain is not None and ctx.drain.is_set():
@@ -533,8 +458,7 @@ def _fetch_placed(ctx: FetchContext, job: FetchJob) -> Missing | None:
 
     try:
         key = ctx.keys.get(job.key.uri) if job.key is not None else None
-        on_retry = functools.partial(_on_retry, ctx)
-        Retry.from_options(ctx.options, ctx.stop, on_retry=on_retry).run(once)
+        Retry.from_options(ctx.options, ctx.stop, on_retry=ctx.options.on_segment_retry).run(once)
     except _STOPS_ALL:
         ctx.tracker.abandoned(job)
         raise
@@ -547,13 +471,6 @@ def _fetch_placed(ctx: FetchContext, job: FetchJob) -> Missing | None:
         ctx.tracker.abandoned(job)
         raise
     return None
-
-
-def _on_retry(ctx: FetchContext, error: TransientDownloadError) -> None:
-    if ctx.pace is not None:  # a file waiting to be tried again: let the others on
-        ctx.pace.widen()
-    if ctx.options.on_segment_retry is not None:
-        ctx.options.on_segment_retry(error)
 
 
 def _attempt(ctx: FetchContext, job: FetchJob, key: bytes | None) -> None:
@@ -614,10 +531,7 @@ def _fetch_rest(
     (a whole file), or None (bytes were kept: check them all afterwards)."""
     what = f"the {job.label}"
     with translate_errors(what):
-        started = time.monotonic()
         response, rest = _request(ctx, job, partial, kept)
-        if ctx.pace is not None:
-            ctx.pace.check(started, 0)
         with ctx.active.reading(response), response:
             check_status(response, what)
             if rest is None:  # the whole file, from its first byte
@@ -635,7 +549,7 @@ def _fetch_rest(
             checks = None
             if rest is None:
                 checks = TsValidator(job.ts_check, job.label, encrypted=key is not None)
-            _stream_body(ctx, job, response, partial, length, decryptor, checks, started)
+            _stream_body(ctx, job, response, partial, length, decryptor, checks, what)
     return checks
 
 
@@ -679,16 +593,13 @@ def _stream_body(
     length: LengthCheck,
     decryptor: Decryptor | None,
     checks: TsValidator | None,
-    started: float,
+    what: str,
 ) -> None:
     """Append the response's body to ``partial``: cut to the range (``length``), decrypted,
     checked. Each chunk is written before anything may stop the loop: no byte that came
-    is lost. ``started``: when the request went out (the body's pace, :class:`Pace`)."""
-    pace = ctx.pace if ctx.pace is not None and not ctx.pace.wide else None
-    for chunk in iter_body(response, f"the {job.label}", ctx.options, ctx.options.chunk_size):
+    is lost."""
+    for chunk in iter_body(response, what, ctx.options, ctx.options.chunk_size):
         ctx.tracker.received(job, len(chunk))
-        if pace is not None:
-            pace.check(started, length.received + len(chunk))
         data = length.cut(chunk)
         clear: tuple[bytes | memoryview, ...] = (data,)
         if decryptor is not None:  # every whole block is kept; the clear bytes lag behind
