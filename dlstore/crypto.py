@@ -83,57 +83,77 @@ def _data_uri(uri: str) -> bytes:
         raise DownloadError("The playlist's data: key URI is malformed.") from exc
 
 
+_BUFFERS = threading.local()  # each thread's output buffer, reused by every segment it decrypts
+
+
+def _out_buffer(size: int) -> bytearray:
+    """This thread's output buffer, at least ``size`` bytes: a fresh 200 KB ``bytes`` per
+    chunk would cost more than decrypting it (the allocator faults its pages in anew)."""
+    buffer = getattr(_BUFFERS, "buffer", None)
+    if buffer is None or len(buffer) < size:
+        buffer = _BUFFERS.buffer = bytearray(max(size, 1 << 16))
+    return buffer
+
+
 class Decryptor:
     """AES-128-CBC with PKCS#7 padding, fed chunk by chunk.
 
     :meth:`update` and :meth:`finalize` give the clear bytes. :meth:`update_blocks` and
     :meth:`finalize_blocks` also give every decrypted block as soon as it is whole,
     padding and all: what a segment cut short keeps (its clear bytes lag a block
-    behind); after them, :attr:`padding` says how many bytes to drop from the end.
+    behind: the last block may be padding); after them, :attr:`padding` says how many
+    bytes to drop from the end. The blocks are decrypted into a buffer that the
+    thread's next update reuses (:meth:`update_blocks`); the padding is checked by
+    hand on the last block, so no byte is copied to be unpadded.
     """
 
     def __init__(self, key: bytes, iv: bytes, name: str) -> None:
         # Imported here: a clear stream (most of them) never needs cryptography.
-        from cryptography.hazmat.primitives import padding
         from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
         self._name = name
         self._cipher = Cipher(algorithms.AES(key), modes.CBC(iv)).decryptor()
-        self._unpadder = padding.PKCS7(BLOCK_BITS).unpadder()
+        self._held = b""  # the last decrypted block: clear bytes, or the padding
         self.padding = 0  # decrypted bytes given out minus clear bytes given out
 
     def update(self, data: bytes) -> bytes:
-        return self.update_blocks(data)[1]
+        return b"".join(self.update_blocks(data)[1])
 
     def finalize(self) -> bytes:
-        return self.finalize_blocks()[1]
+        return b"".join(self.finalize_blocks()[1])
 
-    def update_blocks(self, data: bytes) -> tuple[bytes, bytes]:
-        """(the whole blocks ``data`` completes, decrypted; the clear bytes they complete)."""
-        blocks = self._cipher.update(data)
-        clear = self._unpadder.update(blocks)
-        self.padding += len(blocks) - len(clear)
-        return blocks, clear
+    def update_blocks(self, data: bytes) -> tuple[memoryview, tuple[bytes | memoryview, ...]]:
+        """(the whole blocks ``data`` completes, decrypted; the clear bytes they complete,
+        in pieces). The blocks and the pieces are views of this thread's buffer: use
+        them before this thread decrypts anything else."""
+        buffer = _out_buffer(len(data) + AES_BLOCK - 1)
+        blocks = memoryview(buffer)[: self._cipher.update_into(data, buffer)]
+        if not blocks:
+            return blocks, ()
+        held, self._held = self._held, bytes(blocks[-AES_BLOCK:])
+        self.padding = AES_BLOCK
+        return blocks, (held, blocks[:-AES_BLOCK])
 
-    def finalize_blocks(self) -> tuple[bytes, bytes]:
-        """(the last decrypted blocks, the last clear bytes); then :attr:`padding` is the
-        padding's length. SegmentError if the end is not whole blocks or badly padded."""
+    def finalize_blocks(self) -> tuple[bytes, tuple[bytes, ...]]:
+        """(the last decrypted blocks, the last clear bytes in pieces); then :attr:`padding`
+        is the padding's length. SegmentError if the end is not whole blocks or badly
+        padded."""
         try:
-            blocks = self._cipher.finalize()
+            blocks = self._cipher.finalize()  # CBC: nothing, every whole block is out
         except ValueError as exc:
             raise SegmentError(
                 f"Segment {self._name} is not a whole number of AES blocks; "
                 "it is truncated or not encrypted the way the playlist says."
             ) from exc
-        try:
-            clear = self._unpadder.update(blocks) + self._unpadder.finalize()
-        except ValueError as exc:
+        last = self._held
+        pad = last[-1] if last else 0
+        if not 1 <= pad <= AES_BLOCK or last[-pad:] != bytes([pad]) * pad:
             raise SegmentError(
                 f"Segment {self._name} did not decrypt cleanly (bad padding); "
                 "the AES key is probably wrong."
-            ) from exc
-        self.padding += len(blocks) - len(clear)
-        return blocks, clear
+            )
+        self.padding = pad
+        return blocks, (last[:-pad],)
 
 
 def last_cipher_block(key: bytes, iv: bytes, clear: Iterable[bytes]) -> bytes:

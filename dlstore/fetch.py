@@ -607,11 +607,12 @@ def _stream_body(
     is lost."""
     for chunk in iter_body(response, what, ctx.options, ctx.options.chunk_size):
         ctx.tracker.received(job, len(chunk))
-        data = clear = length.cut(chunk)
+        data = length.cut(chunk)
+        clear: tuple[bytes | memoryview, ...] = (data,)
         if decryptor is not None:  # every whole block is kept; the clear bytes lag behind
             data, clear = decryptor.update_blocks(data)
         if checks is not None:
-            checks.check(clear)
+            checks.check_all(clear)
         partial.write(data)
         if ctx.stop.is_set():
             raise CancelledError()
@@ -623,7 +624,7 @@ def _stream_body(
     if decryptor is not None:
         data, clear = decryptor.finalize_blocks()
         if checks is not None:
-            checks.check(clear)
+            checks.check_all(clear)
         partial.write(data)
         partial.truncate(partial.size - decryptor.padding)
 

@@ -20,7 +20,7 @@ that is too large a ``SegmentTooLargeError``.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from dlstore.errors import (
@@ -32,7 +32,7 @@ from dlstore.errors import (
 )
 from dlstore.playlist import ByteRange, segment_container
 from dlstore.sizes import format_exact_size
-from dlstore.sniff import TS_PACKET, TS_SYNC, Kind, identify
+from dlstore.sniff import HEAD_BYTES, TS_PACKET, TS_SYNC, Kind, identify
 
 # --------------------------------------------------------------------------- lengths
 
@@ -164,6 +164,8 @@ class TsChecker:
             return self.ok
         first = (TS_PACKET - self._pos) % TS_PACKET
         syncs = data[first::TS_PACKET]
+        if isinstance(syncs, memoryview):  # a decrypted block's view (dlstore.crypto)
+            syncs = syncs.tobytes()
         if syncs.count(TS_SYNC) != len(syncs):
             self.ok = False
         self._pos = (self._pos + len(data)) % TS_PACKET
@@ -186,13 +188,19 @@ class TsValidator:
         self.checker = TsChecker()
         self.started = False
 
-    def check(self, data: bytes) -> None:
+    def check_all(self, pieces: Iterable[bytes | memoryview]) -> None:
+        """:meth:`check` each of ``pieces``, in order."""
+        for piece in pieces:
+            self.check(piece)
+
+    def check(self, data: bytes | memoryview) -> None:
         if self.mode == "none" or not data:
             return
         if not self.started:
             self.started = True
-            if data[0] != TS_SYNC:
-                if self.mode == "sniff" or identify(data) is not Kind.BINARY:  # sniffed at the end
+            if data[0] != TS_SYNC:  # "sniff": sniffed at the end, from the file's head
+                head = bytes(data[:HEAD_BYTES])
+                if self.mode == "sniff" or identify(head) is not Kind.BINARY:
                     self.mode = "none"
                     return
                 self._bad("it does not start with an MPEG-TS sync byte")
