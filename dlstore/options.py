@@ -41,6 +41,7 @@ from dlstore.paths import (
     safe_subdir,
     sanitize_filename,
 )
+from dlstore.redact import has_surrogates, replace_undecodable
 from dlstore.validate import check_url, check_utf8
 from dlstore.workfolder import PlacedFile, WorkFolder
 
@@ -168,6 +169,14 @@ def parse_metadata(text: str | None) -> dict[str, Any]:
             f"The task's metadata is nested more than {MAX_METADATA_DEPTH} levels deep; "
             'use a flat JSON object such as {"quality": "720p"}.'
         )
+    lone = _lone_surrogate_at(value)
+    if lone is not None:
+        raise DlstoreError(
+            f"The task's metadata holds a lone surrogate escape (\\u{lone[0]:04x}) in "
+            f"{lone[1]}, which is no character and cannot be written to a file name, a header "
+            "or the database; write characters as themselves (or as a surrogate pair), "
+            "correct the metadata and retry the task."
+        )
     if not isinstance(value, dict):
         raise DlstoreError(
             'The task\'s metadata must be a JSON object such as {"quality": "720p"}, '
@@ -189,6 +198,35 @@ def bounded_json(text: str, max_depth: int = MAX_METADATA_DEPTH) -> tuple[Any, b
     except RecursionError:
         return None, True
     return value, _depth_exceeds(value, max_depth)
+
+
+def _lone_surrogate_at(value: Any) -> tuple[int, str] | None:
+    """The first lone surrogate in ``value``'s keys and strings (JSON's ``"\\ud800"``
+    parses to one) and where it is (``the key "headers" › "X-A"``); None if there is none.
+    Walked without recursion, like :func:`_depth_exceeds`."""
+    stack: list[tuple[Any, tuple[str, ...]]] = [(value, ())]
+    while stack:
+        item, where = stack.pop()
+        if isinstance(item, dict):
+            for key, child in item.items():
+                place = (*where, replace_undecodable(key)[:40])
+                if has_surrogates(key):
+                    return _first_surrogate(key), _describe_place("the key", place)
+                stack.append((child, place))
+        elif isinstance(item, list):
+            stack.extend((child, (*where, f"[{index}]")) for index, child in enumerate(item))
+        elif isinstance(item, str) and has_surrogates(item):
+            return _first_surrogate(item), _describe_place("the value of", where)
+    return None
+
+
+def _first_surrogate(text: str) -> int:
+    return next(ord(char) for char in text if 0xD800 <= ord(char) <= 0xDFFF)
+
+
+def _describe_place(what: str, where: tuple[str, ...]) -> str:
+    path = " › ".join(f'"{part}"' if not part.startswith("[") else part for part in where)
+    return f"{what} {path}" if path else "the metadata itself"
 
 
 def _json_constant(name: str) -> Any:

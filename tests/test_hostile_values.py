@@ -228,6 +228,35 @@ def test_hostile_metadata_text_is_refused_with_a_sentence(text, says):
     assert len(str(caught.value)) < 300
 
 
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ('{"output_dir": "\\ud800"}', 'the value of "output_dir"'),
+        ('{"headers": {"X-A": "a\\udfffb"}}', 'the value of "headers" › "X-A"'),
+        ('{"subtitles": ["en", "\\udc80"]}', 'the value of "subtitles" › [1]'),
+        ('{"\\ud83d": 1}', 'the key "\ufffd"'),
+    ],
+)
+def test_a_lone_surrogate_escape_in_metadata_is_refused_naming_where(text, where):
+    """JSON's "\\ud800" parses to a lone surrogate, which no file name, header or
+    database driver takes: it fails the row before it reaches one (it gave an
+    UnicodeEncodeError, "an unexpected error", when it reached the output folder)."""
+    with pytest.raises(DlstoreError, match="^The task's metadata holds a lone surrogate") as e:
+        parse_metadata(text)
+    assert f"in {where}," in str(e.value), str(e.value)
+    assert "correct the metadata and retry the task" in str(e.value)
+    assert parse_metadata('{"name": "\\ud83c\\udfac"}') == {"name": "\U0001f3ac"}  # a pair
+
+
+def test_a_row_whose_output_dir_is_a_lone_surrogate_fails_with_a_sentence(tmp_path, api, store):
+    task_id = api.create("Clip", URL, metadata='{"output_dir": "\\ud800"}')
+    task, _ = store.claim("here:1:x")
+    assert task.id == task_id
+    settings = Settings(temp_dir=tmp_path / "work", output_dir=tmp_path / "videos")
+    with pytest.raises(DlstoreError, match='lone surrogate escape .* "output_dir"'):
+        prepare(task, settings)
+
+
 def test_metadata_as_deep_as_allowed_is_accepted():
     depth = MAX_METADATA_DEPTH - 1
     assert parse_metadata('{"a":' * depth + "1" + "}" * depth)
