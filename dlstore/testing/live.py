@@ -36,6 +36,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TypeVar
 
 from dlstore.testing.hls_server import Body, HlsServer
 
@@ -116,7 +117,44 @@ def make_rendition_pools(folder: Path, seconds: int = 6) -> RenditionPools:
     return RenditionPools(pool_from(root / "0" / "index.m3u8"), audio, names, default="en")
 
 
-class LivePlaylist:
+_T = TypeVar("_T", bound="_Ticking")
+
+
+class _Ticking:
+    """A live test stream that a thread advances every ``interval`` seconds once its
+    ``path`` was first loaded (:func:`_tick`): ``start``, ``stop``, and a context manager
+    that stops it. Its class sets ``server``, ``path`` and ``interval``, calls
+    :meth:`_init_ticking`, and gives ``advance``, ``end`` and ``ended``."""
+
+    path: str
+    interval: float
+
+    def _init_ticking(self) -> None:
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self: _T, advances: int | None = None) -> _T:
+        """Advance every ``interval`` seconds from the first load of ``path`` on; with
+        ``advances``, end after that many."""
+        self._thread = threading.Thread(
+            target=_tick, args=(self, self.path, self.interval, self._stop, advances), daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def __enter__(self: _T) -> _T:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class LivePlaylist(_Ticking):
     """A sliding window of ``window`` segments over ``pool``, served by ``server``."""
 
     def __init__(
@@ -137,8 +175,7 @@ class LivePlaylist:
         self._next = window  # the media sequence number the next advance publishes
         self._ended = False
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._init_ticking()
         self._publish()
 
     @property
@@ -172,27 +209,6 @@ class LivePlaylist:
         with self._lock:
             self._ended = True
             self._publish()
-
-    def start(self, advances: int | None = None) -> LivePlaylist:
-        """Advance every ``interval`` seconds from the first load of the playlist on; with
-        ``advances``, end after that many."""
-        self._thread = threading.Thread(target=self._run, args=(advances,), daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> LivePlaylist:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def _run(self, advances: int | None) -> None:
-        _tick(self, self.path, self.interval, self._stop, advances)
 
     def _publish(self) -> None:
         pool, first = self.pool, self.first
@@ -236,7 +252,7 @@ def _tick(live, path: str, interval: float, stop: threading.Event, advances: int
             live.end()
 
 
-class LiveRenditions:
+class LiveRenditions(_Ticking):
     """A live master playlist at ``/<name>/master.m3u8``: one variant, its video a
     :class:`LivePlaylist` (``/<name>-video/``), its ``AUDIO="aud"`` group one live audio
     rendition per language of ``pools`` (``/<name>-<lang>/``), all advancing together
@@ -255,8 +271,7 @@ class LiveRenditions:
                       for lang, pool in pools.audio.items()}  # fmt: skip
         self.path = f"/{name}/master.m3u8"
         self.interval = self.video.interval
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._init_ticking()
         self.server.bodies[self.path] = Body(self._master().encode(), PLAYLIST_TYPE)
 
     @property
@@ -277,24 +292,6 @@ class LiveRenditions:
     def end(self) -> None:
         for playlist in self.playlists():
             playlist.end()
-
-    def start(self, advances: int | None = None) -> LiveRenditions:
-        self._thread = threading.Thread(
-            target=_tick, args=(self, self.path, self.interval, self._stop, advances), daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> LiveRenditions:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def _master(self) -> str:
         lines = ["#EXTM3U", "#EXT-X-VERSION:3"]
