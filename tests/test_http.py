@@ -381,11 +381,16 @@ def test_the_watchdog_shuts_a_late_socket_down_and_leaves_an_early_one():
 def test_requesting_with_a_deadline_raises_slow_server_error_once_it_passes():
     active = ActiveResponses()
     ours, theirs = socket.socketpair()
-    with ours, theirs, pytest.raises(SlowServerError) as caught:
-        with active.requesting(0.2, "the video segment 2 of 3 (seg-001.ts)"):
-            with header_watch.watch(ours):
-                ours.settimeout(2)
-                ours.recv(1)  # nothing comes: what a dribbled status line looks like
+    segment = "the video segment 2 of 3 (seg-001.ts)"
+    with (
+        ours,
+        theirs,
+        pytest.raises(SlowServerError) as caught,
+        active.requesting(0.2, segment),
+        header_watch.watch(ours),
+    ):
+        ours.settimeout(2)
+        ours.recv(1)  # nothing comes: what a dribbled status line looks like
     assert str(caught.value) == (
         "The server sent its headers too slowly for the video segment 2 of 3 (seg-001.ts): "
         "not all of them within 0.2 s; trying again later may work."
