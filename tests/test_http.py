@@ -372,7 +372,7 @@ def test_the_watchdog_shuts_a_late_socket_down_and_leaves_an_early_one():
         late_ours.settimeout(2)
         assert late_ours.recv(1) == b""  # shut down: a blocked read wakes up
         waited = time.monotonic() - now
-        assert 0.2 <= waited < 0.5, waited
+        assert 0.2 <= waited < 1.5, waited  # (a busy machine)
         assert watchdog.unwatch(late)
         done_ours.sendall(b"x")  # untouched
         assert done_theirs.recv(1) == b"x"
