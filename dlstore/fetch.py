@@ -586,7 +586,8 @@ def _request(
 
 
 def _get(ctx: FetchContext, job: FetchJob, headers: dict[str, str]) -> requests.Response:
-    with ctx.active.requesting():  # a cancel reaches it while the headers come
+    # a cancel, or the header deadline, reaches it while the headers come
+    with ctx.active.requesting(ctx.options.header_deadline, f"the {job.label}"):
         response = get_stream(ctx.session, job.uri, headers, ctx.options)
     ctx.answers[job] = response.status_code
     return response

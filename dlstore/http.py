@@ -13,7 +13,9 @@ sentence quotes what a server sent: a status is given its standard phrase
 Bounds: a body is read as it arrives (:func:`iter_body`) and aborted when it
 stalls (no byte for ``min(read_timeout, stall_timeout)`` seconds, or less than
 1 KiB in ``stall_timeout`` seconds of waiting); one attempt at a playlist or a key
-must be over within ``connect_timeout + read_timeout`` seconds (:func:`fetch_small`).
+must be over within ``connect_timeout + read_timeout`` seconds (:func:`fetch_small`);
+a segment's request must have all its response's headers within ``read_timeout``
+seconds (:meth:`ActiveResponses.requesting`, :class:`HeaderWatchdog`).
 :class:`ActiveResponses` lets another thread (cancel, shutdown, a deadline) abort
 the responses being read by shutting their sockets down.
 
@@ -25,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import email.utils
 import errno
+import functools
 import http.client
 import math
 import os
@@ -33,7 +36,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -465,28 +468,46 @@ class ActiveResponses:
         self._aborted = False
 
     @contextmanager
-    def requesting(self) -> Iterator[None]:
+    def requesting(self, deadline: float | None = None, what: str = "") -> Iterator[None]:
         """While this thread sends a request: its socket, as it waits for the headers,
-        is one :meth:`abort_all` shuts down (through the connection's header watch)."""
+        is one :meth:`abort_all` shuts down (through the connection's header watch).
+
+        With a ``deadline``, every header the request waits for (each redirect hop's)
+        must have come within that many seconds from now, or :data:`HEADER_WATCHDOG`
+        shuts its socket down and the request raises SlowServerError naming ``what``."""
         previous = getattr(header_watch, "watch", None)
-        header_watch.watch = self._awaiting_headers
+        if deadline is None:
+            header_watch.watch = self._awaiting_headers
+        else:
+            limit = HeaderLimit(time.monotonic() + deadline, deadline, what)
+            header_watch.watch = functools.partial(self._awaiting_headers, limit=limit)
         try:
             yield
         finally:
             header_watch.watch = previous
 
     @contextmanager
-    def _awaiting_headers(self, sock: socket.socket) -> Iterator[None]:
+    def _awaiting_headers(
+        self, sock: socket.socket, limit: HeaderLimit | None = None
+    ) -> Iterator[None]:
         with self._lock:
             self._waiting.add(sock)
             aborted = self._aborted
         if aborted:
             _shut_down(sock)
+        watched = None if limit is None else HEADER_WATCHDOG.watch(sock, limit.until)
+        failure: BaseException | None = None
         try:
             yield
-        finally:
-            with self._lock:
-                self._waiting.discard(sock)
+        except BaseException as exc:  # re-raised below, unless the deadline explains it
+            failure = exc
+        with self._lock:
+            self._waiting.discard(sock)
+        if watched is not None and HEADER_WATCHDOG.unwatch(watched):
+            # shut down mid-headers: an error, or headers cut short that look whole
+            raise limit.too_slow() from failure  # type: ignore[union-attr]
+        if failure is not None:
+            raise failure
 
     @contextmanager
     def reading(self, response: requests.Response) -> Iterator[None]:
@@ -509,6 +530,98 @@ class ActiveResponses:
             abort_response(response)
         for sock in waiting:
             _shut_down(sock)
+
+
+@dataclass(frozen=True)
+class HeaderLimit:
+    """A request's headers must all have come by ``until`` (``time.monotonic()``)."""
+
+    until: float
+    seconds: float
+    what: str
+
+    def too_slow(self) -> SlowServerError:
+        return SlowServerError(
+            f"The server sent its headers too slowly for {self.what}: not all of them within "
+            f"{self.seconds:g} s; trying again later may work."
+        )
+
+
+@dataclass(eq=False)
+class WatchedSocket:
+    """A socket waiting for a response's headers until ``until``; ``expired`` once the
+    watchdog has shut it down for being late."""
+
+    sock: socket.socket
+    until: float
+    expired: bool = False
+
+
+def due(watched: Iterable[WatchedSocket], now: float) -> tuple[list[WatchedSocket], float]:
+    """The sockets whose deadline has passed at ``now``, and the earliest deadline still
+    to come (``math.inf`` if none)."""
+    late, earliest = [], math.inf
+    for entry in watched:
+        if entry.until <= now:
+            late.append(entry)
+        elif entry.until < earliest:
+            earliest = entry.until
+    return late, earliest
+
+
+class HeaderWatchdog:
+    """One thread that shuts down the sockets whose response headers are late.
+
+    :meth:`watch` and :meth:`unwatch` cost a lock and a set operation: the thread
+    sleeps until the earliest deadline it knows of and is woken only for an earlier
+    one, which is rare (every deadline is the same length from its request's start)
+    and happens once after an idle spell. Nothing runs while nothing is watched.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._watched: set[WatchedSocket] = set()
+        self._wake = math.inf  # when the thread looks next
+        self._thread: threading.Thread | None = None
+
+    def watch(self, sock: socket.socket, until: float) -> WatchedSocket:
+        entry = WatchedSocket(sock, until)
+        with self._cond:
+            self._watched.add(entry)
+            if until < self._wake:
+                self._wake = until
+                self._wake_thread()
+        return entry
+
+    def unwatch(self, entry: WatchedSocket) -> bool:
+        """Stop watching ``entry``; True if it was late (its socket is shut down)."""
+        with self._cond:
+            self._watched.discard(entry)
+        return entry.expired  # final: set only under the lock, while watched
+
+    def _wake_thread(self) -> None:
+        if self._thread is None or not self._thread.is_alive():  # (gone in a forked child)
+            self._thread = threading.Thread(
+                target=self._run, name="dlstore-header-deadlines", daemon=True
+            )
+            self._thread.start()
+        else:
+            self._cond.notify()
+
+    def _run(self) -> None:
+        with self._cond:
+            while True:
+                now = time.monotonic()
+                late, self._wake = due(self._watched, now)
+                for entry in late:
+                    self._watched.discard(entry)
+                    entry.expired = True
+                    _shut_down(entry.sock)
+                self._cond.wait(None if self._wake == math.inf else self._wake - now)
+
+
+#: The process's one header watchdog (:meth:`ActiveResponses.requesting` with a deadline).
+HEADER_WATCHDOG = HeaderWatchdog()
 
 
 def request_timeout(options: DownloadOptions) -> tuple[float, float]:

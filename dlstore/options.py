@@ -132,6 +132,12 @@ class DownloadOptions:
         """Seconds one attempt at a playlist or a key may take in all, headers to last byte."""
         return self.connect_timeout + self.read_timeout
 
+    @property
+    def header_deadline(self) -> float:
+        """Seconds a segment's request may wait for all of its response's headers, once sent
+        (each redirect hop's too, counted from the first): the read timeout."""
+        return self.read_timeout
+
     #: Called with the error each time a segment is tried again (the daemon's metrics).
     on_segment_retry: Callable[[Exception], None] | None = field(
         default=None, compare=False, repr=False

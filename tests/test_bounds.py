@@ -242,6 +242,69 @@ def test_cancel_closes_a_request_whose_headers_are_dribbled(hls_server, options,
     assert wait_until(lambda: hls_server.disconnects["/plain/seg-001.ts"] >= 1, 2)
 
 
+def header_deadline_options(options: DownloadOptions, **changes) -> DownloadOptions:
+    """A 1 s header deadline (read_timeout) that a byte per 0.2 s never trips otherwise."""
+    return dataclasses.replace(
+        options, connect_timeout=0.5, read_timeout=1.0, stall_timeout=30.0, **changes
+    )
+
+
+def test_segment_headers_dribbled_hit_the_header_deadline(hls_server, options, tmp_path):
+    hls_server.dribble_interval = 0.2  # ~30 s of headers, never silent for a read timeout
+    hls_server.fail_always["/plain/seg-001.ts"] = "dribble-head"
+    path = three_segments(hls_server, "/plain/seg-001.ts")
+    thread, box = start(hls_server, path, tmp_path, header_deadline_options(options))
+    assert wait_until(lambda: hls_server.hits["/plain/seg-001.ts"] >= 1, 5)
+    asked = time.monotonic()
+    assert wait_until(lambda: hls_server.disconnects["/plain/seg-001.ts"] >= 1, 1.0 + 2)
+    closed = time.monotonic() - asked  # the deadline (1 s), then the server's next write
+    thread.join(10)
+    error = box["error"]
+    assert isinstance(error, TransientDownloadError) and error.transient, error
+    assert (
+        "1 of 3 segments could not be downloaded: video segment 2 of 3 (seg-001.ts) (after "
+        "2 attempts: the server sent its headers too slowly for it: not all of them within 1 s"
+    ) in str(error)
+    assert hls_server.hits["/plain/seg-001.ts"] == 2  # max_retries=1
+    assert box["elapsed"] < 2 * 1.0 + 3
+    assert wait_until(lambda: hls_server.disconnects["/plain/seg-001.ts"] >= 2, 2)
+    assert closed < 1.0 + 1.0, closed
+    kept = sorted(p.name for p in (tmp_path / "work").rglob("*.seg"))
+    assert kept == ["video-000000.seg", "video-000002.seg"], kept  # in place for a retry
+
+
+def test_segment_headers_dribbled_once_are_retried_and_other_downloads_go_on(
+    hls_media, hls_server, options, tmp_path
+):
+    hls_server.dribble_interval = 0.2
+    hls_server.fail_times("/plain/seg-001.ts", 1, "dribble-head")
+    patient = header_deadline_options(options)
+    slow, slow_box = start(hls_server, "/plain/index.m3u8", tmp_path / "a", patient)
+    assert wait_until(lambda: hls_server.hits["/plain/seg-001.ts"] >= 1, 5)
+    other = run(hls_server, "/aes_iv/index.m3u8", tmp_path / "b", patient)  # meanwhile
+    assert "error" not in other, other.get("error")
+    assert other["elapsed"] < 5  # the shared watchdog cut nothing of it
+    slow.join(10)
+    assert "error" not in slow_box, slow_box.get("error")
+    assert hls_server.hits["/plain/seg-001.ts"] == 2  # cut at the deadline, then fetched
+    assert slow_box["elapsed"] < 1.0 + 3
+    assert decode_check(slow_box["result"].output_path).errors == ()
+    assert hls_media["plain"].segments == slow_box["result"].segments
+
+
+def test_segment_body_just_under_the_stall_rate_is_bounded(hls_server, options, tmp_path):
+    # 1000 bytes a second, a read every 0.1 s: never silent, never over max_segment_bytes
+    hls_server.bodies["/big/seg-001.ts"] = Endless(content_length=10 << 20, interval=0.1, step=100)
+    path = three_segments(hls_server, "/big/seg-001.ts")
+    patient = dataclasses.replace(options, read_timeout=60.0, max_retries=0)
+    box = run(hls_server, path, tmp_path, patient)
+    error = box["error"]
+    assert isinstance(error, TransientDownloadError), error
+    assert "segment 2 of 3 (seg-001.ts) (after 1 attempt: the server stalled" in str(error)
+    assert box["elapsed"] < 1.0 + 2
+    assert wait_until(lambda: hls_server.disconnects["/big/seg-001.ts"] >= 1)
+
+
 # --------------------------------------------------------------------------- cancel
 
 

@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import errno
 import io
+import math
 import random
+import socket
 import threading
+import time
 
 import pytest
 import requests
@@ -20,10 +23,22 @@ from dlstore.errors import (
     DownloadError,
     HttpError,
     NotWritableError,
+    SlowServerError,
     TransientDownloadError,
     UnsupportedStreamError,
 )
-from dlstore.http import Retry, _retry_after, fetch_small, make_session, translate_errors
+from dlstore.http import (
+    ActiveResponses,
+    HeaderWatchdog,
+    Retry,
+    WatchedSocket,
+    _retry_after,
+    due,
+    fetch_small,
+    make_session,
+    translate_errors,
+)
+from dlstore.netpolicy import header_watch
 from dlstore.options import DownloadOptions
 from dlstore.playlist import ByteRange
 from dlstore.validate import check_url
@@ -333,3 +348,59 @@ def test_translate_errors_tells_disk_trouble_from_network_trouble(error, kind, t
     assert text in str(info.value) and "segment 3" in str(info.value)
     if kind in (DownloadError, NotWritableError):
         assert not info.value.transient
+
+
+# --------------------------------------------------------------------------- header deadlines
+
+
+def test_due_picks_the_late_sockets_and_the_next_deadline():
+    a, b, c = (WatchedSocket(None, until) for until in (1.0, 2.0, 3.0))  # type: ignore[arg-type]
+    assert due([c, a, b], 2.0) == ([a, b], 3.0)
+    assert due([c], 2.0) == ([], 3.0)
+    assert due([], 2.0) == ([], math.inf)
+
+
+def test_the_watchdog_shuts_a_late_socket_down_and_leaves_an_early_one():
+    watchdog = HeaderWatchdog()
+    late_ours, late_theirs = socket.socketpair()
+    done_ours, done_theirs = socket.socketpair()
+    with late_ours, late_theirs, done_ours, done_theirs:
+        now = time.monotonic()
+        done = watchdog.watch(done_ours, now + 0.1)
+        late = watchdog.watch(late_ours, now + 0.2)
+        assert not watchdog.unwatch(done)  # its headers came in time
+        late_ours.settimeout(2)
+        assert late_ours.recv(1) == b""  # shut down: a blocked read wakes up
+        waited = time.monotonic() - now
+        assert 0.2 <= waited < 1.5, waited  # (a busy machine)
+        assert watchdog.unwatch(late)
+        done_ours.sendall(b"x")  # untouched
+        assert done_theirs.recv(1) == b"x"
+
+
+def test_requesting_with_a_deadline_raises_slow_server_error_once_it_passes():
+    active = ActiveResponses()
+    ours, theirs = socket.socketpair()
+    segment = "the video segment 2 of 3 (seg-001.ts)"
+    with (
+        ours,
+        theirs,
+        pytest.raises(SlowServerError) as caught,
+        active.requesting(0.2, segment),
+        header_watch.watch(ours),
+    ):
+        ours.settimeout(2)
+        ours.recv(1)  # nothing comes: what a dribbled status line looks like
+    assert str(caught.value) == (
+        "The server sent its headers too slowly for the video segment 2 of 3 (seg-001.ts): "
+        "not all of them within 0.2 s; trying again later may work."
+    )
+    assert getattr(header_watch, "watch", None) is None  # restored
+
+
+def test_requesting_without_a_deadline_never_times_out():
+    active = ActiveResponses()
+    ours, theirs = socket.socketpair()
+    with ours, theirs, active.requesting(), header_watch.watch(ours):
+        theirs.sendall(b"x")
+        assert ours.recv(1) == b"x"
