@@ -73,10 +73,6 @@ def assert_video_plays(path: Path, duration: float) -> None:
     assert (decoded.width, decoded.height) == (320, 180)
 
 
-def hit(server: HlsServer, paths) -> set[str]:
-    return {p for p in paths if server.hits[p]}
-
-
 def expected_cues(language: str, offset: float):
     """DASH cue times count from the period's start: the media time the video starts at."""
     return [(start + offset, end + offset, text) for start, end, text in MULTI_CUES[language]]
@@ -120,7 +116,7 @@ def test_audio_languages_in_order_of_preference(
     assert tags == [({"en": "eng", "fr": "fra"}[language], True)]
     assert audio_tones(result.output_path) == [pytest.approx(TONES[language], rel=0.03)]
     other = "en" if language == "fr" else "fr"
-    assert hit(server, stream.audio_paths[other]) == set()  # never fetched
+    assert server.fetched(stream.audio_paths[other]) == set()  # never fetched
     metadata = result.tracks_metadata()["audio_tracks"]
     assert metadata == [{**(FRENCH if language == "fr" else ENGLISH), "default": True}]
 
@@ -146,7 +142,7 @@ def test_webvtt_sets_become_aligned_vtt_files_beside_the_video(
     ]  # fmt: skip
     texts = stream.subtitle_paths["en"] + stream.subtitle_paths["fr"]
     assert all(server.hits[p] == 1 for p in texts)
-    assert hit(server, stream.subtitle_paths["wvtt"]) == set()  # WebVTT in MP4: left out
+    assert server.fetched(stream.subtitle_paths["wvtt"]) == set()  # WebVTT in MP4: left out
     media = stream.video_paths + stream.audio_paths["en"]
     assert result.segments == len(media) - 2  # subtitles are not counted
     assert [t.kind for t in stream_tags(result.output_path)] == ["video", "audio"]
@@ -156,7 +152,7 @@ def test_subtitles_by_language_and_embedded(stream, server, fast_options, tmp_pa
     options = dataclasses.replace(fast_options, subtitles=("fr",), embed_subtitles=True)
     result = run(server, stream, tmp_path, options)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["video.fr.vtt", "video.mp4"]
-    assert hit(server, stream.subtitle_paths["en"]) == set()
+    assert server.fetched(stream.subtitle_paths["en"]) == set()
     tags = [(t.kind, t.codec, t.language) for t in stream_tags(result.output_path)]
     assert tags == [("video", "h264", "und"), ("audio", "aac", "eng"),
                     ("subtitle", "mov_text", "fra")]  # fmt: skip

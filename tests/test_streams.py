@@ -60,10 +60,6 @@ def multi_server(multi_root) -> Iterator[HlsServer]:
         yield server
 
 
-def fetched(server: HlsServer, paths) -> set[str]:
-    return {p for p in paths if server.hits[p]}
-
-
 def assert_video_plays(path: Path, duration: float) -> None:
     decoded = decode_check(path)
     assert decoded.errors == ()
@@ -157,7 +153,7 @@ def test_audio_languages_in_order_of_preference(
     assert [(t.language, t.default) for t in tags] == [({"en": "eng", "fr": "fra"}[language], True)]
     assert audio_tones(result.output_path) == [pytest.approx(TONES[language], rel=0.03)]
     other = "en" if language == "fr" else "fr"
-    assert fetched(multi_server, multi.audio_paths[other]) == set()  # never fetched
+    assert multi_server.fetched(multi.audio_paths[other]) == set()  # never fetched
     assert [t["language"] for t in result.tracks_metadata()["audio_tracks"]] == [language]
 
 

@@ -52,7 +52,7 @@ import struct
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -192,6 +192,11 @@ class HlsServer:
         them, then a TCP RST."""
         with self._lock:
             self._drops[path] = (count, times, skip)
+
+    def fetched(self, paths: Iterable[str]) -> set[str]:
+        """Those of ``paths`` that were requested at least once."""
+        with self._lock:
+            return {path for path in paths if self.hits[path]}
 
     def reset_counters(self) -> None:
         with self._lock:
