@@ -41,7 +41,7 @@ from dlstore.paths import (
     safe_subdir,
     sanitize_filename,
 )
-from dlstore.redact import has_surrogates, replace_undecodable
+from dlstore.redact import first_surrogate, replace_undecodable
 from dlstore.validate import check_url, check_utf8
 from dlstore.workfolder import PlacedFile, WorkFolder
 
@@ -216,18 +216,15 @@ def _lone_surrogate_at(value: Any) -> tuple[int, str] | None:
         if isinstance(item, dict):
             for key, child in item.items():
                 place = (*where, replace_undecodable(key)[:40])
-                if has_surrogates(key):
-                    return _first_surrogate(key), _describe_place("the key", place)
+                lone = first_surrogate(key)
+                if lone is not None:
+                    return lone, _describe_place("the key", place)
                 stack.append((child, place))
         elif isinstance(item, list):
             stack.extend((child, (*where, f"[{index}]")) for index, child in enumerate(item))
-        elif isinstance(item, str) and has_surrogates(item):
-            return _first_surrogate(item), _describe_place("the value of", where)
+        elif isinstance(item, str) and (lone := first_surrogate(item)) is not None:
+            return lone, _describe_place("the value of", where)
     return None
-
-
-def _first_surrogate(text: str) -> int:
-    return next(ord(char) for char in text if 0xD800 <= ord(char) <= 0xDFFF)
 
 
 def _describe_place(what: str, where: tuple[str, ...]) -> str:

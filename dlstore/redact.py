@@ -127,7 +127,14 @@ def undecodable_byte(text: str) -> tuple[int, int] | None:
 def has_surrogates(text: str) -> bool:
     """Whether ``text`` holds a lone surrogate (an undecodable byte), which no UTF-8 writer
     (a database driver, a terminal) accepts."""
-    return _SURROGATE.search(text) is not None
+    return first_surrogate(text) is not None
+
+
+def first_surrogate(text: str) -> int | None:
+    """The code point of the first lone surrogate in ``text`` (an undecodable byte, or
+    JSON's ``"\\ud800"``), or None."""
+    found = _SURROGATE.search(text)
+    return None if found is None else ord(found.group())
 
 
 def replace_undecodable(text: str) -> str:
