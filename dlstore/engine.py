@@ -81,7 +81,14 @@ from dlstore.remux import (
 )
 from dlstore.sidecars import Sidecars, load, subtitle_names
 from dlstore.validate import check_url
-from dlstore.workfolder import PLACED_NAME, PlacedFile, Track, WorkFolder, track_files
+from dlstore.workfolder import (
+    PLACED_NAME,
+    PlacedFile,
+    Track,
+    WorkFolder,
+    media_track_names,
+    track_files,
+)
 
 __all__ = [
     "DownloadPlan",
@@ -127,11 +134,9 @@ class DownloadPlan:
     @property
     def tracks(self) -> list[Track]:
         """The media tracks, video first, then each audio track: what the segments count."""
-        tracks = [Track("video", self.video)]
-        if self.audio is not None:
-            tracks.append(Track("audio", self.audio))
-        tracks += [Track(f"audio-{n}", r.plan) for n, r in enumerate(self.more_audio, 2)]
-        return tracks
+        plans = [self.video, *([self.audio] if self.audio is not None else [])]
+        plans += [rendition.plan for rendition in self.more_audio]
+        return [Track(name, plan) for name, plan in zip(media_track_names(len(plans)), plans)]
 
     @property
     def subtitle_tracks(self) -> list[Track]:

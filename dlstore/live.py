@@ -78,7 +78,13 @@ from dlstore.playlist import (
 )
 from dlstore.progress import Progress, ProgressTracker, Throttle
 from dlstore.redact import redact_url
-from dlstore.workfolder import Track, WorkFolder, init_filename, segment_filename
+from dlstore.workfolder import (
+    Track,
+    WorkFolder,
+    init_filename,
+    media_track_names,
+    segment_filename,
+)
 
 LOG = logging.getLogger("dlstore.live")
 JOURNAL_NAME = "live.jsonl"
@@ -406,18 +412,13 @@ def _target(plan: MediaPlan) -> float:
     return target if target and target > 0 else DEFAULT_TARGET_SECONDS
 
 
-def track_names(count: int) -> list[str]:
-    """The work folder's names of a recording's tracks (as ``engine.DownloadPlan.tracks``)."""
-    return ["video", "audio", *(f"audio-{n}" for n in range(2, count))][:count]
-
-
 class LiveRecorder:
     """Records the live stream of ``source`` (first loaded as ``first``); see the module."""
 
     def __init__(self, ctx: LiveContext, first: Window, source: WindowSource) -> None:
         self.ctx, self.first, self.source, self.url = ctx, first, source, source.url
         self.journal = Journal(ctx.work)
-        self.tracks = [_TrackRecording(name) for name in track_names(len(first.tracks))]
+        self.tracks = [_TrackRecording(name) for name in media_track_names(len(first.tracks))]
         self.gaps: list[Gap] = []
         self.limit = min(ctx.options.record_limit or MAX_RECORD_SECONDS, MAX_RECORD_SECONDS)
         self.target = first.target

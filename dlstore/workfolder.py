@@ -136,6 +136,11 @@ class Track:
     container: str | None = None
 
 
+def media_track_names(count: int) -> list[str]:
+    """The names of ``count`` media tracks, video first: "video", "audio", "audio-2", …"""
+    return ["video", "audio", *(f"audio-{n}" for n in range(2, count))][:count]
+
+
 def init_filename(track: str, number: int) -> str:
     """The file of the track's ``number``-th distinct init section (from 0)."""
     return f"{track}-init-{number}.seg"
