@@ -102,12 +102,6 @@ def available(
     return out
 
 
-def segment_seconds(entries: Iterable[Entry], timescale: int) -> float | None:
-    """The longest segment's seconds (what a reload waits for), None if there is none."""
-    longest = max((ticks for _, _, ticks in entries), default=None)
-    return None if longest is None else longest / timescale
-
-
 def clock_offset(text: str, local_now: float) -> float | None:
     """Seconds to add to the local clock to get the server's, from a UTCTiming time
     (``2026-01-01T00:00:00.250Z``, an ``xs:dateTime``); None if it is not one or is
